@@ -1,0 +1,57 @@
+//! Archive strategies: tar + parallel gzip, zip, and the safe unpack rules.
+//!
+//! Everything streams: writers take any `Write` (the upload pipeline's part buffers), readers
+//! any `Read` (the download pipeline's ordered chunks).
+
+pub mod gzip;
+pub mod tarball;
+pub mod unpack;
+pub mod zip;
+
+pub use gzip::ParallelGzWriter;
+pub use tarball::{TarSummary, write_tree};
+pub use unpack::{Detection, UnpackSummary, place, sniff, untar};
+
+/// Why an archive could not be read or written. Texts follow Argo's where it has one.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("illegal file path: {name}")]
+    IllegalPath { name: String },
+    #[error("illegal symlink target: {name} -> {target}")]
+    IllegalSymlink { name: String, target: String },
+    #[error("illegal file path after symlink resolution: {name}")]
+    IllegalAfterSymlink { name: String },
+    #[error("{path}: Illegal file path")]
+    ZipIllegalPath { path: String },
+    #[error(
+        "the archive unpacks to more than the limit of {limit} bytes (ARGOEXEC_MAX_UNPACKED_BYTES)"
+    )]
+    TooLarge { limit: u64 },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ArchiveError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Writes `src` as tar + gzip at `level` into `out`, compressing on `threads` threads.
+pub fn write_tgz<W: std::io::Write>(
+    src: &std::path::Path,
+    out: W,
+    level: u32,
+    threads: usize,
+) -> std::io::Result<(W, TarSummary)> {
+    let gz = ParallelGzWriter::new(out, level, threads)?;
+    let (gz, summary) = write_tree(src, gz)?;
+    Ok((gz.finish()?, summary))
+}

@@ -1,0 +1,83 @@
+//! The command line, shaped like Argo's so the controller's exact command lines parse.
+
+use clap::{Args, Parser, Subcommand};
+
+/// A drop-in, streaming replacement for the Argo Workflows executor.
+#[derive(Debug, Parser)]
+#[command(name = "argoexec", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub globals: Globals,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every sub-command accepts, anywhere on the line (the controller puts them after the
+/// sub-command words).
+#[derive(Debug, Clone, Args)]
+pub struct Globals {
+    /// Minimum level of log lines: debug, info, warn or error.
+    #[arg(long, global = true, default_value = "info")]
+    pub loglevel: String,
+    /// Log line format: text or json.
+    #[arg(long = "log-format", global = true, default_value = "text")]
+    pub log_format: String,
+    /// klog verbosity of Argo's Go client (accepted for compatibility; unused).
+    #[arg(long, global = true, default_value_t = 0)]
+    pub gloglevel: i32,
+    /// Path to a kubeconfig; in-cluster configuration is used without it.
+    #[arg(long, global = true, env = "KUBECONFIG")]
+    pub kubeconfig: Option<String>,
+    /// Namespace override for Kubernetes calls.
+    #[arg(long, short = 'n', global = true)]
+    pub namespace: Option<String>,
+    /// kubeconfig context (accepted for compatibility).
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Init container: copy the binary, write the template, load input artifacts.
+    Init,
+    /// Wait sidecar: wait for main, save outputs, report them.
+    Wait,
+    /// Run a user command as PID 1 of its container: `emissary -- CMD ARGS...`.
+    Emissary {
+        /// The user's command and its arguments.
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
+    },
+    /// Send a signal to a process: `kill SIGNAL PID`.
+    Kill { signal: i32, pid: i32 },
+    /// Artifact commands (`artifact delete` for artifact garbage collection).
+    #[command(subcommand)]
+    Artifact(ArtifactCommand),
+    /// Run a resource template action (get, create, apply, delete, patch, replace).
+    Resource { action: String },
+    /// Run a data template.
+    Data { data: Option<String> },
+    /// Agent pod commands for HTTP and plugin templates.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Init-less pod layout: pre-main work, then everything wait does.
+    Supervisor,
+    /// Print the version.
+    Version {
+        /// Print only the version number.
+        #[arg(long)]
+        short: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArtifactCommand {
+    /// Delete the artifacts of this pod's WorkflowArtifactGCTasks.
+    Delete,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    Init,
+    Main,
+}

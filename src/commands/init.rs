@@ -1,0 +1,131 @@
+//! `argoexec init`: copy the binary for the user containers, write the template, stage the
+//! script or manifest, load every input artifact.
+
+use std::fs;
+use std::path::PathBuf;
+
+use futures::StreamExt;
+
+use super::pod::{required_env, template_from_env, write_atomic};
+use super::{CommandError, Pod};
+use crate::contract::env;
+use crate::model::Template;
+use crate::transfer::load::{Loaded, Loader};
+
+pub async fn run(pod: &Pod) -> Result<(), CommandError> {
+    required_env(env::POD_NAME)?;
+    let loaded = template_from_env(&pod.roots)?;
+    copy_binary(pod)?;
+    write_atomic(&pod.roots.template_file(), &loaded.raw, 0o444).map_err(|e| {
+        CommandError::failed(format!(
+            "failed to write {}: {e}",
+            pod.roots.template_file().display()
+        ))
+    })?;
+    stage_files(pod, &loaded.template)?;
+    load_inputs(pod, &loaded.template).await
+}
+
+/// Finds our own binary as Argo does (the name `argoexec` on PATH, else this executable) and
+/// copies it to `/var/run/argo/argoexec` with mode 0555.
+fn copy_binary(pod: &Pod) -> Result<(), CommandError> {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("argoexec"))
+            .find(|p| p.is_file())
+    });
+    let src: PathBuf = match on_path {
+        Some(p) => p,
+        None => std::env::current_exe()
+            .map_err(|e| CommandError::failed(format!("cannot find the argoexec binary: {e}")))?,
+    };
+    let dest = pod.roots.binary_copy();
+    let bytes = fs::read(&src)
+        .map_err(|e| CommandError::failed(format!("cannot read {}: {e}", src.display())))?;
+    write_atomic(&dest, &bytes, 0o555).map_err(|e| {
+        CommandError::failed(format!(
+            "failed to copy the binary to {}: {e}",
+            dest.display()
+        ))
+    })?;
+    tracing::info!(from = %src.display(), to = %dest.display(), "copied the executor binary");
+    Ok(())
+}
+
+/// Writes the script source (script templates) and the manifest (resource templates).
+fn stage_files(pod: &Pod, template: &Template) -> Result<(), CommandError> {
+    if let Some(script) = template.script.as_ref().filter(|s| !s.source.is_empty()) {
+        let path = pod.roots.staging_script();
+        write_atomic(&path, script.source.as_bytes(), 0o755).map_err(|e| {
+            CommandError::failed(format!("failed to write {}: {e}", path.display()))
+        })?;
+    }
+    if let Some(manifest) = template
+        .resource
+        .as_ref()
+        .and_then(|r| r.get("manifest"))
+        .and_then(|m| m.as_str())
+    {
+        let path = pod.roots.path("/tmp/manifest.yaml");
+        write_atomic(&path, manifest.as_bytes(), 0o644).map_err(|e| {
+            CommandError::failed(format!("failed to write {}: {e}", path.display()))
+        })?;
+    }
+    Ok(())
+}
+
+/// Loads the inputs, several at once; the first failure in template order is the error.
+async fn load_inputs(pod: &Pod, template: &Template) -> Result<(), CommandError> {
+    let loader = Loader {
+        roots: &pod.roots,
+        secrets: &pod.secrets,
+        config: &pod.transfer,
+        template,
+    };
+    let plugins: Vec<&str> = template
+        .inputs
+        .artifacts
+        .iter()
+        .filter(|a| a.location.plugin.is_some())
+        .map(|a| a.name.as_str())
+        .collect();
+    if !plugins.is_empty() {
+        return Err(CommandError::failed(format!(
+            "artifact plugins are not supported by argoexec-rs yet: {}",
+            plugins.join(", ")
+        )));
+    }
+    let results: Vec<_> = futures::stream::iter(template.inputs.artifacts.iter())
+        .map(|art| {
+            let loader = &loader;
+            async move {
+                let started = std::time::Instant::now();
+                let r = loader.load(art).await;
+                (art, r, started.elapsed())
+            }
+        })
+        .buffered(pod.transfer.file_concurrency.min(4))
+        .collect()
+        .await;
+    for (art, result, elapsed) in results {
+        match result {
+            Ok(Loaded::Placed { path, bytes }) => tracing::info!(
+                artifact = %art.name,
+                path = %path.display(),
+                bytes,
+                seconds = elapsed.as_secs_f64(),
+                "loaded input artifact"
+            ),
+            Ok(Loaded::Skipped) => {
+                tracing::info!(artifact = %art.name, "optional input artifact not supplied, skipped")
+            }
+            Err(e) => {
+                return Err(CommandError::failed(format!(
+                    "artifact {} failed to load: {e}",
+                    art.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! What every command reads about the pod it runs in: roots, template, environment.
+
+use std::fs;
+use std::path::Path;
+
+use super::CommandError;
+use crate::contract::{Roots, TEMPLATE_OFFLOADED, env};
+use crate::model::Template;
+
+/// The template as received (raw JSON bytes, kept verbatim for `/var/run/argo/template`).
+#[derive(Debug, Clone)]
+pub struct LoadedTemplate {
+    pub raw: Vec<u8>,
+    pub template: Template,
+}
+
+fn parse(raw: Vec<u8>, source: &str) -> Result<LoadedTemplate, CommandError> {
+    let template = Template::from_json(&raw).map_err(|e| {
+        CommandError::failed(format!("cannot parse the template from {source}: {e}"))
+    })?;
+    Ok(LoadedTemplate { raw, template })
+}
+
+/// The template from `ARGO_TEMPLATE`, or from `/argo/config/ARGO_TEMPLATE` when it says
+/// `offloaded` (how init and the init-less supervisor receive it).
+pub fn template_from_env(roots: &Roots) -> Result<LoadedTemplate, CommandError> {
+    let value = std::env::var(env::TEMPLATE)
+        .map_err(|_| CommandError::failed(format!("{} is not set", env::TEMPLATE)))?;
+    if value == TEMPLATE_OFFLOADED {
+        let path = roots.offloaded_template();
+        let raw = fs::read(&path).map_err(|e| {
+            CommandError::failed(format!(
+                "cannot read the offloaded template {}: {e}",
+                path.display()
+            ))
+        })?;
+        return parse(raw, &path.display().to_string());
+    }
+    parse(value.into_bytes(), env::TEMPLATE)
+}
+
+/// The template init wrote to `/var/run/argo/template` (how wait receives it).
+pub fn template_from_file(roots: &Roots) -> Result<LoadedTemplate, CommandError> {
+    let path = roots.template_file();
+    let raw = fs::read(&path)
+        .map_err(|e| CommandError::failed(format!("cannot read {}: {e}", path.display())))?;
+    parse(raw, &path.display().to_string())
+}
+
+/// `/var/run/argo/template` if it exists, else `ARGO_TEMPLATE` (the emissary's rule).
+pub fn template_from_file_or_env(roots: &Roots) -> Result<LoadedTemplate, CommandError> {
+    if roots.template_file().exists() {
+        return template_from_file(roots);
+    }
+    if std::env::var_os(env::TEMPLATE).is_some() {
+        return template_from_env(roots);
+    }
+    Err(CommandError::failed(
+        "neither /var/run/argo/template nor ARGO_TEMPLATE is available",
+    ))
+}
+
+/// A required environment variable.
+pub fn required_env(name: &str) -> Result<String, CommandError> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| CommandError::failed(format!("{name} is not set")))
+}
+
+/// Writes `data` to `path` atomically (temp name + rename) with `mode`.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let tmp = path.with_extension("argoexec-tmp");
+    let _ = fs::remove_file(&tmp);
+    fs::write(&tmp, data)?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
+    fs::rename(&tmp, path)
+}

@@ -1,0 +1,21 @@
+//! # argoexec-rs
+//!
+//! A drop-in, streaming replacement for the executor of Argo Workflows (`argoexec`), and a
+//! library for controllers and servers that need Argo's artifact rules.
+//!
+//! * [`model`]: the Argo API types the executor sees (template, artifacts, locations).
+//! * [`contract`]: the pod contract's fixed paths and environment names.
+//! * [`keys`]: object keys, with Go's `path` semantics.
+//! * [`archive`]: tar + parallel gzip, zip, and the safe unpack rules.
+//! * [`storage`]: the [`storage::Driver`] trait, one module per backend, retry and integrity
+//!   wrappers.
+//! * [`transfer`]: the upload and download pipelines, and Argo's input/output artifact rules.
+//! * [`commands`]: `init`, `wait`, `emissary`, `kill`, ...
+
+pub mod archive;
+pub mod commands;
+pub mod contract;
+pub mod keys;
+pub mod model;
+pub mod storage;
+pub mod transfer;

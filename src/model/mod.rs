@@ -1,0 +1,17 @@
+//! Serde types of the Argo API objects the executor sees.
+//!
+//! Decoding is lenient (unknown fields ignored, camelCase as in Argo) because the controller sends
+//! the whole Template; encoding omits empty fields, as Go's `omitempty` does.
+
+mod artifact;
+mod location;
+mod task_result;
+mod template;
+
+pub use artifact::{ArchiveStrategy, ArchiveStrategyWire, Artifact, ArtifactGc, TarStrategy};
+pub use location::*;
+pub use task_result::*;
+pub use template::{
+    Container, ContainerSet, ContainerSetRetryStrategy, Inputs, Outputs, Parameter, Template,
+    ValueFrom, VolumeMount,
+};

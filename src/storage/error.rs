@@ -1,0 +1,204 @@
+//! The one storage error every backend converts into.
+//!
+//! Retry decisions read [`Error::is_transient`], which looks only at typed fields: each backend
+//! classifies its own failures into an [`ErrorKind`] when it converts them, never by matching text.
+
+use std::fmt;
+
+/// Why a backend call failed, as far as retrying is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The server asked us to slow down (429, SlowDown, Throttling...). Transient.
+    Throttled,
+    /// The server failed (5xx, InternalError, ServiceUnavailable). Transient.
+    Server,
+    /// The connection failed or broke (refused, reset, truncated body). Transient.
+    Network,
+    /// A connect or read timeout fired. Transient.
+    Timeout,
+    /// Temporary credentials expired; a fresh client may succeed. Transient.
+    ExpiredCredentials,
+    /// The bytes the server stored are not the bytes we sent. Transient: resend the part.
+    Integrity,
+    /// Wrong or missing credentials, or access denied. Permanent.
+    Auth,
+    /// The request itself is wrong (bad bucket, bad argument, TLS trust failure...). Permanent.
+    Request,
+}
+
+impl ErrorKind {
+    /// Whether a retry of the same request can succeed.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            Self::Throttled
+                | Self::Server
+                | Self::Network
+                | Self::Timeout
+                | Self::ExpiredCredentials
+                | Self::Integrity
+        )
+    }
+
+    /// Classification of an HTTP status code, for backends that speak HTTP.
+    pub fn from_http_status(status: u16) -> Self {
+        match status {
+            429 => Self::Throttled,
+            408 => Self::Timeout,
+            401 | 403 => Self::Auth,
+            500..=599 => Self::Server,
+            _ => Self::Request,
+        }
+    }
+}
+
+/// A storage failure: typed so callers can tell not-found, unsupported and transient apart.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The key does not exist. `message` is the backend's own text (Argo prints it).
+    #[error("{message}")]
+    NotFound { key: String, message: String },
+
+    /// The driver cannot do this at all (e.g. saving to git, deleting over HTTP).
+    #[error("{message}")]
+    NotSupported {
+        driver: &'static str,
+        message: String,
+    },
+
+    /// The location or its secrets are unusable (missing secret, bad endpoint, bad option).
+    #[error("{message}")]
+    Config { message: String },
+
+    /// The backend answered with a failure, or could not be reached.
+    #[error("{message}")]
+    Backend {
+        driver: &'static str,
+        kind: ErrorKind,
+        message: String,
+    },
+
+    /// A local file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn not_found(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::NotFound {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn not_supported(driver: &'static str, message: impl Into<String>) -> Self {
+        Self::NotSupported {
+            driver,
+            message: message.into(),
+        }
+    }
+
+    pub fn config(message: impl fmt::Display) -> Self {
+        Self::Config {
+            message: message.to_string(),
+        }
+    }
+
+    pub fn backend(driver: &'static str, kind: ErrorKind, message: impl fmt::Display) -> Self {
+        Self::Backend {
+            driver,
+            kind,
+            message: message.to_string(),
+        }
+    }
+
+    pub fn io(context: impl fmt::Display, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.to_string(),
+            source,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound { .. })
+    }
+
+    /// The retry classification of this error (`None` for errors that are never retried).
+    pub fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            Self::Backend { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+
+    /// Whether retrying the same operation can succeed.
+    pub fn is_transient(&self) -> bool {
+        self.kind().is_some_and(ErrorKind::is_transient)
+    }
+
+    /// The same error with `prefix: ` in front of its message (typed fields unchanged).
+    pub fn context(self, prefix: impl fmt::Display) -> Self {
+        self.map_message(|m| format!("{prefix}: {m}"))
+    }
+
+    /// The same error with its message rewritten (typed fields unchanged).
+    pub fn map_message(self, f: impl FnOnce(String) -> String) -> Self {
+        match self {
+            Self::NotFound { key, message } => Self::NotFound {
+                key,
+                message: f(message),
+            },
+            Self::NotSupported { driver, message } => Self::NotSupported {
+                driver,
+                message: f(message),
+            },
+            Self::Config { message } => Self::Config {
+                message: f(message),
+            },
+            Self::Backend {
+                driver,
+                kind,
+                message,
+            } => Self::Backend {
+                driver,
+                kind,
+                message: f(message),
+            },
+            Self::Io { context, source } => Self::Io {
+                context: f(context),
+                source,
+            },
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_drives_retry_not_text() {
+        assert!(Error::backend("s3", ErrorKind::Throttled, "x").is_transient());
+        assert!(!Error::backend("s3", ErrorKind::Auth, "SlowDown 503").is_transient());
+        assert!(!Error::not_found("k", "timeout").is_transient());
+        assert_eq!(ErrorKind::from_http_status(503), ErrorKind::Server);
+        assert_eq!(ErrorKind::from_http_status(404), ErrorKind::Request);
+    }
+
+    #[test]
+    fn context_keeps_the_type() {
+        let e = Error::not_found("k", "The specified key does not exist.")
+            .context("failed to get file");
+        assert!(e.is_not_found());
+        assert_eq!(
+            e.to_string(),
+            "failed to get file: The specified key does not exist."
+        );
+    }
+}

@@ -1,0 +1,276 @@
+//! Storage: one [`Driver`] trait, one folder per backend, wrappers for cross-cutting behaviour.
+//!
+//! A driver is an object store seen through a small set of operations: ranged streaming reads,
+//! single puts, multipart uploads with caller-supplied part checksums, paged listing and delete.
+//! Argo's semantics (key-as-directory, archives, relocation) live above it, in
+//! [`crate::transfer`], so every backend gets them the same way. Retries and integrity checks
+//! are wrappers ([`retry::Retrying`], [`verify::Verified`]) stacked on any driver by [`open`].
+//!
+//! Each backend folder has the same shape: `mod.rs` (the `Driver` impl), `config.rs` (location
+//! and secrets to a client), `error.rs` (the backend's failures to a typed [`Error`]).
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::model::{ArtifactLocation, LocationKind};
+
+mod error;
+pub mod retry;
+pub mod s3;
+pub mod secrets;
+pub mod verify;
+
+pub use error::{Error, ErrorKind, Result};
+pub use secrets::Secrets;
+
+/// A stream of object bytes.
+pub type ByteStream = BoxStream<'static, Result<Bytes>>;
+
+/// What a listing or a head request tells about one object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    /// The entity tag without quotes, when the backend has one.
+    pub etag: Option<String>,
+    /// User metadata (`x-amz-meta-*` and equivalents), names lower-cased, without prefix.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// An open read: the object's total size and a stream of the requested bytes.
+pub struct GetStream {
+    pub meta: ObjectMeta,
+    pub body: ByteStream,
+}
+
+impl Debug for GetStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GetStream")
+            .field("meta", &self.meta)
+            .finish()
+    }
+}
+
+/// Options of a write.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    pub content_type: Option<String>,
+    /// User metadata to store with the object.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// One part of a multipart upload, with the checksum the pipeline computed for it.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// 1-based, as S3 numbers parts.
+    pub number: u32,
+    pub data: Bytes,
+    /// CRC32C (Castagnoli) of `data`.
+    pub crc32c: u32,
+}
+
+impl Part {
+    pub fn new(number: u32, data: Bytes) -> Self {
+        let crc32c = crc32c::crc32c(&data);
+        Self {
+            number,
+            data,
+            crc32c,
+        }
+    }
+}
+
+/// What the server said about a stored part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartReceipt {
+    pub number: u32,
+    pub etag: String,
+    pub size: u64,
+    /// The CRC32C the server echoed back, which means it verified the part itself.
+    pub server_crc32c: Option<u32>,
+}
+
+/// The limits of a backend's multipart uploads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MultipartLimits {
+    pub min_part_size: u64,
+    pub max_part_size: u64,
+    pub max_parts: u32,
+}
+
+impl MultipartLimits {
+    /// S3's limits: parts of 5 MiB to 5 GiB, 10,000 of them.
+    pub const S3: Self = Self {
+        min_part_size: 5 << 20,
+        max_part_size: 5 << 30,
+        max_parts: 10_000,
+    };
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    pub objects: Vec<ObjectMeta>,
+    /// Pass back to get the next page; `None` at the end.
+    pub next: Option<String>,
+}
+
+/// An object store as the executor uses it. Operations a backend cannot do return
+/// [`Error::NotSupported`]; the defaults below do exactly that.
+#[async_trait]
+pub trait Driver: Send + Sync + Debug {
+    /// Short name of the backend (`s3`, `gcs`, ...), for messages and metrics.
+    fn name(&self) -> &'static str;
+
+    /// Where keys live, for messages (`s3://bucket`), never with credentials.
+    fn describe(&self) -> String;
+
+    /// Retries made so far by retry wrappers in this stack (0 for a bare backend).
+    fn retry_count(&self) -> u64 {
+        0
+    }
+
+    /// Size and metadata of `key`; [`Error::NotFound`] if absent.
+    async fn head(&self, key: &str) -> Result<ObjectMeta>;
+
+    /// Streams `key`, or the byte `range` of it.
+    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetStream>;
+
+    /// Reads a whole range into memory: the unit the download pipeline fetches and retries.
+    async fn get_bytes(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        let want = (range.end - range.start) as usize;
+        let mut stream = self.get(key, Some(range)).await?;
+        let mut buf = bytes::BytesMut::with_capacity(want);
+        while let Some(chunk) = stream.body.try_next().await? {
+            buf.extend_from_slice(&chunk);
+        }
+        if buf.len() != want {
+            return Err(Error::backend(
+                self.name(),
+                ErrorKind::Network,
+                format!("short read of {key}: got {} of {want} bytes", buf.len()),
+            ));
+        }
+        Ok(buf.freeze())
+    }
+
+    /// Writes `data` as the whole object `key`.
+    async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> Result<()>;
+
+    /// Writes a stream of unknown length as `key` (backends without multipart uploads).
+    async fn put_stream(&self, _key: &str, _body: ByteStream, _opts: &PutOptions) -> Result<()> {
+        Err(Error::not_supported(
+            self.name(),
+            format!(
+                "streaming writes are not supported by the {} driver",
+                self.name()
+            ),
+        ))
+    }
+
+    /// One page of the objects whose keys start with `prefix`.
+    async fn list(&self, prefix: &str, page: Option<String>) -> Result<ListPage>;
+
+    /// Deletes `key`; deleting an absent key succeeds.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Multipart limits, or `None` when the backend writes through [`Driver::put_stream`].
+    fn multipart_limits(&self) -> Option<MultipartLimits> {
+        None
+    }
+
+    /// Starts a multipart upload and returns its id.
+    async fn create_multipart(&self, _key: &str, _opts: &PutOptions) -> Result<String> {
+        Err(self.no_multipart())
+    }
+
+    /// Stores one part.
+    async fn put_part(&self, _key: &str, _upload_id: &str, _part: &Part) -> Result<PartReceipt> {
+        Err(self.no_multipart())
+    }
+
+    /// Joins the parts, in order, into the object.
+    async fn complete_multipart(
+        &self,
+        _key: &str,
+        _upload_id: &str,
+        _parts: &[PartReceipt],
+    ) -> Result<()> {
+        Err(self.no_multipart())
+    }
+
+    /// Abandons an upload and frees its parts.
+    async fn abort_multipart(&self, _key: &str, _upload_id: &str) -> Result<()> {
+        Err(self.no_multipart())
+    }
+
+    /// The parts stored so far (for resuming an upload).
+    async fn list_parts(&self, _key: &str, _upload_id: &str) -> Result<Vec<PartReceipt>> {
+        Err(self.no_multipart())
+    }
+
+    #[doc(hidden)]
+    fn no_multipart(&self) -> Error {
+        Error::not_supported(
+            self.name(),
+            format!(
+                "multipart uploads are not supported by the {} driver",
+                self.name()
+            ),
+        )
+    }
+}
+
+/// Every object below `prefix`, page by page, as one stream.
+pub fn list_all(driver: Arc<dyn Driver>, prefix: String) -> BoxStream<'static, Result<ObjectMeta>> {
+    futures::stream::try_unfold(
+        (Some(None::<String>), driver, prefix),
+        |(token, driver, prefix)| async move {
+            let Some(page_token) = token else {
+                return Ok(None);
+            };
+            let page = driver.list(&prefix, page_token).await?;
+            let next = page.next.map(Some);
+            Ok(Some((
+                futures::stream::iter(page.objects.into_iter().map(Ok)),
+                (next, driver, prefix),
+            )))
+        },
+    )
+    .try_flatten()
+    .boxed()
+}
+
+/// Opens the driver for a location: the backend, wrapped with integrity checks and retries.
+pub async fn open(location: &ArtifactLocation, secrets: &Secrets) -> Result<Arc<dyn Driver>> {
+    let kind = location
+        .kind()
+        .ok_or_else(|| Error::config(crate::contract::STORAGE_NOT_CONFIGURED))?;
+    let backend: Arc<dyn Driver> = match kind {
+        LocationKind::S3 => {
+            let loc = location
+                .s3
+                .as_ref()
+                .ok_or_else(|| Error::config("no s3 location"))?;
+            Arc::new(s3::S3Driver::new(loc, secrets).await?)
+        }
+        other => {
+            return Err(Error::not_supported(
+                "storage",
+                format!("the {other} artifact driver is not supported yet"),
+            ));
+        }
+    };
+    let verified = Arc::new(verify::Verified::new(backend));
+    Ok(Arc::new(retry::Retrying::new(
+        verified,
+        retry::Backoff::from_env(),
+    )))
+}

@@ -1,0 +1,104 @@
+//! The SDK's failures, classified into the crate's typed [`Error`].
+//!
+//! Classification reads typed fields only: the SDK error variant, the HTTP status and the S3
+//! error code (a protocol field, `<Code>` in the response), never a message text.
+
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::result::ConnectorError;
+
+use crate::storage::{Error, ErrorKind};
+
+const DRIVER: &str = "s3";
+
+/// S3 error codes that mean "slow down".
+const THROTTLING: &[&str] = &[
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "RequestThrottled",
+    "TooManyRequests",
+];
+/// S3 error codes that mean the server failed.
+const SERVER: &[&str] = &["InternalError", "ServiceUnavailable", "RequestError"];
+/// S3 error codes that mean the key does not exist.
+const NOT_FOUND: &[&str] = &["NoSuchKey", "NotFound", "NoSuchUpload"];
+/// S3 error codes of bad or expired credentials.
+const EXPIRED: &[&str] = &[
+    "ExpiredToken",
+    "TokenRefreshRequired",
+    "RequestTimeTooSkewed",
+];
+
+/// Converts an SDK error for an operation on `key` into the crate error.
+pub fn classify<E, R>(err: SdkError<E, R>, key: &str) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + HttpStatus,
+{
+    let status = err.raw_response().map(HttpStatus::status);
+    let kind = match &err {
+        SdkError::TimeoutError(_) => ErrorKind::Timeout,
+        SdkError::DispatchFailure(d) => connector_kind(d.as_connector_error()),
+        SdkError::ResponseError(_) => ErrorKind::Network,
+        SdkError::ServiceError(s) => {
+            let code = s.err().code().unwrap_or_default();
+            if NOT_FOUND.contains(&code) || (code.is_empty() && status == Some(404)) {
+                let message = s
+                    .err()
+                    .message()
+                    .unwrap_or("The specified key does not exist.")
+                    .to_string();
+                return Error::not_found(key, message);
+            }
+            if THROTTLING.contains(&code) {
+                ErrorKind::Throttled
+            } else if SERVER.contains(&code) {
+                ErrorKind::Server
+            } else if EXPIRED.contains(&code) {
+                ErrorKind::ExpiredCredentials
+            } else if code == "RequestTimeout" {
+                ErrorKind::Timeout
+            } else if code == "BadDigest" || code == "InvalidDigest" {
+                ErrorKind::Integrity
+            } else {
+                status.map_or(ErrorKind::Request, ErrorKind::from_http_status)
+            }
+        }
+        _ => ErrorKind::Request,
+    };
+    let detail = match &err {
+        SdkError::ServiceError(s) => {
+            let e = s.err();
+            let code = e.code().unwrap_or("error");
+            let status = status.map(|s| format!(" (HTTP {s})")).unwrap_or_default();
+            match e.message() {
+                Some(m) => format!("{code}{status}: {m}"),
+                None => format!("{code}{status}"),
+            }
+        }
+        other => DisplayErrorContext(other).to_string(),
+    };
+    Error::backend(DRIVER, kind, detail)
+}
+
+fn connector_kind(c: Option<&ConnectorError>) -> ErrorKind {
+    match c {
+        Some(c) if c.is_timeout() => ErrorKind::Timeout,
+        Some(c) if c.is_io() => ErrorKind::Network,
+        // TLS trust failures and other connector errors will not heal by retrying.
+        Some(c) if c.is_user() || c.is_other() => ErrorKind::Request,
+        _ => ErrorKind::Network,
+    }
+}
+
+/// The HTTP status of a raw response, whatever its type.
+pub trait HttpStatus {
+    fn status(&self) -> u16;
+}
+
+impl HttpStatus for aws_smithy_runtime_api::http::Response {
+    fn status(&self) -> u16 {
+        self.status().as_u16()
+    }
+}

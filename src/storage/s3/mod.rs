@@ -1,0 +1,429 @@
+//! S3 and S3-compatible stores (AWS, MinIO, Ceph, R2, s3s) on `aws-sdk-s3`.
+
+use std::ops::Range;
+
+use async_trait::async_trait;
+use aws_sdk_s3::primitives::ByteStream as SdkBody;
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration,
+    ServerSideEncryption,
+};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::{
+    Driver, Error, ErrorKind, GetStream, ListPage, MultipartLimits, ObjectMeta, Part, PartReceipt,
+    PutOptions, Result, Secrets,
+};
+use crate::model::S3Artifact;
+
+mod config;
+mod error;
+
+pub use config::Endpoint;
+use error::classify;
+
+/// Server-side encryption to request on writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Encryption {
+    None,
+    /// SSE-S3 (`AES256`).
+    S3Managed,
+    /// SSE-KMS with a key id and an optional JSON context (sent base64-encoded).
+    Kms {
+        key_id: String,
+        context: Option<String>,
+    },
+}
+
+/// One bucket of an S3-compatible store.
+#[derive(Debug)]
+pub struct S3Driver {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    encryption: Encryption,
+}
+
+impl S3Driver {
+    /// Connects to the location's bucket, creating it first when `createBucketIfNotPresent`
+    /// asks (an existing bucket is fine).
+    pub async fn new(loc: &S3Artifact, secrets: &Secrets) -> Result<Self> {
+        if loc.bucket.is_empty() {
+            return Err(Error::config("the S3 location has no bucket"));
+        }
+        let enc = loc.encryption_options.clone().unwrap_or_default();
+        if enc
+            .server_side_customer_key_secret
+            .as_ref()
+            .is_some_and(|s| s.is_set())
+        {
+            if !enc.kms_key_id.is_empty() {
+                return Err(Error::config(
+                    "serverSideCustomerKeySecret and kmsKeyId cannot be set together",
+                ));
+            }
+            if enc.enable_encryption {
+                return Err(Error::not_supported(
+                    "s3",
+                    "SSE-C (serverSideCustomerKeySecret) is not supported yet",
+                ));
+            }
+        }
+        let encryption = match (enc.enable_encryption, enc.kms_key_id.is_empty()) {
+            (false, _) => Encryption::None,
+            (true, true) => Encryption::S3Managed,
+            (true, false) => Encryption::Kms {
+                key_id: enc.kms_key_id.clone(),
+                context: (!enc.kms_encryption_context.is_empty())
+                    .then(|| B64.encode(enc.kms_encryption_context.as_bytes())),
+            },
+        };
+        let client = config::client(loc, secrets)
+            .await
+            .map_err(|e| e.context("failed to create new S3 client"))?;
+        let driver = Self {
+            client,
+            bucket: loc.bucket.clone(),
+            encryption,
+        };
+        if let Some(opts) = &loc.create_bucket_if_not_present {
+            driver
+                .create_bucket(&Endpoint::from_location(loc).region, opts.object_locking)
+                .await
+                .map_err(|e| e.context(format!("failed to create bucket {}", loc.bucket)))?;
+        }
+        Ok(driver)
+    }
+
+    async fn create_bucket(&self, region: &str, object_locking: bool) -> Result<()> {
+        let mut req = self
+            .client
+            .create_bucket()
+            .bucket(&self.bucket)
+            .object_lock_enabled_for_bucket(object_locking);
+        if region != "us-east-1" {
+            req = req.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(region))
+                    .build(),
+            );
+        }
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error().is_some_and(|s| {
+                    s.is_bucket_already_exists() || s.is_bucket_already_owned_by_you()
+                }) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(classify(e, &self.bucket)),
+        }
+    }
+
+    fn ranged(range: &Option<Range<u64>>) -> Option<String> {
+        range
+            .as_ref()
+            .map(|r| format!("bytes={}-{}", r.start, r.end.saturating_sub(1)))
+    }
+}
+
+fn metadata_of(
+    m: Option<&std::collections::HashMap<String, String>>,
+) -> std::collections::BTreeMap<String, String> {
+    m.map(|m| {
+        m.iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn etag_of(e: Option<&str>) -> Option<String> {
+    e.map(|e| e.trim_matches('"').to_string())
+}
+
+/// Applies the configured encryption to a write request builder.
+macro_rules! with_encryption {
+    ($req:expr, $enc:expr) => {
+        match $enc {
+            Encryption::None => $req,
+            Encryption::S3Managed => $req.server_side_encryption(ServerSideEncryption::Aes256),
+            Encryption::Kms { key_id, context } => $req
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .ssekms_key_id(key_id)
+                .set_ssekms_encryption_context(context.clone()),
+        }
+    };
+}
+
+#[async_trait]
+impl Driver for S3Driver {
+    fn name(&self) -> &'static str {
+        "s3"
+    }
+
+    fn describe(&self) -> String {
+        format!("s3://{}", self.bucket)
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify(e, key))?;
+        Ok(ObjectMeta {
+            key: key.to_string(),
+            size: out.content_length().unwrap_or_default().max(0) as u64,
+            etag: etag_of(out.e_tag()),
+            metadata: metadata_of(out.metadata()),
+        })
+    }
+
+    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetStream> {
+        if range.as_ref().is_some_and(|r| r.is_empty()) {
+            let meta = self.head(key).await?;
+            return Ok(GetStream {
+                meta,
+                body: futures::stream::empty().boxed(),
+            });
+        }
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_range(Self::ranged(&range))
+            .send()
+            .await
+            .map_err(|e| classify(e, key))?;
+        // With a range, the total size is after the '/' of Content-Range.
+        let size = out
+            .content_range()
+            .and_then(|r| r.rsplit('/').next())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(out.content_length().unwrap_or_default().max(0) as u64);
+        let meta = ObjectMeta {
+            key: key.to_string(),
+            size,
+            etag: etag_of(out.e_tag()),
+            metadata: metadata_of(out.metadata()),
+        };
+        let owned_key = key.to_string();
+        let body = futures::stream::unfold(Some(out.body), |body| async move {
+            let mut body = body?;
+            match body.next().await {
+                Some(Ok(b)) => Some((Ok(b), Some(body))),
+                Some(Err(e)) => Some((
+                    Err(Error::backend(
+                        "s3",
+                        ErrorKind::Network,
+                        format!("reading the response body failed: {e}"),
+                    )),
+                    None,
+                )),
+                None => None,
+            }
+        })
+        .map(move |r| r.map_err(|e| e.context(&owned_key)))
+        .boxed();
+        Ok(GetStream { meta, body })
+    }
+
+    async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> Result<()> {
+        let md5 = B64.encode(<md5::Md5 as md5::Digest>::digest(&data));
+        let req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_md5(md5)
+            .set_content_type(opts.content_type.clone())
+            .set_metadata(Some(opts.metadata.clone().into_iter().collect()))
+            .body(SdkBody::from(data));
+        with_encryption!(req, &self.encryption)
+            .customize()
+            .disable_payload_signing()
+            .send()
+            .await
+            .map_err(|e| classify(e, key))?;
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str, page: Option<String>) -> Result<ListPage> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_continuation_token(page)
+            .send()
+            .await
+            .map_err(|e| classify(e, prefix))?;
+        let objects = out
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                Some(ObjectMeta {
+                    key: o.key()?.to_string(),
+                    size: o.size().unwrap_or_default().max(0) as u64,
+                    etag: etag_of(o.e_tag()),
+                    metadata: Default::default(),
+                })
+            })
+            .collect();
+        let next = out
+            .is_truncated()
+            .unwrap_or(false)
+            .then(|| out.next_continuation_token().map(str::to_string))
+            .flatten();
+        Ok(ListPage { objects, next })
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify(e, key))?;
+        Ok(())
+    }
+
+    fn multipart_limits(&self) -> Option<MultipartLimits> {
+        Some(MultipartLimits::S3)
+    }
+
+    async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String> {
+        let req = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_content_type(opts.content_type.clone())
+            .set_metadata(Some(opts.metadata.clone().into_iter().collect()));
+        let out = with_encryption!(req, &self.encryption)
+            .send()
+            .await
+            .map_err(|e| classify(e, key))?;
+        out.upload_id().map(str::to_string).ok_or_else(|| {
+            Error::backend(
+                "s3",
+                ErrorKind::Server,
+                "CreateMultipartUpload returned no upload id",
+            )
+        })
+    }
+
+    async fn put_part(&self, key: &str, upload_id: &str, part: &Part) -> Result<PartReceipt> {
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(part.number as i32)
+            .checksum_crc32_c(B64.encode(part.crc32c.to_be_bytes()))
+            .body(SdkBody::from(part.data.clone()))
+            .customize()
+            .disable_payload_signing()
+            .send()
+            .await
+            .map_err(|e| classify(e, key))?;
+        let server_crc32c = out
+            .checksum_crc32_c()
+            .and_then(|c| B64.decode(c).ok())
+            .and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok())
+            .map(u32::from_be_bytes);
+        Ok(PartReceipt {
+            number: part.number,
+            etag: etag_of(out.e_tag()).unwrap_or_default(),
+            size: part.data.len() as u64,
+            server_crc32c,
+        })
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[PartReceipt],
+    ) -> Result<()> {
+        let completed = CompletedMultipartUpload::builder()
+            .set_parts(Some(
+                parts
+                    .iter()
+                    .map(|p| {
+                        CompletedPart::builder()
+                            .part_number(p.number as i32)
+                            .e_tag(format!("\"{}\"", p.etag))
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .build();
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(completed)
+            .send()
+            .await
+            .map_err(|e| classify(e, key))?;
+        Ok(())
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map_err(|e| classify(e, key))?;
+        Ok(())
+    }
+
+    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<PartReceipt>> {
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_parts()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .set_part_number_marker(marker.take())
+                .send()
+                .await
+                .map_err(|e| classify(e, key))?;
+            out.extend(page.parts().iter().filter_map(|p| {
+                Some(PartReceipt {
+                    number: u32::try_from(p.part_number()?).ok()?,
+                    etag: etag_of(p.e_tag())?,
+                    size: p.size().unwrap_or_default().max(0) as u64,
+                    server_crc32c: None,
+                })
+            }));
+            if !page.is_truncated().unwrap_or(false) {
+                break;
+            }
+            marker = page.next_part_number_marker().map(str::to_string);
+            if marker.is_none() {
+                break;
+            }
+        }
+        out.sort_by_key(|p| p.number);
+        Ok(out)
+    }
+}

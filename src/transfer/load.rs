@@ -1,0 +1,315 @@
+//! Loading an input artifact into place (contract section 8), streaming.
+//!
+//! Argo downloads to `<path>.tmp`, then unpacks into `<path>.tmpdir`: twice the disk. Here the
+//! bytes are unpacked while they arrive, straight into `<path>.tmpdir` (or written to
+//! `<path>.tmp` when they are not an archive), then renamed into place. A failed or killed load
+//! leaves nothing at the artifact path, and a rerun clears the temporary names first.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+
+use super::download::{self, BlockingReader};
+use super::{Error, Result, TransferConfig, validate_path};
+use crate::archive::{self, Detection};
+use crate::contract::Roots;
+use crate::keys;
+use crate::model::ArchiveStrategy;
+use crate::model::{Artifact, LocationKind, Template};
+use crate::storage::{self, ByteStream, Driver, Secrets};
+
+/// What happened to one input artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Loaded {
+    /// Placed at `path`.
+    Placed { path: PathBuf, bytes: u64 },
+    /// Optional and not there: skipped, as Argo does.
+    Skipped,
+}
+
+/// Loads input artifacts for one template.
+#[derive(Debug)]
+pub struct Loader<'a> {
+    pub roots: &'a Roots,
+    pub secrets: &'a Secrets,
+    pub config: &'a TransferConfig,
+    pub template: &'a Template,
+}
+
+impl Loader<'_> {
+    /// Where an input artifact goes: under `/mainctrfs` when its path is on a shared volume,
+    /// else `/argo/inputs/artifacts/<name>` (mounted on main at the path through a subPath).
+    pub fn destination(&self, art: &Artifact, path: &str) -> PathBuf {
+        if self.template.is_on_shared_mount(path) {
+            self.roots.main_ctr_fs(path)
+        } else {
+            self.roots.input_artifact(&art.name)
+        }
+    }
+
+    /// Loads one input artifact.
+    pub async fn load(&self, art: &Artifact) -> Result<Loaded> {
+        let name = &art.name;
+        if !art.location.has_location_or_key() {
+            if art.optional {
+                return Ok(Loaded::Skipped);
+            }
+            return Err(Error::Invalid(format!(
+                "required artifact '{name}' not supplied"
+            )));
+        }
+        let path = validate_path(name, &art.path)?;
+        let location = art
+            .relocated(self.template.archive_location.as_ref())
+            .map_err(|e| Error::Invalid(format!("failed to load artifact '{name}': {e}")))?;
+        let dest = self.destination(art, &path);
+        // Our own emptyDir may hold a result of an earlier, interrupted run: start clean. On a
+        // user volume only our temporary names are ours to remove.
+        let owned = !self.template.is_on_shared_mount(&path);
+        clear_stale(&dest, owned)
+            .map_err(|e| Error::io(format!("clearing {}", dest.display()), e))?;
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent)
+                .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+        }
+        let outcome = match location.kind() {
+            Some(LocationKind::Raw) => {
+                let data = location.raw.map(|r| r.data).unwrap_or_default();
+                let size = data.len() as u64;
+                let body: ByteStream =
+                    futures::stream::once(async move { Ok(bytes::Bytes::from(data)) }).boxed();
+                place_stream(
+                    body,
+                    &dest,
+                    art.archive.as_ref().map(|a| a.strategy()),
+                    self.config.max_unpacked_bytes,
+                )
+                .await
+                .map(|()| size)
+            }
+            _ => {
+                let driver = storage::open(&location, self.secrets).await?;
+                let key = location.key().unwrap_or_default();
+                self.fetch(
+                    driver,
+                    &key,
+                    &dest,
+                    art.archive.as_ref().map(|a| a.strategy()),
+                )
+                .await
+            }
+        };
+        let bytes = match outcome {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() && art.optional => return Ok(Loaded::Skipped),
+            Err(e) => {
+                let _ = clear_stale(&dest, false);
+                return Err(e);
+            }
+        };
+        if let Some(mode) = art.mode {
+            chmod(&dest, mode as u32, art.recurse_mode)
+                .map_err(|e| Error::io(format!("chmod {}", dest.display()), e))?;
+        }
+        Ok(Loaded::Placed { path: dest, bytes })
+    }
+
+    /// Fetches `key` into `dest`: the object itself, or every object below `key/` when the key
+    /// names a "directory" (S3 NoSuchKey on a prefix).
+    async fn fetch(
+        &self,
+        driver: Arc<dyn Driver>,
+        key: &str,
+        dest: &Path,
+        strategy: Option<ArchiveStrategy>,
+    ) -> Result<u64> {
+        match download::open(Arc::clone(&driver), key, self.config).await {
+            Ok((meta, body)) => {
+                if meta.size == 0 && driver.name() == "azure" {
+                    // Azure stores "directories" as empty marker blobs.
+                    if let Some(n) = self.fetch_dir(&driver, key, dest).await? {
+                        return Ok(n);
+                    }
+                }
+                place_stream(body, dest, strategy, self.config.max_unpacked_bytes).await?;
+                Ok(meta.size)
+            }
+            Err(e) if e.is_not_found() => match self.fetch_dir(&driver, key, dest).await? {
+                Some(n) => Ok(n),
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Downloads every object below `key/` to `dest/<rel>`; `None` when there is none.
+    async fn fetch_dir(
+        &self,
+        driver: &Arc<dyn Driver>,
+        key: &str,
+        dest: &Path,
+    ) -> Result<Option<u64>> {
+        let prefix = format!("{}/", keys::clean(key));
+        let first = driver.list(&prefix, None).await?;
+        if first.objects.is_empty() {
+            return Ok(None);
+        }
+        let tmp = with_suffix(dest, ".tmp");
+        fs::create_dir_all(&tmp)
+            .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+        let total: u64 = storage::list_all(Arc::clone(driver), prefix.clone())
+            .map_err(Error::from)
+            .try_filter(|o| futures::future::ready(!o.key.ends_with('/')))
+            .map_ok(|o| {
+                let driver = Arc::clone(driver);
+                let rel = o.key[prefix.len()..].to_string();
+                let target = tmp.join(&rel);
+                async move {
+                    let out = target.clone();
+                    let stream = driver.get(&o.key, None).await?;
+                    write_stream(stream.body, out).await?;
+                    Ok::<u64, Error>(o.size)
+                }
+            })
+            .try_buffer_unordered(self.config.file_concurrency)
+            .try_fold(0u64, |acc, n| futures::future::ready(Ok(acc + n)))
+            .await?;
+        fs::rename(&tmp, dest).map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))?;
+        Ok(Some(total))
+    }
+}
+
+/// Writes a byte stream to a new file, creating its parent directories.
+async fn write_stream(mut body: ByteStream, path: PathBuf) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    if let Some(parent) = path.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+    }
+    let mut f = tokio::fs::File::create(&path)
+        .await
+        .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+    while let Some(chunk) = body.try_next().await? {
+        f.write_all(&chunk)
+            .await
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    }
+    f.flush()
+        .await
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+}
+
+/// Puts a stream at `dest` per the archive strategy: unpacked while it arrives when it is a
+/// tar.gz (always for `tar`, by content when the artifact gives no `archive`), else written as
+/// a file.
+async fn place_stream(
+    body: ByteStream,
+    dest: &Path,
+    strategy: Option<ArchiveStrategy>,
+    max_unpacked: Option<u64>,
+) -> Result<()> {
+    let reader = BlockingReader::new(body);
+    let dest = dest.to_path_buf();
+    tokio::task::spawn_blocking(move || place_blocking(reader, &dest, strategy, max_unpacked))
+        .await
+        .map_err(|e| Error::io("unpacking", io::Error::other(e.to_string())))?
+}
+
+fn place_blocking(
+    reader: BlockingReader,
+    dest: &Path,
+    strategy: Option<ArchiveStrategy>,
+    max_unpacked: Option<u64>,
+) -> Result<()> {
+    let tmp = with_suffix(dest, ".tmp");
+    let tmpdir = with_suffix(dest, ".tmpdir");
+    let io_err = |what: &str, p: &Path| {
+        let what = format!("{what} {}", p.display());
+        move |e: io::Error| Error::from_pipeline(what, e)
+    };
+    let untar = |src: &mut dyn io::Read| -> Result<()> {
+        fs::create_dir_all(&tmpdir).map_err(io_err("creating", &tmpdir))?;
+        let gz = flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(256 << 10, src));
+        archive::untar(gz, &tmpdir, max_unpacked).map_err(Error::from_archive)?;
+        archive::place(&tmpdir, dest).map_err(io_err("placing", dest))
+    };
+    match strategy {
+        Some(ArchiveStrategy::Tar { .. }) => untar(&mut { reader }),
+        Some(ArchiveStrategy::None) => copy_to(reader, &tmp, dest),
+        Some(ArchiveStrategy::Zip) => {
+            // A zip's directory is at its end: it needs a seekable local copy.
+            write_file(reader, &tmp)?;
+            fs::create_dir_all(&tmpdir).map_err(io_err("creating", &tmpdir))?;
+            let result = archive::zip::unzip(&tmp, &tmpdir).map_err(Error::from_archive);
+            let _ = fs::remove_file(&tmp);
+            result?;
+            archive::place(&tmpdir, dest).map_err(io_err("placing", dest))
+        }
+        None => {
+            let (decision, mut replay) = archive::sniff(reader).map_err(io_err("reading", dest))?;
+            if decision == Detection::TarGz {
+                untar(&mut replay)
+            } else {
+                copy_to(replay, &tmp, dest)
+            }
+        }
+    }
+}
+
+/// Copies `src` to `tmp`, then renames it to `dest`.
+fn copy_to(src: impl io::Read, tmp: &Path, dest: &Path) -> Result<()> {
+    write_file(src, tmp)?;
+    fs::rename(tmp, dest).map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))
+}
+
+fn write_file(mut src: impl io::Read, path: &Path) -> Result<()> {
+    let mut f =
+        fs::File::create(path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+    io::copy(&mut src, &mut f)
+        .map_err(|e| Error::from_pipeline(format!("writing {}", path.display()), e))?;
+    Ok(())
+}
+
+/// `path` with `suffix` appended to its last component.
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Removes what an interrupted earlier attempt may have left: the `.tmp` and `.tmpdir`
+/// siblings, and `dest` itself when `including_dest`.
+fn clear_stale(dest: &Path, including_dest: bool) -> io::Result<()> {
+    let mut stale = vec![with_suffix(dest, ".tmp"), with_suffix(dest, ".tmpdir")];
+    if including_dest {
+        stale.push(dest.to_path_buf());
+    }
+    for p in stale {
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&p)?,
+            Ok(_) => fs::remove_file(&p)?,
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Argo's chmod: `mode` on the artifact path, and below it with `recurseMode`.
+fn chmod(path: &Path, mode: u32, recurse: bool) -> io::Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    if recurse && fs::symlink_metadata(path)?.is_dir() {
+        for entry in fs::read_dir(path)? {
+            let entry = entry?;
+            if entry.file_type()?.is_symlink() {
+                continue;
+            }
+            chmod(&entry.path(), mode, true)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! The pipelines that join archives and storage, and Argo's artifact rules on top of them.
+//!
+//! * [`upload`] and [`download`] move bytes: parts in parallel, bounded memory, no temp files.
+//! * [`load`] is an input artifact's journey (contract section 8): relocate, fetch, detect,
+//!   unpack in place, chmod.
+//! * [`save`] is an output artifact's journey (sections 6 and 7): key, source, archive, upload.
+
+pub mod config;
+pub mod download;
+pub mod load;
+pub mod parts;
+pub mod save;
+pub mod upload;
+
+pub use config::TransferConfig;
+pub use upload::{UploadStats, Uploader};
+
+use crate::archive::ArchiveError;
+use crate::storage;
+
+/// Why moving an artifact failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Storage(#[from] storage::Error),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// A local source or destination is missing (`optional` artifacts are skipped on this).
+    #[error("{0}")]
+    NotFound(String),
+    /// The artifact's own definition is wrong (no path, `..`, not supplied...).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Whether the artifact is simply not there (what `optional: true` forgives).
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Self::NotFound(_) => true,
+            Self::Storage(e) => e.is_not_found(),
+            _ => false,
+        }
+    }
+
+    /// An I/O error from a blocking pipeline, with a storage failure inside it brought back out
+    /// as the typed storage error.
+    pub fn from_pipeline(context: impl Into<String>, e: std::io::Error) -> Self {
+        if download::storage_cause(&e).is_none() {
+            return Self::io(context, e);
+        }
+        match e
+            .into_inner()
+            .map(|inner| inner.downcast::<storage::Error>())
+        {
+            Some(Ok(storage)) => Self::Storage(*storage),
+            Some(Err(other)) => Self::io(context, std::io::Error::other(other)),
+            None => Self::io(context, std::io::Error::other("unknown pipeline failure")),
+        }
+    }
+
+    /// Same as [`Error::from_pipeline`] for archive errors wrapping pipeline I/O.
+    pub fn from_archive(e: ArchiveError) -> Self {
+        match e {
+            ArchiveError::Io { context, source } => Self::from_pipeline(context, source),
+            other => Self::Archive(other),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Checks an artifact path as Argo does before using it.
+pub fn validate_path(name: &str, path: &str) -> Result<String> {
+    if path.is_empty() {
+        return Err(Error::Invalid(format!(
+            "Artifact '{name}' did not specify a path"
+        )));
+    }
+    let cleaned = crate::keys::clean(path);
+    if cleaned.split('/').any(|c| c == "..") {
+        return Err(Error::Invalid(format!(
+            "Artifact '{name}' attempted to use a path containing '..'. Directory traversal is not permitted"
+        )));
+    }
+    Ok(cleaned)
+}

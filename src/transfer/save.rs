@@ -1,0 +1,335 @@
+//! Saving an output artifact (contract sections 6 and 7), streaming.
+//!
+//! The source is the main container's file seen through a shared volume (`/mainctrfs/<path>`),
+//! or the `.tgz` the emissary wrote for paths in main's own filesystem. Argo copies that tgz to
+//! `/tmp/argo/outputs/artifacts`, and for `none`/`zip` extracts it there too. Here the tgz is
+//! uploaded as it is, or re-encoded entry by entry straight into the upload: no copy, no
+//! extraction, nothing on disk.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::runtime::Handle;
+
+use super::upload::{PartWriter, UploadStats, Uploader};
+use super::{Error, Result, validate_path};
+use crate::archive::{self, gzip};
+use crate::contract::{Roots, STORAGE_NOT_CONFIGURED};
+use crate::keys;
+use crate::model::ArchiveStrategy;
+use crate::model::{Artifact, ArtifactLocation, Template};
+use crate::storage::{self, Driver, PutOptions, Secrets};
+
+/// One saved output: what to report, where it went, how it went.
+#[derive(Debug, Clone)]
+pub struct Saved {
+    /// The artifact as reported to the controller (key-only location when keyed by us).
+    pub artifact: Artifact,
+    pub key: String,
+    pub destination: String,
+    pub stats: UploadStats,
+}
+
+/// Saves output artifacts of one template.
+#[derive(Debug)]
+pub struct Saver<'a> {
+    pub roots: &'a Roots,
+    pub secrets: &'a Secrets,
+    pub uploader: &'a Uploader,
+    pub template: &'a Template,
+}
+
+/// The file name Argo gives an output stored under the archive key.
+pub fn output_file_name(art: &Artifact, path: &str) -> String {
+    match art.archive_strategy() {
+        ArchiveStrategy::Tar { .. } => format!("{}.tgz", art.name),
+        ArchiveStrategy::Zip => format!("{}.zip", art.name),
+        ArchiveStrategy::None => keys::base(path),
+    }
+}
+
+/// The artifact to report and the full location to upload to (contract section 6): an
+/// artifact without a key gets `<archive key>/<file name>` under the archive location.
+pub fn output_location(
+    art: &Artifact,
+    path: &str,
+    archive: Option<&ArtifactLocation>,
+) -> Result<(Artifact, ArtifactLocation)> {
+    let mut reported = art.clone();
+    if !art.location.has_location_or_key() {
+        let archive = archive
+            .filter(|a| a.kind().is_some())
+            .ok_or_else(|| Error::Invalid(STORAGE_NOT_CONFIGURED.to_string()))?;
+        let archive_key = archive.key().unwrap_or_default();
+        let key = keys::join(&[&archive_key, &output_file_name(art, path)]);
+        reported.location = archive.key_only(key);
+    }
+    let location = reported.relocated(archive).map_err(Error::Invalid)?;
+    Ok((reported, location))
+}
+
+impl Saver<'_> {
+    /// Saves one output artifact; `None` when it is optional and absent.
+    pub async fn save(&self, art: &Artifact) -> Result<Option<Saved>> {
+        match self.save_inner(art).await {
+            Err(e) if e.is_not_found() && art.optional => Ok(None),
+            other => other.map(Some),
+        }
+    }
+
+    async fn save_inner(&self, art: &Artifact) -> Result<Saved> {
+        let path = validate_path(&art.name, &art.path)?;
+        let (reported, location) =
+            output_location(art, &path, self.template.archive_location.as_ref())?;
+        let key = location.key().unwrap_or_default();
+        let driver = storage::open(&location, self.secrets).await?;
+        let destination = format!("{}/{}", driver.describe(), key);
+        let strategy = art.archive_strategy();
+        let stats = if self.template.is_output_on_shared_mount(&path) {
+            let src = self.roots.main_ctr_fs(&path);
+            self.save_from_tree(driver, &key, &src, &path, strategy)
+                .await?
+        } else {
+            let tgz = self.roots.emissary_artifact(&path);
+            self.save_from_emissary(driver, &key, &tgz, art, strategy)
+                .await?
+        };
+        if stats.bytes == 0 {
+            tracing::warn!(artifact = %art.name, key, "the artifact is empty");
+        }
+        Ok(Saved {
+            artifact: reported,
+            key,
+            destination,
+            stats,
+        })
+    }
+
+    /// Case A: the path is readable here; archive it while uploading.
+    async fn save_from_tree(
+        &self,
+        driver: Arc<dyn Driver>,
+        key: &str,
+        src: &Path,
+        path: &str,
+        strategy: ArchiveStrategy,
+    ) -> Result<UploadStats> {
+        let meta = fs::metadata(src)
+            .map_err(|_| Error::NotFound(format!("{path} no such file or directory")))?;
+        let threads = self.uploader.config().gzip_threads;
+        let src = src.to_path_buf();
+        match strategy {
+            ArchiveStrategy::None if meta.is_dir() => {
+                self.uploader.upload_tree(driver, key, &src).await
+            }
+            ArchiveStrategy::None => self.uploader.upload_file(driver, key, &src).await,
+            ArchiveStrategy::Zip => {
+                self.uploader
+                    .upload(driver, key, PutOptions::default(), None, move |w| {
+                        archive::zip::write_zip(&src, w).map(drop)
+                    })
+                    .await
+            }
+            ArchiveStrategy::Tar { compression_level } => {
+                let level = gzip::level_from_argo(compression_level);
+                self.uploader
+                    .upload(driver, key, PutOptions::default(), None, move |w| {
+                        archive::write_tgz(&src, w, level, threads).map(drop)
+                    })
+                    .await
+            }
+        }
+    }
+
+    /// Case B: the emissary left `<path>.tgz`; upload it, or re-encode it on the fly.
+    async fn save_from_emissary(
+        &self,
+        driver: Arc<dyn Driver>,
+        key: &str,
+        tgz: &Path,
+        art: &Artifact,
+        strategy: ArchiveStrategy,
+    ) -> Result<UploadStats> {
+        if !tgz.exists() {
+            return Err(Error::NotFound(format!(
+                "{} no such file or directory",
+                art.path
+            )));
+        }
+        match strategy {
+            ArchiveStrategy::Tar { .. } => self.uploader.upload_file(driver, key, tgz).await,
+            ArchiveStrategy::Zip => {
+                let tgz = tgz.to_path_buf();
+                let root_name = art.name.clone();
+                self.uploader
+                    .upload(driver, key, PutOptions::default(), None, move |w| {
+                        tgz_to_zip(&tgz, &root_name, w)
+                    })
+                    .await
+            }
+            ArchiveStrategy::None => {
+                let uploader = self.uploader.clone();
+                let tgz = tgz.to_path_buf();
+                let key = key.to_string();
+                let handle = Handle::current();
+                tokio::task::spawn_blocking(move || {
+                    tgz_to_objects(&uploader, &handle, driver, &tgz, &key)
+                })
+                .await
+                .map_err(|e| {
+                    Error::io(
+                        "unpacking the emissary archive",
+                        io::Error::other(e.to_string()),
+                    )
+                })?
+            }
+        }
+    }
+
+    /// Uploads a main container's log (`/var/run/argo/ctr/<name>/combined`) as
+    /// `<archive key>/<name>.log`, reported as `<name>-logs`. `None` when there is no log.
+    pub async fn save_log(&self, container: &str) -> Result<Option<Saved>> {
+        let log = self.roots.container_dir(container).join("combined");
+        if !log.exists() {
+            tracing::warn!(container, "no combined log to archive");
+            return Ok(None);
+        }
+        let art = Artifact {
+            name: format!("{container}-logs"),
+            ..Default::default()
+        };
+        let archive = self
+            .template
+            .archive_location
+            .as_ref()
+            .filter(|a| a.kind().is_some())
+            .ok_or_else(|| Error::Invalid(STORAGE_NOT_CONFIGURED.to_string()))?;
+        let key = keys::join(&[
+            &archive.key().unwrap_or_default(),
+            &format!("{container}.log"),
+        ]);
+        let mut reported = art;
+        reported.location = archive.key_only(key.clone());
+        let location = reported.relocated(Some(archive)).map_err(Error::Invalid)?;
+        let driver = storage::open(&location, self.secrets).await?;
+        let destination = format!("{}/{}", driver.describe(), key);
+        let stats = self.uploader.upload_file(driver, &key, &log).await?;
+        Ok(Some(Saved {
+            artifact: reported,
+            key,
+            destination,
+            stats,
+        }))
+    }
+}
+
+/// Opens an emissary tgz as a tar reader.
+fn open_tgz(path: &Path) -> io::Result<tar::Archive<impl Read>> {
+    let f = fs::File::open(path)?;
+    Ok(tar::Archive::new(flate2::read::MultiGzDecoder::new(
+        io::BufReader::with_capacity(256 << 10, f),
+    )))
+}
+
+/// `archive: none` from an emissary tgz: the single file becomes `key`; a directory's files
+/// become `key/<rel>`, several uploads in flight at once.
+fn tgz_to_objects(
+    uploader: &Uploader,
+    handle: &Handle,
+    driver: Arc<dyn Driver>,
+    tgz: &Path,
+    key: &str,
+) -> Result<UploadStats> {
+    let started = std::time::Instant::now();
+    let mut archive =
+        open_tgz(tgz).map_err(|e| Error::io(format!("opening {}", tgz.display()), e))?;
+    let mut root: Option<String> = None;
+    let mut pending = std::collections::VecDeque::new();
+    let mut totals = UploadStats::default();
+    let bad = |e: io::Error| Error::io(format!("reading {}", tgz.display()), e);
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let kind = entry.header().entry_type();
+        let object_key = match &root {
+            None if kind.is_dir() => {
+                root = Some(format!("{name}/"));
+                continue;
+            }
+            None => key.to_string(),
+            Some(prefix) => match name.strip_prefix(prefix.as_str()) {
+                Some(rel) if kind.is_file() => keys::join(&[key, rel]),
+                _ => continue,
+            },
+        };
+        let size = entry.size();
+        let (mut writer, done) = uploader.start(
+            Arc::clone(&driver),
+            object_key,
+            PutOptions::default(),
+            Some(size),
+        );
+        io::copy(&mut entry, &mut writer).map_err(bad)?;
+        writer.close().map_err(bad)?;
+        pending.push_back(done);
+        while pending.len() > uploader.config().file_concurrency {
+            add(&mut totals, handle, pending.pop_front())?;
+        }
+        if root.is_none() {
+            break;
+        }
+    }
+    while let Some(done) = pending.pop_front() {
+        add(&mut totals, handle, Some(done))?;
+    }
+    totals.elapsed = started.elapsed();
+    Ok(totals)
+}
+
+fn add(
+    totals: &mut UploadStats,
+    handle: &Handle,
+    done: Option<tokio::task::JoinHandle<Result<UploadStats>>>,
+) -> Result<()> {
+    let Some(done) = done else { return Ok(()) };
+    let stats = handle
+        .block_on(done)
+        .map_err(|e| Error::io("upload task", io::Error::other(e.to_string())))??;
+    totals.bytes += stats.bytes;
+    totals.parts += stats.parts;
+    Ok(())
+}
+
+/// `archive: zip` from an emissary tgz: its regular files re-encoded as a zip stream, a
+/// directory's under `<root_name>/` (as Argo zips the extracted `<name>` directory).
+fn tgz_to_zip(tgz: &Path, root_name: &str, out: &mut PartWriter) -> io::Result<()> {
+    let mut archive = open_tgz(tgz)?;
+    let mut zw = zip::ZipWriter::new_stream(out);
+    let mut root: Option<String> = None;
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let kind = entry.header().entry_type();
+        let zip_name = match &root {
+            None if kind.is_dir() => {
+                root = Some(format!("{name}/"));
+                continue;
+            }
+            None => name,
+            Some(prefix) => match name.strip_prefix(prefix.as_str()) {
+                Some(rel) if kind.is_file() => format!("{root_name}/{rel}"),
+                _ => continue,
+            },
+        };
+        let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .unix_permissions(mode)
+            .large_file(entry.size() >= u64::from(u32::MAX));
+        zw.start_file(zip_name, opts).map_err(io::Error::other)?;
+        io::copy(&mut entry, &mut zw)?;
+    }
+    zw.finish().map_err(io::Error::other)?.flush()
+}

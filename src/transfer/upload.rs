@@ -1,0 +1,518 @@
+//! The upload pipeline: a producer writes bytes, parts go up concurrently, memory stays bounded.
+//!
+//! ```text
+//! producer (blocking thread) --write--> PartWriter --parts--> consumer (async) --> Driver
+//!        tar / gzip / file copy          cuts parts, CRC32C     single PUT, or multipart:
+//!                                        waits on the Budget    N parts in flight, abort on error
+//! ```
+//! Every part buffer is paid for from one [`Budget`] shared by all uploads of the process, so
+//! memory is bounded by the budget whatever the number or size of the objects. An object is
+//! only completed when the producer marks its last part: a producer that fails mid-way leaves
+//! nothing under the key.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures::{StreamExt, TryStreamExt};
+use tokio::runtime::Handle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinHandle;
+
+use super::config::TransferConfig;
+use super::parts::PartPlan;
+use super::{Error, Result};
+use crate::storage::{self, Driver, MultipartLimits, Part, PartReceipt, PutOptions};
+
+/// Budget accounting unit: 64 KiB, so a 4 KiB file does not cost a whole part.
+const UNIT: u64 = 64 * 1024;
+
+/// The bytes of part buffers that may exist at once, shared by every upload.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    units: Arc<Semaphore>,
+    total_units: u32,
+}
+
+impl Budget {
+    pub fn new(bytes: u64) -> Self {
+        let total_units = bytes.div_ceil(UNIT).clamp(1, u64::from(u32::MAX >> 4)) as u32;
+        Self {
+            units: Arc::new(Semaphore::new(total_units as usize)),
+            total_units,
+        }
+    }
+
+    /// Blocks the calling (non-async) thread until `bytes` of budget are free.
+    fn acquire_blocking(&self, handle: &Handle, bytes: u64) -> io::Result<OwnedSemaphorePermit> {
+        let want = (bytes.div_ceil(UNIT).max(1) as u32).min(self.total_units);
+        handle
+            .block_on(self.units.clone().acquire_many_owned(want))
+            .map_err(|_| io::Error::other("upload budget closed"))
+    }
+}
+
+/// One message from a writer to its consumer.
+struct PartMsg {
+    part: Part,
+    /// Set on the final part: the producer finished cleanly.
+    last: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// What an upload did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UploadStats {
+    pub bytes: u64,
+    /// 0 for a single PUT.
+    pub parts: u32,
+    /// CRC32C of the whole object, combined from the parts.
+    pub crc32c: u32,
+    pub elapsed: Duration,
+}
+
+impl UploadStats {
+    /// MiB per second over the whole upload.
+    pub fn throughput_mib_s(&self) -> f64 {
+        self.bytes as f64 / (1 << 20) as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// The sink a producer writes an object into; cuts it into parts per the [`PartPlan`].
+pub struct PartWriter {
+    plan: PartPlan,
+    number: u32,
+    buf: BytesMut,
+    permit: Option<OwnedSemaphorePermit>,
+    remaining: Option<u64>,
+    tx: Option<mpsc::Sender<PartMsg>>,
+    /// Capacity of the buffer being filled.
+    cap: u64,
+    budget: Budget,
+    handle: Handle,
+    crc32c: u32,
+    total: u64,
+}
+
+impl std::fmt::Debug for PartWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartWriter")
+            .field("part", &self.number)
+            .field("total", &self.total)
+            .finish()
+    }
+}
+
+impl PartWriter {
+    /// Size of the part being filled: the plan's, or less when the known size left is smaller.
+    fn target(&self) -> u64 {
+        let planned = self.plan.part_size(self.number);
+        match self.remaining {
+            Some(r) if r > 0 => planned.min(r),
+            _ => planned,
+        }
+    }
+
+    fn ensure_buffer(&mut self) -> io::Result<()> {
+        if self.permit.is_none() {
+            let size = self.target();
+            self.permit = Some(self.budget.acquire_blocking(&self.handle, size)?);
+            self.buf = BytesMut::with_capacity(size as usize);
+            self.cap = size;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, last: bool) -> io::Result<()> {
+        if self.number > self.plan.max_parts() {
+            return Err(io::Error::other(format!(
+                "the object needs more than {} parts",
+                self.plan.max_parts()
+            )));
+        }
+        let data = std::mem::take(&mut self.buf).freeze();
+        let part = Part::new(self.number, data);
+        self.crc32c = crc32c::crc32c_combine(self.crc32c, part.crc32c, part.data.len());
+        if let Some(r) = self.remaining.as_mut() {
+            *r = r.saturating_sub(part.data.len() as u64);
+        }
+        let permit = match self.permit.take() {
+            Some(p) => p,
+            None => self.budget.acquire_blocking(&self.handle, 1)?,
+        };
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| io::Error::other("writer closed"))?;
+        self.handle
+            .block_on(tx.send(PartMsg {
+                part,
+                last,
+                _permit: permit,
+            }))
+            .map_err(|_| io::Error::other("the upload stopped"))?;
+        self.number += 1;
+        Ok(())
+    }
+
+    /// Sends what is buffered as the final part: the object may now be completed. A full part
+    /// is only sent once more data proves it is not the last, so the last part is never empty
+    /// (unless the object is).
+    pub fn close(mut self) -> io::Result<u64> {
+        self.send(true)?;
+        self.tx.take();
+        Ok(self.total)
+    }
+}
+
+impl Write for PartWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        if self.permit.is_some() && self.buf.len() as u64 >= self.cap {
+            self.send(false)?;
+        }
+        self.ensure_buffer()?;
+        let room = (self.cap as usize).saturating_sub(self.buf.len());
+        let n = room.min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        self.total += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Starts uploads against one shared budget.
+#[derive(Debug, Clone)]
+pub struct Uploader {
+    cfg: TransferConfig,
+    budget: Budget,
+}
+
+impl Uploader {
+    pub fn new(cfg: TransferConfig) -> Self {
+        let budget = Budget::new(cfg.memory_budget());
+        Self { cfg, budget }
+    }
+
+    pub fn config(&self) -> &TransferConfig {
+        &self.cfg
+    }
+
+    fn plan(&self, driver: &dyn Driver, size: Option<u64>) -> PartPlan {
+        let mut limits = driver.multipart_limits().unwrap_or(MultipartLimits {
+            min_part_size: 1,
+            max_part_size: self.cfg.part_size,
+            max_parts: u32::MAX,
+        });
+        if let Some(n) = self.cfg.max_parts_override {
+            limits.max_parts = limits.max_parts.min(n);
+        }
+        PartPlan::new(self.cfg.part_size, limits, size)
+    }
+
+    /// Opens an upload of `key`: write into the returned writer from a blocking thread, call
+    /// [`PartWriter::close`], then await the handle for the result.
+    pub fn start(
+        &self,
+        driver: Arc<dyn Driver>,
+        key: String,
+        opts: PutOptions,
+        size: Option<u64>,
+    ) -> (PartWriter, JoinHandle<Result<UploadStats>>) {
+        let plan = self.plan(driver.as_ref(), size);
+        let (tx, rx) = mpsc::channel(1);
+        let writer = PartWriter {
+            plan,
+            number: 1,
+            buf: BytesMut::new(),
+            permit: None,
+            remaining: size,
+            tx: Some(tx),
+            cap: 0,
+            budget: self.budget.clone(),
+            handle: Handle::current(),
+            crc32c: 0,
+            total: 0,
+        };
+        let concurrency = self.cfg.concurrency;
+        let consumer =
+            tokio::spawn(async move { consume(driver, key, opts, rx, concurrency).await });
+        (writer, consumer)
+    }
+
+    /// Uploads what `produce` writes, as the object `key`.
+    pub async fn upload<P>(
+        &self,
+        driver: Arc<dyn Driver>,
+        key: &str,
+        opts: PutOptions,
+        size: Option<u64>,
+        produce: P,
+    ) -> Result<UploadStats>
+    where
+        P: FnOnce(&mut PartWriter) -> io::Result<()> + Send + 'static,
+    {
+        let (mut writer, consumer) = self.start(driver, key.to_string(), opts, size);
+        let producer = tokio::task::spawn_blocking(move || {
+            produce(&mut writer)?;
+            writer.close()
+        });
+        let (produced, consumed) = tokio::join!(producer, consumer);
+        let produced = produced.map_err(|e| Error::Io {
+            context: "the archive writer panicked".into(),
+            source: io::Error::other(e.to_string()),
+        })?;
+        let consumed = consumed.map_err(|e| Error::Io {
+            context: "the upload task panicked".into(),
+            source: io::Error::other(e.to_string()),
+        })?;
+        match (produced, consumed) {
+            // The producer's error explains a consumer that saw no last part.
+            (Err(e), _) => Err(Error::Io {
+                context: "reading the source failed".into(),
+                source: e,
+            }),
+            (Ok(_), consumed) => consumed,
+        }
+    }
+
+    /// Uploads one local file as `key`.
+    pub async fn upload_file(
+        &self,
+        driver: Arc<dyn Driver>,
+        key: &str,
+        path: &Path,
+    ) -> Result<UploadStats> {
+        let size = std::fs::metadata(path)
+            .map_err(|e| Error::io(format!("{} no such file or directory", path.display()), e))?
+            .len();
+        let path = path.to_path_buf();
+        self.upload(driver, key, PutOptions::default(), Some(size), move |w| {
+            let mut f = std::fs::File::open(&path)?;
+            io::copy(&mut f, w)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Uploads every regular file below `dir` as `<prefix>/<rel>`, several at once
+    /// (`archive: none` directories). Symlinks and empty directories are not stored, as in Argo.
+    pub async fn upload_tree(
+        &self,
+        driver: Arc<dyn Driver>,
+        prefix: &str,
+        dir: &Path,
+    ) -> Result<UploadStats> {
+        let started = Instant::now();
+        let root = dir.to_path_buf();
+        let files = tokio::task::spawn_blocking(move || regular_files(&root))
+            .await
+            .map_err(|e| Error::io("listing files", io::Error::other(e.to_string())))?
+            .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+        let stats: Vec<UploadStats> = futures::stream::iter(files)
+            .map(|(rel, path)| {
+                let driver = Arc::clone(&driver);
+                let key = crate::keys::join(&[prefix, &rel]);
+                async move { self.upload_file(driver, &key, &path).await }
+            })
+            .buffer_unordered(self.cfg.file_concurrency)
+            .try_collect()
+            .await?;
+        Ok(UploadStats {
+            bytes: stats.iter().map(|s| s.bytes).sum(),
+            parts: stats.iter().map(|s| s.parts).sum(),
+            crc32c: 0,
+            elapsed: started.elapsed(),
+        })
+    }
+}
+
+/// Every regular file below `root` as (slash-separated relative path, path), sorted.
+pub fn regular_files(root: &Path) -> io::Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![(String::new(), root.to_path_buf())];
+    while let Some((rel, dir)) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let child_rel = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let ft = entry.file_type()?;
+            if ft.is_dir() {
+                stack.push((child_rel, entry.path()));
+            } else if ft.is_file() {
+                out.push((child_rel, entry.path()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Receives the parts of one object and stores them: one PUT when the whole object fits in
+/// its first part, else a multipart upload with `concurrency` parts in flight.
+async fn consume(
+    driver: Arc<dyn Driver>,
+    key: String,
+    opts: PutOptions,
+    mut rx: mpsc::Receiver<PartMsg>,
+    concurrency: usize,
+) -> Result<UploadStats> {
+    let started = Instant::now();
+    let Some(first) = rx.recv().await else {
+        return Err(incomplete(&key));
+    };
+    if driver.multipart_limits().is_none() {
+        return stream_put(driver, key, opts, first, rx, started).await;
+    }
+    if first.last {
+        let bytes = first.part.data.len() as u64;
+        let crc32c = first.part.crc32c;
+        let mut opts = opts;
+        opts.metadata
+            .insert("argoexec-crc32c".into(), format!("{crc32c:08x}"));
+        driver.put(&key, first.part.data, &opts).await?;
+        return Ok(UploadStats {
+            bytes,
+            parts: 0,
+            crc32c,
+            elapsed: started.elapsed(),
+        });
+    }
+    let upload_id = driver.create_multipart(&key, &opts).await?;
+    let result = upload_parts(&driver, &key, &upload_id, first, rx, concurrency).await;
+    let finished = match result {
+        Ok((receipts, crc32c, saw_last)) if saw_last => driver
+            .complete_multipart(&key, &upload_id, &receipts)
+            .await
+            .map(|()| (receipts, crc32c))
+            .map_err(Error::from),
+        Ok(_) => Err(incomplete(&key)),
+        Err(e) => Err(e),
+    };
+    match finished {
+        Ok((receipts, crc32c)) => Ok(UploadStats {
+            bytes: receipts.iter().map(|r| r.size).sum(),
+            parts: receipts.len() as u32,
+            crc32c,
+            elapsed: started.elapsed(),
+        }),
+        Err(e) => {
+            if let Err(abort) = driver.abort_multipart(&key, &upload_id).await {
+                tracing::warn!(key, error = %abort, "could not abort the multipart upload");
+            }
+            Err(e)
+        }
+    }
+}
+
+type PartsOutcome = (Vec<PartReceipt>, u32, bool);
+
+async fn upload_parts(
+    driver: &Arc<dyn Driver>,
+    key: &str,
+    upload_id: &str,
+    first: PartMsg,
+    rx: mpsc::Receiver<PartMsg>,
+    concurrency: usize,
+) -> Result<PartsOutcome> {
+    let rest =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let mut saw_last = false;
+    let mut receipts: Vec<(PartReceipt, u32)> = futures::stream::iter([first])
+        .chain(rest)
+        .map(|msg| {
+            saw_last |= msg.last;
+            let driver = Arc::clone(driver);
+            async move {
+                let crc = msg.part.crc32c;
+                let receipt = driver.put_part(key, upload_id, &msg.part).await?;
+                drop(msg);
+                Ok::<_, Error>((receipt, crc))
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .try_collect()
+        .await?;
+    receipts.sort_by_key(|(r, _)| r.number);
+    let crc32c = receipts.iter().fold(0u32, |acc, (r, crc)| {
+        crc32c::crc32c_combine(acc, *crc, r.size as usize)
+    });
+    Ok((
+        receipts.into_iter().map(|(r, _)| r).collect(),
+        crc32c,
+        saw_last,
+    ))
+}
+
+/// Backends without multipart take the parts as one streaming body. A producer failure turns
+/// into a stream error, so the backend aborts instead of storing a truncated object.
+async fn stream_put(
+    driver: Arc<dyn Driver>,
+    key: String,
+    opts: PutOptions,
+    first: PartMsg,
+    rx: mpsc::Receiver<PartMsg>,
+    started: Instant,
+) -> Result<UploadStats> {
+    let stats = Arc::new(std::sync::Mutex::new((0u64, 0u32, false)));
+    let tally = Arc::clone(&stats);
+    let missing_key = key.clone();
+    let rest =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let body = futures::stream::iter([first])
+        .chain(rest)
+        .map(move |m| {
+            if let Ok(mut t) = tally.lock() {
+                t.0 += m.part.data.len() as u64;
+                t.1 = crc32c::crc32c_combine(t.1, m.part.crc32c, m.part.data.len());
+                t.2 |= m.last;
+            }
+            Ok::<Bytes, storage::Error>(m.part.data)
+        })
+        .chain(futures::stream::once({
+            let stats = Arc::clone(&stats);
+            async move {
+                let complete = stats.lock().map(|t| t.2).unwrap_or(false);
+                if complete {
+                    Ok(Bytes::new())
+                } else {
+                    Err(incomplete_storage(&missing_key))
+                }
+            }
+        }))
+        .try_filter(|b| futures::future::ready(!b.is_empty()))
+        .boxed();
+    driver.put_stream(&key, body, &opts).await?;
+    let (bytes, crc32c, _) = *stats
+        .lock()
+        .map_err(|_| Error::io("upload stats", io::Error::other("poisoned")))?;
+    Ok(UploadStats {
+        bytes,
+        parts: 0,
+        crc32c,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn incomplete_storage(key: &str) -> storage::Error {
+    storage::Error::backend(
+        "upload",
+        storage::ErrorKind::Request,
+        format!("the source of {key} ended with an error; nothing was stored"),
+    )
+}
+
+fn incomplete(key: &str) -> Error {
+    Error::Storage(incomplete_storage(key))
+}
