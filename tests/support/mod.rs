@@ -1,0 +1,302 @@
+//! Shared test harness: a loopback S3 server, a relocatable pod root, and a runner for the
+//! real `argoexec` binary as a child process.
+#![allow(dead_code)]
+
+pub mod s3_server;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use argoexec::contract::Roots;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use serde_json::{Value, json};
+
+pub const BUCKET: &str = "argo-artifacts";
+pub const SECRET_NAME: &str = "s3-creds";
+
+/// One simulated pod: a root holding the contract paths, an S3 server with a bucket, and the
+/// secrets mounted where the controller would mount them.
+pub struct TestPod {
+    pub root: tempfile::TempDir,
+    pub data: tempfile::TempDir,
+    pub s3_addr: std::net::SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestPod {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl TestPod {
+    pub async fn new() -> Self {
+        let data = tempfile::tempdir().expect("data dir");
+        std::fs::create_dir_all(data.path().join(BUCKET)).expect("bucket");
+        let (s3_addr, server) = s3_server::spawn(data.path(), 0).await.expect("s3 server");
+        let root = tempfile::tempdir().expect("pod root");
+        let pod = Self {
+            root,
+            data,
+            s3_addr,
+            server,
+        };
+        pod.write_secret(SECRET_NAME, "accessKey", s3_server::ACCESS_KEY);
+        pod.write_secret(
+            SECRET_NAME,
+            "secretKey",
+            &format!("{}\n", s3_server::SECRET_KEY),
+        );
+        for dir in [
+            "var/run/argo",
+            "argo/inputs/artifacts",
+            "mainctrfs",
+            "dev",
+            "tmp",
+        ] {
+            std::fs::create_dir_all(pod.root.path().join(dir)).expect("pod dirs");
+        }
+        pod
+    }
+
+    pub fn roots(&self) -> Roots {
+        Roots::at(self.root.path())
+    }
+
+    pub fn path(&self, absolute: &str) -> PathBuf {
+        self.roots().path(absolute)
+    }
+
+    pub fn write_secret(&self, name: &str, key: &str, value: &str) {
+        let p = self.roots().secret(name, key);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("secret dir");
+        std::fs::write(p, value).expect("secret");
+    }
+
+    /// A full `s3:` location on the test server.
+    pub fn s3(&self, key: &str) -> Value {
+        json!({
+            "endpoint": self.s3_addr.to_string(),
+            "bucket": BUCKET,
+            "insecure": true,
+            "accessKeySecret": {"name": SECRET_NAME, "key": "accessKey"},
+            "secretKeySecret": {"name": SECRET_NAME, "key": "secretKey"},
+            "key": key,
+        })
+    }
+
+    /// An `archiveLocation` on the test server with the given key prefix.
+    pub fn archive_location(&self, key: &str) -> Value {
+        json!({"archiveLogs": false, "s3": self.s3(key)})
+    }
+
+    pub async fn client(&self) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(format!("http://{}", self.s3_addr))
+            .force_path_style(true)
+            .credentials_provider(Credentials::new(
+                s3_server::ACCESS_KEY,
+                s3_server::SECRET_KEY,
+                None,
+                None,
+                "test",
+            ))
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    pub async fn put(&self, key: &str, body: Vec<u8>) {
+        self.client()
+            .await
+            .put_object()
+            .bucket(BUCKET)
+            .key(key)
+            .body(body.into())
+            .send()
+            .await
+            .expect("put object");
+    }
+
+    pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let out = self
+            .client()
+            .await
+            .get_object()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .ok()?;
+        Some(out.body.collect().await.expect("body").to_vec())
+    }
+
+    pub async fn keys(&self, prefix: &str) -> Vec<String> {
+        let out = self
+            .client()
+            .await
+            .list_objects_v2()
+            .bucket(BUCKET)
+            .prefix(prefix)
+            .send()
+            .await
+            .expect("list");
+        let mut keys: Vec<String> = out
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Runs `argoexec <args>` as a child process of this pod, bounded to `timeout`.
+    pub async fn argoexec_with(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Output {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_argoexec"));
+        cmd.args(args)
+            .env("ARGOEXEC_ROOT", self.root.path())
+            .env("ARGO_POD_NAME", "wf-1-main-123")
+            .env("ARGO_POD_UID", "pod-uid-1")
+            .env("ARGO_WORKFLOW_NAME", "wf-1")
+            .env("ARGO_NODE_ID", "wf-1-123")
+            .env("ARGO_DEADLINE", "0001-01-01T00:00:00Z")
+            .env("EXECUTOR_RETRY_BACKOFF_DURATION", "10ms")
+            .env_remove("ARGO_TEMPLATE")
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        tokio::time::timeout(timeout, cmd.output())
+            .await
+            .expect("argoexec finished in time")
+            .expect("argoexec ran")
+    }
+
+    pub async fn argoexec(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.argoexec_with(args, env, Duration::from_secs(120))
+            .await
+    }
+
+    /// Runs `init` with `template` in ARGO_TEMPLATE.
+    pub async fn init(&self, template: &Value) -> Output {
+        let t = template.to_string();
+        self.argoexec(
+            &[
+                "init",
+                "--loglevel",
+                "info",
+                "--log-format",
+                "text",
+                "--gloglevel",
+                "0",
+            ],
+            &[("ARGO_TEMPLATE", &t)],
+        )
+        .await
+    }
+
+    /// Writes `/var/run/argo/template` and the main exit code, then runs `wait`.
+    pub async fn wait(&self, template: &Value, env: &[(&str, &str)]) -> Output {
+        let t = template.to_string();
+        std::fs::write(self.roots().template_file(), t).expect("template");
+        let ctr = self.roots().container_dir("main");
+        std::fs::create_dir_all(&ctr).expect("ctr dir");
+        if !ctr.join("exitcode").exists() {
+            std::fs::write(ctr.join("exitcode"), "0").expect("exitcode");
+        }
+        self.argoexec(
+            &[
+                "wait",
+                "--loglevel",
+                "info",
+                "--log-format",
+                "text",
+                "--gloglevel",
+                "0",
+            ],
+            env,
+        )
+        .await
+    }
+
+    pub fn termination_log(&self) -> String {
+        std::fs::read_to_string(self.roots().termination_log()).unwrap_or_default()
+    }
+}
+
+/// Asserts a process succeeded, printing its output otherwise.
+pub fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A directory tree with files of several sizes, an empty dir, a nested dir and a symlink.
+pub fn make_tree(dir: &Path) {
+    std::fs::create_dir_all(dir.join("sub/deeper")).expect("dirs");
+    std::fs::create_dir_all(dir.join("empty")).expect("empty dir");
+    std::fs::write(dir.join("a.txt"), b"alpha\n").expect("a");
+    std::fs::write(dir.join("sub/b.bin"), pseudo_random(300_000, 7)).expect("b");
+    std::fs::write(dir.join("sub/deeper/c.txt"), b"gamma").expect("c");
+    std::os::unix::fs::symlink("a.txt", dir.join("link-to-a")).expect("symlink");
+}
+
+/// Deterministic bytes that compress a little, like real data.
+pub fn pseudo_random(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..len)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            if i % 3 == 0 {
+                b'a' + (i % 26) as u8
+            } else {
+                x as u8
+            }
+        })
+        .collect()
+}
+
+/// `(relative path, kind, content or link target)` of every entry below `dir`, sorted.
+pub fn snapshot(dir: &Path) -> Vec<(String, String, Vec<u8>)> {
+    let mut out = Vec::new();
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<(String, String, Vec<u8>)>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .expect("read_dir")
+            .map(|e| e.expect("entry"))
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let rel = p
+                .strip_prefix(base)
+                .expect("rel")
+                .to_string_lossy()
+                .into_owned();
+            let meta = std::fs::symlink_metadata(&p).expect("meta");
+            if meta.file_type().is_symlink() {
+                let t = std::fs::read_link(&p).expect("link");
+                out.push((rel, "link".into(), t.to_string_lossy().as_bytes().to_vec()));
+            } else if meta.is_dir() {
+                out.push((rel, "dir".into(), Vec::new()));
+                walk(base, &p, out);
+            } else {
+                out.push((rel, "file".into(), std::fs::read(&p).expect("read")));
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out
+}

@@ -1,0 +1,123 @@
+//! An S3 protocol server on loopback: s3s-fs (real SigV4 checks, real multipart, data on disk)
+//! behind hyper. Shared by the tests (in-process) and `examples/s3-server.rs` (the demo and
+//! the benchmarks, as a separate process).
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::{S3, S3Request, S3Response, S3Result};
+
+pub const ACCESS_KEY: &str = "argoexec-test-access";
+pub const SECRET_KEY: &str = "argoexec-test-secret";
+
+/// s3s-fs with one fix: a key that is a directory on its disk (because longer keys live
+/// below it) is answered `NoSuchKey`, as S3 does, instead of s3s-fs's HTTP 500.
+struct S3Fs {
+    fs: s3s_fs::FileSystem,
+    root: std::path::PathBuf,
+}
+
+impl S3Fs {
+    fn is_dir(&self, bucket: &str, key: &str) -> bool {
+        self.root.join(bucket).join(key).is_dir()
+    }
+}
+
+/// Delegates S3 operations to s3s-fs unchanged (written in `async_trait`'s expanded form,
+/// because the attribute does not see inside macro invocations).
+macro_rules! delegate {
+    ($($op:ident: $input:ident => $output:ident),* $(,)?) => {$(
+        fn $op<'life0, 'async_trait>(
+            &'life0 self,
+            req: S3Request<s3s::dto::$input>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = S3Result<S3Response<s3s::dto::$output>>> + Send + 'async_trait>>
+        where
+            'life0: 'async_trait,
+            Self: 'async_trait,
+        {
+            Box::pin(async move { self.fs.$op(req).await })
+        }
+    )*};
+}
+
+#[async_trait::async_trait]
+impl S3 for S3Fs {
+    async fn head_object(
+        &self,
+        req: S3Request<s3s::dto::HeadObjectInput>,
+    ) -> S3Result<S3Response<s3s::dto::HeadObjectOutput>> {
+        if self.is_dir(&req.input.bucket, &req.input.key) {
+            return Err(s3s::s3_error!(NoSuchKey));
+        }
+        self.fs.head_object(req).await
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<s3s::dto::GetObjectInput>,
+    ) -> S3Result<S3Response<s3s::dto::GetObjectOutput>> {
+        if self.is_dir(&req.input.bucket, &req.input.key) {
+            return Err(s3s::s3_error!(NoSuchKey));
+        }
+        self.fs.get_object(req).await
+    }
+
+    delegate! {
+        put_object: PutObjectInput => PutObjectOutput,
+        delete_object: DeleteObjectInput => DeleteObjectOutput,
+        delete_objects: DeleteObjectsInput => DeleteObjectsOutput,
+        list_objects_v2: ListObjectsV2Input => ListObjectsV2Output,
+        list_objects: ListObjectsInput => ListObjectsOutput,
+        list_buckets: ListBucketsInput => ListBucketsOutput,
+        create_bucket: CreateBucketInput => CreateBucketOutput,
+        head_bucket: HeadBucketInput => HeadBucketOutput,
+        get_bucket_location: GetBucketLocationInput => GetBucketLocationOutput,
+        copy_object: CopyObjectInput => CopyObjectOutput,
+        create_multipart_upload: CreateMultipartUploadInput => CreateMultipartUploadOutput,
+        upload_part: UploadPartInput => UploadPartOutput,
+        complete_multipart_upload: CompleteMultipartUploadInput => CompleteMultipartUploadOutput,
+        abort_multipart_upload: AbortMultipartUploadInput => AbortMultipartUploadOutput,
+        list_parts: ListPartsInput => ListPartsOutput,
+        list_multipart_uploads: ListMultipartUploadsInput => ListMultipartUploadsOutput,
+    }
+}
+
+/// Serves S3 for the data in `root` on `listener` until the task is dropped.
+pub async fn serve(root: &Path, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    let fs = s3s_fs::FileSystem::new(root)
+        .map_err(|e| std::io::Error::other(format!("s3s-fs: {e:?}")))?;
+    let fs = S3Fs {
+        fs,
+        root: root.to_path_buf(),
+    };
+    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+    builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+    let service = builder.build();
+    loop {
+        let (socket, _) = listener.accept().await?;
+        let service = service.clone();
+        tokio::spawn(async move {
+            let _ = ConnBuilder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(socket), service)
+                .await;
+        });
+    }
+}
+
+/// Binds 127.0.0.1 on `port` (0 = any) and serves in the background.
+pub async fn spawn(
+    root: &Path,
+    port: u16,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let addr = listener.local_addr()?;
+    let root = root.to_path_buf();
+    let task = tokio::spawn(async move {
+        if let Err(e) = serve(&root, listener).await {
+            eprintln!("s3 test server stopped: {e}");
+        }
+    });
+    Ok((addr, task))
+}
