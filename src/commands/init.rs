@@ -114,6 +114,7 @@ async fn load_inputs(pod: &Pod, template: &Template) -> Result<(), CommandError>
                 path = %path.display(),
                 bytes,
                 seconds = elapsed.as_secs_f64(),
+                mib_per_s = bytes as f64 / f64::from(1 << 20) / elapsed.as_secs_f64().max(1e-9),
                 "loaded input artifact"
             ),
             Ok(Loaded::Skipped) => {

@@ -288,6 +288,8 @@ fn tgz_to_objects(
     Ok(totals)
 }
 
+/// Waits for one upload and adds it to `totals` (whose CRC is that of the single object when
+/// there is only one).
 fn add(
     totals: &mut UploadStats,
     handle: &Handle,
@@ -297,6 +299,11 @@ fn add(
     let stats = handle
         .block_on(done)
         .map_err(|e| Error::io("upload task", io::Error::other(e.to_string())))??;
+    totals.crc32c = if totals.bytes == 0 && totals.parts == 0 {
+        stats.crc32c
+    } else {
+        0
+    };
     totals.bytes += stats.bytes;
     totals.parts += stats.parts;
     Ok(())
