@@ -76,12 +76,7 @@ fn stage_files(pod: &Pod, template: &Template) -> Result<(), CommandError> {
 
 /// Loads the inputs, several at once; the first failure in template order is the error.
 async fn load_inputs(pod: &Pod, template: &Template) -> Result<(), CommandError> {
-    let loader = Loader {
-        roots: &pod.roots,
-        secrets: &pod.secrets,
-        config: &pod.transfer,
-        template,
-    };
+    let loader = Loader::new(&pod.roots, &pod.secrets, &pod.transfer, template);
     let plugins: Vec<&str> = template
         .inputs
         .artifacts

@@ -21,6 +21,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::model::{ArtifactLocation, LocationKind};
 
+pub mod buffer;
 mod error;
 pub mod retry;
 pub mod s3;
@@ -147,15 +148,18 @@ pub trait Driver: Send + Sync + Debug {
     async fn get_bytes(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         let want = (range.end - range.start) as usize;
         let mut stream = self.get(key, Some(range)).await?;
-        let mut buf = bytes::BytesMut::with_capacity(want);
+        let mut buf = buffer::Buffer::with_capacity(want)
+            .map_err(|e| Error::io("allocating a download buffer", e))?;
+        let mut got = 0;
         while let Some(chunk) = stream.body.try_next().await? {
-            buf.extend_from_slice(&chunk);
+            got += chunk.len();
+            buf.fill(&chunk);
         }
-        if buf.len() != want {
+        if got != want {
             return Err(Error::backend(
                 self.name(),
                 ErrorKind::Network,
-                format!("short read of {key}: got {} of {want} bytes", buf.len()),
+                format!("read of {key} returned {got} bytes instead of {want}"),
             ));
         }
         Ok(buf.freeze())

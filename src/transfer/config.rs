@@ -16,7 +16,7 @@ pub struct TransferConfig {
     pub file_concurrency: usize,
     /// Threads compressing gzip blocks.
     pub gzip_threads: usize,
-    /// Bytes per ranged read when downloading.
+    /// Bytes per ranged read when downloading; `concurrency + 2` of them are held at most.
     pub download_chunk: u64,
     /// Overrides the backend's maximum part count (tests of the >10,000-part sizing).
     pub max_parts_override: Option<u32>,
@@ -31,7 +31,7 @@ impl Default for TransferConfig {
             concurrency: 4,
             file_concurrency: 16,
             gzip_threads: gzip::default_threads(),
-            download_chunk: 8 * MIB,
+            download_chunk: 4 * MIB,
             max_parts_override: None,
             max_unpacked_bytes: None,
         }
@@ -72,8 +72,14 @@ impl TransferConfig {
     }
 
     /// Bytes of part buffers in flight at most, across every upload of the process.
-    pub fn memory_budget(&self) -> u64 {
+    pub fn upload_budget(&self) -> u64 {
         self.part_size * (self.concurrency as u64 + 1)
+    }
+
+    /// Bytes of downloaded chunks held at most, across every download of the process: the
+    /// reads in flight plus two being handed to the unpacker.
+    pub fn download_budget(&self) -> u64 {
+        self.download_chunk * (self.concurrency as u64 + 2)
     }
 }
 

@@ -3,8 +3,9 @@
 //! ```text
 //! Driver --get_bytes(range) x N in flight--> ordered stream --channel--> BlockingReader --> unpack / file
 //! ```
-//! Each range is fetched (and retried) as one unit by the driver stack. At most `concurrency`
-//! ranges are held in memory while they wait their turn, plus one in the channel.
+//! Each range is fetched (and retried) as one unit by the driver stack. Every chunk is paid for
+//! from a [`Budget`] before it is fetched and paid back once the reader has consumed it, so
+//! memory is bounded whatever the object size or the number of concurrent downloads.
 
 use std::io::{self, Read};
 use std::ops::Range;
@@ -16,8 +17,34 @@ use futures::stream::BoxStream;
 use tokio::sync::mpsc;
 
 use super::Result;
+use super::budget::{Budget, Permit};
 use super::config::TransferConfig;
-use crate::storage::{self, Driver, ObjectMeta};
+use crate::storage::{self, ByteStream, Driver, ObjectMeta};
+
+/// Downloaded bytes, holding their share of the budget until they are read.
+#[derive(Debug)]
+pub struct Chunk {
+    pub bytes: Bytes,
+    _permit: Option<Permit>,
+}
+
+impl Chunk {
+    /// Bytes that need no budget (small objects, whose stream the backend bounds itself).
+    pub fn unbudgeted(bytes: Bytes) -> Self {
+        Self {
+            bytes,
+            _permit: None,
+        }
+    }
+}
+
+/// Chunks of one object, in order.
+pub type ChunkStream = BoxStream<'static, storage::Result<Chunk>>;
+
+/// A plain byte stream as chunks.
+pub fn chunks(body: ByteStream) -> ChunkStream {
+    body.map(|r| r.map(Chunk::unbudgeted)).boxed()
+}
 
 /// Ranges of `chunk` bytes covering `0..size`.
 pub fn ranges(size: u64, chunk: u64) -> Vec<Range<u64>> {
@@ -27,23 +54,37 @@ pub fn ranges(size: u64, chunk: u64) -> Vec<Range<u64>> {
         .collect()
 }
 
-/// Opens `key` for reading: its metadata and its bytes in order.
+/// Opens `key` for reading: its metadata and its bytes in order, `cfg.concurrency` ranges in
+/// flight, each paid for from `budget`.
 pub async fn open(
     driver: Arc<dyn Driver>,
     key: &str,
     cfg: &TransferConfig,
-) -> Result<(ObjectMeta, BoxStream<'static, storage::Result<Bytes>>)> {
+    budget: &Budget,
+) -> Result<(ObjectMeta, ChunkStream)> {
     let meta = driver.head(key).await?;
     if meta.size <= cfg.download_chunk || cfg.concurrency <= 1 {
         let stream = driver.get(key, None).await?;
-        return Ok((meta, stream.body));
+        return Ok((meta, chunks(stream.body)));
     }
     let key = key.to_string();
+    let budget = budget.clone();
     let body = futures::stream::iter(ranges(meta.size, cfg.download_chunk))
         .map(move |r| {
             let driver = Arc::clone(&driver);
             let key = key.clone();
-            async move { driver.get_bytes(&key, r).await }
+            let budget = budget.clone();
+            async move {
+                let permit = budget
+                    .acquire(r.end - r.start)
+                    .await
+                    .map_err(|e| storage::Error::io("waiting for download memory", e))?;
+                let bytes = driver.get_bytes(&key, r).await?;
+                Ok(Chunk {
+                    bytes,
+                    _permit: Some(permit),
+                })
+            }
         })
         .buffered(cfg.concurrency)
         .boxed();
@@ -53,8 +94,8 @@ pub async fn open(
 /// A `Read` over a byte stream, for the blocking unpackers. The stream is pumped by a task on
 /// the runtime; a stream error surfaces as an `io::Error` carrying the storage error.
 pub struct BlockingReader {
-    rx: mpsc::Receiver<storage::Result<Bytes>>,
-    current: Bytes,
+    rx: mpsc::Receiver<storage::Result<Chunk>>,
+    current: Chunk,
     failed: bool,
 }
 
@@ -66,7 +107,7 @@ impl std::fmt::Debug for BlockingReader {
 
 impl BlockingReader {
     /// Must be called inside the runtime; read from a blocking thread.
-    pub fn new(mut stream: BoxStream<'static, storage::Result<Bytes>>) -> Self {
+    pub fn new(mut stream: ChunkStream) -> Self {
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(async move {
             while let Some(item) = stream.next().await {
@@ -78,7 +119,7 @@ impl BlockingReader {
         });
         Self {
             rx,
-            current: Bytes::new(),
+            current: Chunk::unbudgeted(Bytes::new()),
             failed: false,
         }
     }
@@ -86,7 +127,7 @@ impl BlockingReader {
 
 impl Read for BlockingReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
+        while self.current.bytes.is_empty() {
             if self.failed {
                 return Err(io::Error::other("the download failed"));
             }
@@ -99,9 +140,9 @@ impl Read for BlockingReader {
                 None => return Ok(0),
             }
         }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        self.current.advance(n);
+        let n = buf.len().min(self.current.bytes.len());
+        buf[..n].copy_from_slice(&self.current.bytes[..n]);
+        self.current.bytes.advance(n);
         Ok(n)
     }
 }

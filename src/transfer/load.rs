@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::download::{self, BlockingReader};
+use super::budget::Budget;
+use super::download::{self, BlockingReader, ChunkStream};
 use super::{Error, Result, TransferConfig, validate_path};
 use crate::archive::{self, Detection};
 use crate::contract::Roots;
@@ -31,16 +32,32 @@ pub enum Loaded {
     Skipped,
 }
 
-/// Loads input artifacts for one template.
+/// Loads input artifacts for one template; concurrent loads share one memory budget.
 #[derive(Debug)]
 pub struct Loader<'a> {
-    pub roots: &'a Roots,
-    pub secrets: &'a Secrets,
-    pub config: &'a TransferConfig,
-    pub template: &'a Template,
+    roots: &'a Roots,
+    secrets: &'a Secrets,
+    config: &'a TransferConfig,
+    template: &'a Template,
+    budget: Budget,
 }
 
-impl Loader<'_> {
+impl<'a> Loader<'a> {
+    pub fn new(
+        roots: &'a Roots,
+        secrets: &'a Secrets,
+        config: &'a TransferConfig,
+        template: &'a Template,
+    ) -> Self {
+        Self {
+            roots,
+            secrets,
+            config,
+            template,
+            budget: Budget::new(config.download_budget()),
+        }
+    }
+
     /// Where an input artifact goes: under `/mainctrfs` when its path is on a shared volume,
     /// else `/argo/inputs/artifacts/<name>` (mounted on main at the path through a subPath).
     pub fn destination(&self, art: &Artifact, path: &str) -> PathBuf {
@@ -80,8 +97,9 @@ impl Loader<'_> {
             Some(LocationKind::Raw) => {
                 let data = location.raw.map(|r| r.data).unwrap_or_default();
                 let size = data.len() as u64;
-                let body: ByteStream =
-                    futures::stream::once(async move { Ok(bytes::Bytes::from(data)) }).boxed();
+                let body: ChunkStream = download::chunks(
+                    futures::stream::once(async move { Ok(bytes::Bytes::from(data)) }).boxed(),
+                );
                 place_stream(
                     body,
                     &dest,
@@ -127,7 +145,7 @@ impl Loader<'_> {
         dest: &Path,
         strategy: Option<ArchiveStrategy>,
     ) -> Result<u64> {
-        match download::open(Arc::clone(&driver), key, self.config).await {
+        match download::open(Arc::clone(&driver), key, self.config, &self.budget).await {
             Ok((meta, body)) => {
                 if meta.size == 0 && driver.name() == "azure" {
                     // Azure stores "directories" as empty marker blobs.
@@ -208,7 +226,7 @@ async fn write_stream(mut body: ByteStream, path: PathBuf) -> Result<()> {
 /// tar.gz (always for `tar`, by content when the artifact gives no `archive`), else written as
 /// a file.
 async fn place_stream(
-    body: ByteStream,
+    body: ChunkStream,
     dest: &Path,
     strategy: Option<ArchiveStrategy>,
     max_unpacked: Option<u64>,

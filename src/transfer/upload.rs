@@ -15,44 +15,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use tokio::runtime::Handle;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinHandle;
 
+use super::budget::Budget;
 use super::config::TransferConfig;
 use super::parts::PartPlan;
 use super::{Error, Result};
+use crate::storage::buffer::Buffer;
 use crate::storage::{self, Driver, MultipartLimits, Part, PartReceipt, PutOptions};
-
-/// Budget accounting unit: 64 KiB, so a 4 KiB file does not cost a whole part.
-const UNIT: u64 = 64 * 1024;
-
-/// The bytes of part buffers that may exist at once, shared by every upload.
-#[derive(Debug, Clone)]
-pub struct Budget {
-    units: Arc<Semaphore>,
-    total_units: u32,
-}
-
-impl Budget {
-    pub fn new(bytes: u64) -> Self {
-        let total_units = bytes.div_ceil(UNIT).clamp(1, u64::from(u32::MAX >> 4)) as u32;
-        Self {
-            units: Arc::new(Semaphore::new(total_units as usize)),
-            total_units,
-        }
-    }
-
-    /// Blocks the calling (non-async) thread until `bytes` of budget are free.
-    fn acquire_blocking(&self, handle: &Handle, bytes: u64) -> io::Result<OwnedSemaphorePermit> {
-        let want = (bytes.div_ceil(UNIT).max(1) as u32).min(self.total_units);
-        handle
-            .block_on(self.units.clone().acquire_many_owned(want))
-            .map_err(|_| io::Error::other("upload budget closed"))
-    }
-}
 
 /// One message from a writer to its consumer.
 struct PartMsg {
@@ -84,12 +58,10 @@ impl UploadStats {
 pub struct PartWriter {
     plan: PartPlan,
     number: u32,
-    buf: BytesMut,
+    buf: Buffer,
     permit: Option<OwnedSemaphorePermit>,
     remaining: Option<u64>,
     tx: Option<mpsc::Sender<PartMsg>>,
-    /// Capacity of the buffer being filled.
-    cap: u64,
     budget: Budget,
     handle: Handle,
     crc32c: u32,
@@ -119,8 +91,7 @@ impl PartWriter {
         if self.permit.is_none() {
             let size = self.target();
             self.permit = Some(self.budget.acquire_blocking(&self.handle, size)?);
-            self.buf = BytesMut::with_capacity(size as usize);
-            self.cap = size;
+            self.buf = Buffer::with_capacity(size as usize)?;
         }
         Ok(())
     }
@@ -172,13 +143,11 @@ impl Write for PartWriter {
         if data.is_empty() {
             return Ok(0);
         }
-        if self.permit.is_some() && self.buf.len() as u64 >= self.cap {
+        if self.permit.is_some() && self.buf.remaining() == 0 {
             self.send(false)?;
         }
         self.ensure_buffer()?;
-        let room = (self.cap as usize).saturating_sub(self.buf.len());
-        let n = room.min(data.len());
-        self.buf.extend_from_slice(&data[..n]);
+        let n = self.buf.fill(data);
         self.total += n as u64;
         Ok(n)
     }
@@ -197,7 +166,7 @@ pub struct Uploader {
 
 impl Uploader {
     pub fn new(cfg: TransferConfig) -> Self {
-        let budget = Budget::new(cfg.memory_budget());
+        let budget = Budget::new(cfg.upload_budget());
         Self { cfg, budget }
     }
 
@@ -231,11 +200,10 @@ impl Uploader {
         let writer = PartWriter {
             plan,
             number: 1,
-            buf: BytesMut::new(),
+            buf: Buffer::default(),
             permit: None,
             remaining: size,
             tx: Some(tx),
-            cap: 0,
             budget: self.budget.clone(),
             handle: Handle::current(),
             crc32c: 0,
