@@ -53,7 +53,7 @@ pub async fn collect_outputs(pod: &Pod, template: &Template) -> (Outputs, Vec<St
     if let Err(e) = save_parameters(pod, template, &mut outputs) {
         errors.push(e);
     }
-    let uploader = Uploader::new(pod.transfer.clone());
+    let uploader = Uploader::new(pod.transfer.clone()).with_journal_dir(pod.roots.resume_dir());
     let saver = Saver {
         roots: &pod.roots,
         secrets: &pod.secrets,

@@ -43,6 +43,20 @@ pub struct ObjectMeta {
     pub etag: Option<String>,
     /// User metadata (`x-amz-meta-*` and equivalents), names lower-cased, without prefix.
     pub metadata: BTreeMap<String, String>,
+    /// CRC32C of the whole object, when the backend or our metadata recorded one.
+    pub crc32c: Option<u32>,
+}
+
+/// User-metadata name under which a whole-object CRC32C is stored with single-request writes.
+pub const CRC32C_METADATA: &str = "argoexec-crc32c";
+
+impl ObjectMeta {
+    /// The whole-object CRC32C from our user metadata, if present.
+    pub fn crc32c_from_metadata(&self) -> Option<u32> {
+        self.metadata
+            .get(CRC32C_METADATA)
+            .and_then(|v| u32::from_str_radix(v, 16).ok())
+    }
 }
 
 /// An open read: the object's total size and a stream of the requested bytes.
@@ -94,6 +108,8 @@ pub struct PartReceipt {
     pub number: u32,
     pub etag: String,
     pub size: u64,
+    /// CRC32C of the part as sent (from [`Driver::list_parts`]: as the server reports it, or 0).
+    pub crc32c: u32,
     /// The CRC32C the server echoed back, which means it verified the part itself.
     pub server_crc32c: Option<u32>,
 }

@@ -140,6 +140,7 @@ mod tests {
             number: 1,
             etag: etag.into(),
             size: 5,
+            crc32c: 0,
             server_crc32c: crc,
         }
     }

@@ -63,9 +63,11 @@ pub async fn open(
     budget: &Budget,
 ) -> Result<(ObjectMeta, ChunkStream)> {
     let meta = driver.head(key).await?;
+    let expected = meta.crc32c;
+    let described = format!("{}/{key}", driver.describe());
     if meta.size <= cfg.download_chunk || cfg.concurrency <= 1 {
         let stream = driver.get(key, None).await?;
-        return Ok((meta, chunks(stream.body)));
+        return Ok((meta, verified(chunks(stream.body), expected, described)));
     }
     let key = key.to_string();
     let budget = budget.clone();
@@ -88,7 +90,40 @@ pub async fn open(
         })
         .buffered(cfg.concurrency)
         .boxed();
-    Ok((meta, body))
+    Ok((meta, verified(body, expected, described)))
+}
+
+/// Checks the bytes against the object's recorded whole-object CRC32C, when it has one: a
+/// mismatch is an error at the end of the stream, so nothing built from it is kept.
+fn verified(stream: ChunkStream, expected: Option<u32>, object: String) -> ChunkStream {
+    let Some(expected) = expected else {
+        return stream;
+    };
+    futures::stream::unfold(Some((stream, 0u32)), move |state| {
+        let object = object.clone();
+        async move {
+            let (mut stream, crc) = state?;
+            match stream.next().await {
+                Some(Ok(chunk)) => {
+                    let crc = crc32c::crc32c_append(crc, &chunk.bytes);
+                    Some((Ok(chunk), Some((stream, crc))))
+                }
+                Some(Err(e)) => Some((Err(e), None)),
+                None if crc == expected => None,
+                None => Some((
+                    Err(storage::Error::backend(
+                        "verify",
+                        storage::ErrorKind::Integrity,
+                        format!(
+                            "{object} is corrupt: its bytes have CRC32C {crc:08x}, the object records {expected:08x}"
+                        ),
+                    )),
+                    None,
+                )),
+            }
+        }
+    })
+    .boxed()
 }
 
 /// A `Read` over a byte stream, for the blocking unpackers. The stream is pumped by a task on

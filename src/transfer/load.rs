@@ -252,8 +252,12 @@ fn place_blocking(
     };
     let untar = |src: &mut dyn io::Read| -> Result<()> {
         fs::create_dir_all(&tmpdir).map_err(io_err("creating", &tmpdir))?;
-        let gz = flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(256 << 10, src));
-        archive::untar(gz, &tmpdir, max_unpacked).map_err(Error::from_archive)?;
+        let mut gz =
+            flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(256 << 10, src));
+        archive::untar(&mut gz, &tmpdir, max_unpacked).map_err(Error::from_archive)?;
+        // The tar ends before its stream does: read the rest, so the gzip CRC and our
+        // whole-object CRC are checked before anything is put in place.
+        io::copy(&mut gz, &mut io::sink()).map_err(io_err("reading the end of", dest))?;
         archive::place(&tmpdir, dest).map_err(io_err("placing", dest))
     };
     match strategy {

@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use super::budget::Budget;
 use super::config::TransferConfig;
 use super::parts::PartPlan;
+use super::resume::{Journal, Reusable};
 use super::{Error, Result};
 use crate::storage::buffer::Buffer;
 use crate::storage::{self, Driver, MultipartLimits, Part, PartReceipt, PutOptions};
@@ -45,6 +46,8 @@ pub struct UploadStats {
     /// CRC32C of the whole object, combined from the parts.
     pub crc32c: u32,
     pub elapsed: Duration,
+    /// Parts an interrupted earlier attempt had stored, verified and not sent again.
+    pub resumed_parts: u32,
 }
 
 impl UploadStats {
@@ -123,7 +126,7 @@ impl PartWriter {
                 last,
                 _permit: permit,
             }))
-            .map_err(|_| io::Error::other("the upload stopped"))?;
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped"))?;
         self.number += 1;
         Ok(())
     }
@@ -162,12 +165,24 @@ impl Write for PartWriter {
 pub struct Uploader {
     cfg: TransferConfig,
     budget: Budget,
+    journal_dir: Option<PathBuf>,
 }
 
 impl Uploader {
     pub fn new(cfg: TransferConfig) -> Self {
         let budget = Budget::new(cfg.upload_budget());
-        Self { cfg, budget }
+        Self {
+            cfg,
+            budget,
+            journal_dir: None,
+        }
+    }
+
+    /// Journals multipart uploads in `dir` so an interrupted upload resumes (see
+    /// [`super::resume`]).
+    pub fn with_journal_dir(mut self, dir: PathBuf) -> Self {
+        self.journal_dir = Some(dir);
+        self
     }
 
     pub fn config(&self) -> &TransferConfig {
@@ -210,8 +225,10 @@ impl Uploader {
             total: 0,
         };
         let concurrency = self.cfg.concurrency;
-        let consumer =
-            tokio::spawn(async move { consume(driver, key, opts, rx, concurrency).await });
+        let journal_dir = self.journal_dir.clone();
+        let consumer = tokio::spawn(async move {
+            consume(driver, key, opts, rx, concurrency, plan, journal_dir).await
+        });
         (writer, consumer)
     }
 
@@ -242,6 +259,8 @@ impl Uploader {
             source: io::Error::other(e.to_string()),
         })?;
         match (produced, consumed) {
+            // The consumer gave up first; the producer only saw the pipe close.
+            (Err(e), Err(consumed)) if e.kind() == io::ErrorKind::BrokenPipe => Err(consumed),
             // The producer's error explains a consumer that saw no last part.
             (Err(e), _) => Err(Error::Io {
                 context: "reading the source failed".into(),
@@ -296,8 +315,9 @@ impl Uploader {
         Ok(UploadStats {
             bytes: stats.iter().map(|s| s.bytes).sum(),
             parts: stats.iter().map(|s| s.parts).sum(),
-            crc32c: 0,
+            resumed_parts: stats.iter().map(|s| s.resumed_parts).sum(),
             elapsed: started.elapsed(),
+            ..Default::default()
         })
     }
 }
@@ -328,13 +348,16 @@ pub fn regular_files(root: &Path) -> io::Result<Vec<(String, PathBuf)>> {
 }
 
 /// Receives the parts of one object and stores them: one PUT when the whole object fits in
-/// its first part, else a multipart upload with `concurrency` parts in flight.
+/// its first part, else a multipart upload with `concurrency` parts in flight, resumed from
+/// its journal when an earlier attempt was interrupted.
 async fn consume(
     driver: Arc<dyn Driver>,
     key: String,
     opts: PutOptions,
     mut rx: mpsc::Receiver<PartMsg>,
     concurrency: usize,
+    plan: PartPlan,
+    journal_dir: Option<PathBuf>,
 ) -> Result<UploadStats> {
     let started = Instant::now();
     let Some(first) = rx.recv().await else {
@@ -348,79 +371,170 @@ async fn consume(
         let crc32c = first.part.crc32c;
         let mut opts = opts;
         opts.metadata
-            .insert("argoexec-crc32c".into(), format!("{crc32c:08x}"));
+            .insert(storage::CRC32C_METADATA.into(), format!("{crc32c:08x}"));
         driver.put(&key, first.part.data, &opts).await?;
         return Ok(UploadStats {
             bytes,
-            parts: 0,
             crc32c,
             elapsed: started.elapsed(),
+            ..Default::default()
         });
     }
-    let upload_id = driver.create_multipart(&key, &opts).await?;
-    let result = upload_parts(&driver, &key, &upload_id, first, rx, concurrency).await;
-    let finished = match result {
-        Ok((receipts, crc32c, saw_last)) if saw_last => driver
-            .complete_multipart(&key, &upload_id, &receipts)
+    let mut session = Session::open(&driver, &key, &opts, &plan, journal_dir.as_deref()).await?;
+    let outcome = session
+        .upload_parts(&driver, &key, first, rx, concurrency)
+        .await;
+    let completed = match outcome {
+        Ok(receipts) => driver
+            .complete_multipart(&key, &session.upload_id, &receipts)
             .await
-            .map(|()| (receipts, crc32c))
+            .map(|()| receipts)
             .map_err(Error::from),
-        Ok(_) => Err(incomplete(&key)),
         Err(e) => Err(e),
     };
-    match finished {
-        Ok((receipts, crc32c)) => Ok(UploadStats {
-            bytes: receipts.iter().map(|r| r.size).sum(),
-            parts: receipts.len() as u32,
-            crc32c,
-            elapsed: started.elapsed(),
-        }),
+    let resumed_parts = session.reused;
+    match completed {
+        Ok(receipts) => {
+            session.finish();
+            Ok(UploadStats {
+                bytes: receipts.iter().map(|r| r.size).sum(),
+                parts: receipts.len() as u32,
+                crc32c: receipts.iter().fold(0, |acc, r| {
+                    crc32c::crc32c_combine(acc, r.crc32c, r.size as usize)
+                }),
+                elapsed: started.elapsed(),
+                resumed_parts,
+            })
+        }
         Err(e) => {
-            if let Err(abort) = driver.abort_multipart(&key, &upload_id).await {
+            if let Err(abort) = driver.abort_multipart(&key, &session.upload_id).await {
                 tracing::warn!(key, error = %abort, "could not abort the multipart upload");
             }
+            session.finish();
             Err(e)
         }
     }
 }
 
-type PartsOutcome = (Vec<PartReceipt>, u32, bool);
+/// One multipart upload: its id, its journal, and what the server already holds.
+struct Session {
+    upload_id: String,
+    journal: Option<Journal>,
+    reusable: Reusable,
+    reused: u32,
+}
 
-async fn upload_parts(
-    driver: &Arc<dyn Driver>,
-    key: &str,
-    upload_id: &str,
-    first: PartMsg,
-    rx: mpsc::Receiver<PartMsg>,
-    concurrency: usize,
-) -> Result<PartsOutcome> {
-    let rest =
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
-    let mut saw_last = false;
-    let mut receipts: Vec<(PartReceipt, u32)> = futures::stream::iter([first])
-        .chain(rest)
-        .map(|msg| {
-            saw_last |= msg.last;
-            let driver = Arc::clone(driver);
-            async move {
-                let crc = msg.part.crc32c;
-                let receipt = driver.put_part(key, upload_id, &msg.part).await?;
-                drop(msg);
-                Ok::<_, Error>((receipt, crc))
+impl Session {
+    /// Resumes the journaled upload of `key` if its id is still known to the server, else
+    /// starts a new one (journaled when `journal_dir` is given).
+    async fn open(
+        driver: &Arc<dyn Driver>,
+        key: &str,
+        opts: &PutOptions,
+        plan: &PartPlan,
+        journal_dir: Option<&Path>,
+    ) -> Result<Self> {
+        let destination = driver.describe();
+        if let Some(journal) = journal_dir.and_then(|d| Journal::find(d, &destination, key, plan)) {
+            match driver.list_parts(key, journal.upload_id()).await {
+                Ok(parts) => {
+                    tracing::info!(
+                        key,
+                        upload_id = journal.upload_id(),
+                        journaled_parts = journal.stored(),
+                        server_parts = parts.len(),
+                        "resuming an interrupted multipart upload"
+                    );
+                    return Ok(Self {
+                        upload_id: journal.upload_id().to_string(),
+                        reusable: journal.reusable(parts),
+                        journal: Some(journal),
+                        reused: 0,
+                    });
+                }
+                Err(e) => {
+                    tracing::info!(key, error = %e, "the interrupted upload is gone; starting over");
+                    journal.remove();
+                }
             }
+        }
+        let upload_id = driver.create_multipart(key, opts).await?;
+        let journal = journal_dir.and_then(|d| {
+            Journal::create(d, &destination, key, &upload_id, plan)
+                .map_err(|e| tracing::warn!(key, error = %e, "cannot journal the upload; it will not be resumable"))
+                .ok()
+        });
+        Ok(Self {
+            upload_id,
+            journal,
+            reusable: Reusable::default(),
+            reused: 0,
         })
-        .buffer_unordered(concurrency.max(1))
-        .try_collect()
-        .await?;
-    receipts.sort_by_key(|(r, _)| r.number);
-    let crc32c = receipts.iter().fold(0u32, |acc, (r, crc)| {
-        crc32c::crc32c_combine(acc, *crc, r.size as usize)
-    });
-    Ok((
-        receipts.into_iter().map(|(r, _)| r).collect(),
-        crc32c,
-        saw_last,
-    ))
+    }
+
+    /// Stores every part, `concurrency` at once; a part the journal and the server prove
+    /// stored is not sent again. Fails unless the producer marked its last part.
+    async fn upload_parts(
+        &mut self,
+        driver: &Arc<dyn Driver>,
+        key: &str,
+        first: PartMsg,
+        rx: mpsc::Receiver<PartMsg>,
+        concurrency: usize,
+    ) -> Result<Vec<PartReceipt>> {
+        let rest =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+        let upload_id = self.upload_id.clone();
+        let reusable = std::mem::take(&mut self.reusable);
+        let saw_last = std::sync::atomic::AtomicBool::new(false);
+        let in_flight = futures::stream::iter([first])
+            .chain(rest)
+            .map(|msg| {
+                if msg.last {
+                    saw_last.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                let reused =
+                    reusable.check(msg.part.number, msg.part.data.len() as u64, msg.part.crc32c);
+                let driver = Arc::clone(driver);
+                let upload_id = upload_id.clone();
+                async move {
+                    let sent = match reused {
+                        Some(receipt) => return Ok((receipt, false)),
+                        None => driver.put_part(key, &upload_id, &msg.part).await?,
+                    };
+                    drop(msg);
+                    Ok::<_, Error>((sent, true))
+                }
+            })
+            .buffer_unordered(concurrency.max(1));
+        let mut in_flight = std::pin::pin!(in_flight);
+        let mut receipts = Vec::new();
+        while let Some(done) = in_flight.next().await {
+            let (receipt, uploaded) = done?;
+            if uploaded {
+                if let Some(j) = self.journal.as_mut()
+                    && let Err(e) = j.record(&receipt)
+                {
+                    tracing::warn!(key, error = %e, "cannot journal a stored part");
+                }
+            } else {
+                self.reused += 1;
+            }
+            receipts.push(receipt);
+        }
+        if !saw_last.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(incomplete(key));
+        }
+        receipts.sort_by_key(|r| r.number);
+        Ok(receipts)
+    }
+
+    /// The upload is over (completed or aborted): its journal goes.
+    fn finish(&mut self) {
+        if let Some(j) = self.journal.take() {
+            j.remove();
+        }
+    }
 }
 
 /// Backends without multipart take the parts as one streaming body. A producer failure turns
@@ -467,9 +581,9 @@ async fn stream_put(
         .map_err(|_| Error::io("upload stats", io::Error::other("poisoned")))?;
     Ok(UploadStats {
         bytes,
-        parts: 0,
         crc32c,
         elapsed: started.elapsed(),
+        ..Default::default()
     })
 }
 

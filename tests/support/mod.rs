@@ -2,6 +2,7 @@
 //! real `argoexec` binary as a child process.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
 pub mod s3_server;
 
 use std::path::{Path, PathBuf};
@@ -84,6 +85,13 @@ impl TestPod {
             "secretKeySecret": {"name": SECRET_NAME, "key": "secretKey"},
             "key": key,
         })
+    }
+
+    /// A full `s3:` location reached through a proxy at `via` instead of the server itself.
+    pub fn s3_via(&self, via: std::net::SocketAddr, key: &str) -> Value {
+        let mut loc = self.s3(key);
+        loc["endpoint"] = json!(via.to_string());
+        loc
     }
 
     /// An `archiveLocation` on the test server with the given key prefix.

@@ -12,8 +12,9 @@ use s3s::{S3, S3Request, S3Response, S3Result};
 pub const ACCESS_KEY: &str = "argoexec-test-access";
 pub const SECRET_KEY: &str = "argoexec-test-secret";
 
-/// s3s-fs with one fix: a key that is a directory on its disk (because longer keys live
-/// below it) is answered `NoSuchKey`, as S3 does, instead of s3s-fs's HTTP 500.
+/// s3s-fs with two fixes towards S3's behaviour: a key that is a directory on its disk
+/// (because longer keys live below it) is answered `NoSuchKey` instead of HTTP 500, and
+/// ListParts carries each part's ETag (the MD5 of its bytes), which s3s-fs leaves out.
 struct S3Fs {
     fs: s3s_fs::FileSystem,
     root: std::path::PathBuf,
@@ -64,6 +65,23 @@ impl S3 for S3Fs {
         self.fs.get_object(req).await
     }
 
+    async fn list_parts(
+        &self,
+        req: S3Request<s3s::dto::ListPartsInput>,
+    ) -> S3Result<S3Response<s3s::dto::ListPartsOutput>> {
+        let upload_id = req.input.upload_id.clone();
+        let mut resp = self.fs.list_parts(req).await?;
+        for part in resp.output.parts.iter_mut().flatten() {
+            let Some(n) = part.part_number else { continue };
+            let file = self.root.join(format!(".upload_id-{upload_id}.part-{n}"));
+            if let Ok(bytes) = std::fs::read(file) {
+                let md5 = <md5::Md5 as md5::Digest>::digest(&bytes);
+                part.e_tag = Some(s3s::dto::ETag::Strong(hex::encode(md5)));
+            }
+        }
+        Ok(resp)
+    }
+
     delegate! {
         put_object: PutObjectInput => PutObjectOutput,
         delete_object: DeleteObjectInput => DeleteObjectOutput,
@@ -79,7 +97,6 @@ impl S3 for S3Fs {
         upload_part: UploadPartInput => UploadPartOutput,
         complete_multipart_upload: CompleteMultipartUploadInput => CompleteMultipartUploadOutput,
         abort_multipart_upload: AbortMultipartUploadInput => AbortMultipartUploadOutput,
-        list_parts: ListPartsInput => ListPartsOutput,
         list_multipart_uploads: ListMultipartUploadsInput => ListMultipartUploadsOutput,
     }
 }

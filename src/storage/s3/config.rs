@@ -23,6 +23,13 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// Whether requests go to AWS itself (no custom endpoint, or an amazonaws.com one).
+    pub fn is_aws(&self) -> bool {
+        self.url
+            .as_deref()
+            .is_none_or(|u| u.contains("amazonaws.com"))
+    }
+
     /// Argo's endpoint is `host[:port]` with TLS unless `insecure: true`; a URL with a scheme
     /// is taken as it is. Addressing: `path` / `virtual-hosted`, or automatic: virtual-hosted
     /// for AWS endpoints, path style for everything else (MinIO, Ceph, s3s...).

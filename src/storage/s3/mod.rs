@@ -5,8 +5,8 @@ use std::ops::Range;
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream as SdkBody;
 use aws_sdk_s3::types::{
-    BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration,
-    ServerSideEncryption,
+    BucketLocationConstraint, ChecksumAlgorithm, ChecksumMode, ChecksumType,
+    CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration, ServerSideEncryption,
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -44,6 +44,10 @@ pub struct S3Driver {
     client: aws_sdk_s3::Client,
     bucket: String,
     encryption: Encryption,
+    /// Ask the server to verify and keep a whole-object CRC32C on multipart uploads (S3's
+    /// `FULL_OBJECT` checksums). On for AWS; off for other endpoints unless
+    /// `ARGOEXEC_S3_FULL_OBJECT_CHECKSUM=true`, because not every S3-compatible server knows it.
+    full_object_checksum: bool,
 }
 
 impl S3Driver {
@@ -83,10 +87,18 @@ impl S3Driver {
         let client = config::client(loc, secrets)
             .await
             .map_err(|e| e.context("failed to create new S3 client"))?;
+        let endpoint = Endpoint::from_location(loc);
+        let full_object_checksum =
+            match std::env::var("ARGOEXEC_S3_FULL_OBJECT_CHECKSUM").as_deref() {
+                Ok("true") => true,
+                Ok("false") => false,
+                _ => endpoint.is_aws(),
+            };
         let driver = Self {
             client,
             bucket: loc.bucket.clone(),
             encryption,
+            full_object_checksum,
         };
         if let Some(opts) = &loc.create_bucket_if_not_present {
             driver
@@ -145,6 +157,31 @@ fn etag_of(e: Option<&str>) -> Option<String> {
     e.map(|e| e.trim_matches('"').to_string())
 }
 
+/// A base64 CRC32C header value; composite (`...-N`) values are not whole-object CRCs.
+fn decode_crc(b64: &str) -> Option<u32> {
+    let bytes = B64.decode(b64).ok()?;
+    <[u8; 4]>::try_from(bytes.as_slice())
+        .ok()
+        .map(u32::from_be_bytes)
+}
+
+fn encode_crc(crc: u32) -> String {
+    B64.encode(crc.to_be_bytes())
+}
+
+/// The whole-object CRC32C of a head or get: S3's own full-object checksum, else ours.
+fn whole_crc(
+    checksum: Option<&str>,
+    kind: Option<&ChecksumType>,
+    meta: &ObjectMeta,
+) -> Option<u32> {
+    let full = matches!(kind, None | Some(ChecksumType::FullObject));
+    checksum
+        .filter(|_| full)
+        .and_then(decode_crc)
+        .or_else(|| meta.crc32c_from_metadata())
+}
+
 /// Applies the configured encryption to a write request builder.
 macro_rules! with_encryption {
     ($req:expr, $enc:expr) => {
@@ -175,15 +212,19 @@ impl Driver for S3Driver {
             .head_object()
             .bucket(&self.bucket)
             .key(key)
+            .checksum_mode(ChecksumMode::Enabled)
             .send()
             .await
             .map_err(|e| classify(e, key))?;
-        Ok(ObjectMeta {
+        let mut meta = ObjectMeta {
             key: key.to_string(),
             size: out.content_length().unwrap_or_default().max(0) as u64,
             etag: etag_of(out.e_tag()),
             metadata: metadata_of(out.metadata()),
-        })
+            crc32c: None,
+        };
+        meta.crc32c = whole_crc(out.checksum_crc32_c(), out.checksum_type(), &meta);
+        Ok(meta)
     }
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetStream> {
@@ -209,12 +250,16 @@ impl Driver for S3Driver {
             .and_then(|r| r.rsplit('/').next())
             .and_then(|t| t.parse().ok())
             .unwrap_or(out.content_length().unwrap_or_default().max(0) as u64);
-        let meta = ObjectMeta {
+        let mut meta = ObjectMeta {
             key: key.to_string(),
             size,
             etag: etag_of(out.e_tag()),
             metadata: metadata_of(out.metadata()),
+            crc32c: None,
         };
+        if range.is_none() {
+            meta.crc32c = meta.crc32c_from_metadata();
+        }
         let owned_key = key.to_string();
         let body = futures::stream::unfold(Some(out.body), |body| async move {
             let mut body = body?;
@@ -244,6 +289,7 @@ impl Driver for S3Driver {
             .bucket(&self.bucket)
             .key(key)
             .content_md5(md5)
+            .checksum_crc32_c(encode_crc(crc32c::crc32c(&data)))
             .set_content_type(opts.content_type.clone())
             .set_metadata(Some(opts.metadata.clone().into_iter().collect()))
             .body(SdkBody::from(data));
@@ -274,7 +320,7 @@ impl Driver for S3Driver {
                     key: o.key()?.to_string(),
                     size: o.size().unwrap_or_default().max(0) as u64,
                     etag: etag_of(o.e_tag()),
-                    metadata: Default::default(),
+                    ..Default::default()
                 })
             })
             .collect();
@@ -302,13 +348,18 @@ impl Driver for S3Driver {
     }
 
     async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String> {
-        let req = self
+        let mut req = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
             .set_content_type(opts.content_type.clone())
             .set_metadata(Some(opts.metadata.clone().into_iter().collect()));
+        if self.full_object_checksum {
+            req = req
+                .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+                .checksum_type(ChecksumType::FullObject);
+        }
         let out = with_encryption!(req, &self.encryption)
             .send()
             .await
@@ -330,22 +381,19 @@ impl Driver for S3Driver {
             .key(key)
             .upload_id(upload_id)
             .part_number(part.number as i32)
-            .checksum_crc32_c(B64.encode(part.crc32c.to_be_bytes()))
+            .checksum_crc32_c(encode_crc(part.crc32c))
             .body(SdkBody::from(part.data.clone()))
             .customize()
             .disable_payload_signing()
             .send()
             .await
             .map_err(|e| classify(e, key))?;
-        let server_crc32c = out
-            .checksum_crc32_c()
-            .and_then(|c| B64.decode(c).ok())
-            .and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok())
-            .map(u32::from_be_bytes);
+        let server_crc32c = out.checksum_crc32_c().and_then(decode_crc);
         Ok(PartReceipt {
             number: part.number,
             etag: etag_of(out.e_tag()).unwrap_or_default(),
             size: part.data.len() as u64,
+            crc32c: part.crc32c,
             server_crc32c,
         })
     }
@@ -356,28 +404,40 @@ impl Driver for S3Driver {
         upload_id: &str,
         parts: &[PartReceipt],
     ) -> Result<()> {
+        let full = self.full_object_checksum;
         let completed = CompletedMultipartUpload::builder()
             .set_parts(Some(
                 parts
                     .iter()
                     .map(|p| {
-                        CompletedPart::builder()
+                        let part = CompletedPart::builder()
                             .part_number(p.number as i32)
-                            .e_tag(format!("\"{}\"", p.etag))
-                            .build()
+                            .e_tag(format!("\"{}\"", p.etag));
+                        if full {
+                            part.checksum_crc32_c(encode_crc(p.crc32c)).build()
+                        } else {
+                            part.build()
+                        }
                     })
                     .collect(),
             ))
             .build();
-        self.client
+        let mut req = self
+            .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
-            .multipart_upload(completed)
-            .send()
-            .await
-            .map_err(|e| classify(e, key))?;
+            .multipart_upload(completed);
+        if full {
+            let whole = parts.iter().fold(0u32, |acc, p| {
+                crc32c::crc32c_combine(acc, p.crc32c, p.size as usize)
+            });
+            req = req
+                .checksum_crc32_c(encode_crc(whole))
+                .checksum_type(ChecksumType::FullObject);
+        }
+        req.send().await.map_err(|e| classify(e, key))?;
         Ok(())
     }
 
@@ -412,6 +472,7 @@ impl Driver for S3Driver {
                     number: u32::try_from(p.part_number()?).ok()?,
                     etag: etag_of(p.e_tag())?,
                     size: p.size().unwrap_or_default().max(0) as u64,
+                    crc32c: p.checksum_crc32_c().and_then(decode_crc).unwrap_or(0),
                     server_crc32c: None,
                 })
             }));

@@ -1,0 +1,281 @@
+//! A fault-injecting HTTP proxy on 127.0.0.1, between the executor and a test server.
+//!
+//! Every request is forwarded with `Connection: close`, so each TCP connection carries exactly
+//! one request and faults map to requests one to one. Rules pick requests by method and path
+//! and apply a fault a bounded number of times; every request is recorded.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What to do to a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// Forward the head and this many body bytes, then reset both connections.
+    ResetMidBody { after: usize },
+    /// Flip the bits of the body byte at this offset.
+    CorruptBody { offset: usize },
+    /// Answer with this status and S3 error code without forwarding.
+    Respond { status: u16, code: &'static str },
+    /// Forward the request, then hold the response this long before passing it on.
+    DelayResponse(Duration),
+    /// Forward the request, then pass on only this many bytes of the response and close.
+    TruncateResponse { after: usize },
+    /// Forward nothing and answer nothing for this long, then close.
+    Stall(Duration),
+}
+
+/// Requests a rule applies to: method, and a substring of the path and query.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub method: &'static str,
+    pub path_contains: String,
+    pub fault: Fault,
+    /// How many more requests this rule applies to.
+    pub times: usize,
+}
+
+/// One request seen by the proxy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    pub method: String,
+    pub target: String,
+    pub fault: Option<Fault>,
+    /// The upstream answered with this status (None when faulted before an answer).
+    pub status: Option<u16>,
+}
+
+impl Seen {
+    /// The `partNumber` of an UploadPart request.
+    pub fn part_number(&self) -> Option<u32> {
+        if self.method != "PUT" {
+            return None;
+        }
+        let q = self.target.split_once('?')?.1;
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("partNumber="))
+            .and_then(|n| n.parse().ok())
+    }
+}
+
+pub struct FaultProxy {
+    pub addr: SocketAddr,
+    rules: Arc<Mutex<Vec<Rule>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FaultProxy {
+    /// Proxies to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("addr");
+        let rules: Arc<Mutex<Vec<Rule>>> = Arc::default();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let (r, s) = (Arc::clone(&rules), Arc::clone(&seen));
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (r, s) = (Arc::clone(&r), Arc::clone(&s));
+                tokio::spawn(async move {
+                    let _ = handle(client, upstream, r, s).await;
+                });
+            }
+        });
+        Self {
+            addr,
+            rules,
+            seen,
+            task,
+        }
+    }
+
+    pub fn add(&self, method: &'static str, path_contains: &str, fault: Fault, times: usize) {
+        self.rules.lock().expect("rules").push(Rule {
+            method,
+            path_contains: path_contains.to_string(),
+            fault,
+            times,
+        });
+    }
+
+    pub fn clear_rules(&self) {
+        self.rules.lock().expect("rules").clear();
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("seen").clone()
+    }
+
+    pub fn clear_seen(&self) {
+        self.seen.lock().expect("seen").clear();
+    }
+
+    /// Part numbers of UploadPart requests the upstream answered 200.
+    pub fn stored_parts(&self) -> Vec<u32> {
+        self.seen()
+            .iter()
+            .filter(|s| s.status == Some(200))
+            .filter_map(Seen::part_number)
+            .collect()
+    }
+
+    /// Part numbers of every UploadPart request, answered or not.
+    pub fn sent_parts(&self) -> Vec<u32> {
+        self.seen().iter().filter_map(Seen::part_number).collect()
+    }
+}
+
+const MAX_HEAD: usize = 64 * 1024;
+
+/// Makes closing `stream` send a TCP reset instead of a clean close.
+fn reset(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+}
+
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = buf.split_off(end + 4);
+            return Ok((buf, rest));
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(std::io::Error::other("request head too large"));
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::Error::other("closed before the head ended"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn handle(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    rules: Arc<Mutex<Vec<Rule>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) -> std::io::Result<()> {
+    let (head, mut body_start) = read_head(&mut client).await?;
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = text.split("\r\n");
+    let request_line = lines.next().unwrap_or_default().to_string();
+    let mut parts = request_line.split(' ');
+    let method = parts.next().unwrap_or_default().to_string();
+    let target = parts.next().unwrap_or_default().to_string();
+    let mut content_length = 0usize;
+    let mut new_head = format!("{request_line}\r\n");
+    for line in lines.filter(|l| !l.is_empty()) {
+        let lower = line.to_ascii_lowercase();
+        if lower.starts_with("connection:") {
+            continue;
+        }
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            content_length = v.trim().parse().unwrap_or(0);
+        }
+        new_head.push_str(line);
+        new_head.push_str("\r\n");
+    }
+    new_head.push_str("Connection: close\r\n\r\n");
+
+    let fault = {
+        let mut rules = rules.lock().expect("rules");
+        rules
+            .iter_mut()
+            .find(|r| r.times > 0 && r.method == method && target.contains(&r.path_contains))
+            .map(|r| {
+                r.times -= 1;
+                r.fault.clone()
+            })
+    };
+    let record = |status: Option<u16>| {
+        seen.lock().expect("seen").push(Seen {
+            method: method.clone(),
+            target: target.clone(),
+            fault: fault.clone(),
+            status,
+        });
+    };
+
+    // The whole request body (bounded by its Content-Length).
+    while body_start.len() < content_length {
+        let mut chunk = vec![0u8; (content_length - body_start.len()).min(1 << 20)];
+        let n = client.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        body_start.extend_from_slice(&chunk[..n]);
+    }
+    let mut body = body_start;
+
+    match &fault {
+        Some(Fault::Respond { status, code }) => {
+            record(None);
+            let xml = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected by the test proxy</Message></Error>"
+            );
+            let reason = if *status == 503 {
+                "Service Unavailable"
+            } else {
+                "Error"
+            };
+            let resp = format!(
+                "HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+                xml.len()
+            );
+            client.write_all(resp.as_bytes()).await?;
+            return client.shutdown().await;
+        }
+        Some(Fault::Stall(d)) => {
+            record(None);
+            tokio::time::sleep(*d).await;
+            return Ok(());
+        }
+        Some(Fault::CorruptBody { offset }) if *offset < body.len() => {
+            body[*offset] ^= 0xff;
+        }
+        _ => {}
+    }
+
+    let mut up = TcpStream::connect(upstream).await?;
+    up.write_all(new_head.as_bytes()).await?;
+    if let Some(Fault::ResetMidBody { after }) = &fault {
+        up.write_all(&body[..(*after).min(body.len())]).await?;
+        record(None);
+        reset(&client);
+        reset(&up);
+        return Ok(());
+    }
+    up.write_all(&body).await?;
+    let mut response = Vec::new();
+    up.read_to_end(&mut response).await?;
+    let status = String::from_utf8_lossy(&response[..response.len().min(16)])
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok());
+    record(status);
+    match &fault {
+        Some(Fault::DelayResponse(d)) => tokio::time::sleep(*d).await,
+        Some(Fault::TruncateResponse { after }) => {
+            let head_end = response
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(0, |p| p + 4);
+            response.truncate((head_end + after).min(response.len()));
+            reset(&client);
+        }
+        _ => {}
+    }
+    client.write_all(&response).await?;
+    client.shutdown().await
+}

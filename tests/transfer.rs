@@ -1,0 +1,426 @@
+//! The transfer engine under faults, against the real S3 server through a fault-injecting
+//! proxy: per-part retries, corruption detection, resume after a kill, whole-object checks.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::fault_proxy::{Fault, FaultProxy};
+use support::{TestPod, assert_ok};
+
+/// A template whose one output, a 60 MiB random file on a shared volume, goes through `via`
+/// as a stored tgz (level 0 keeps the bytes as they are: 13 parts of 5 MiB).
+fn big_output(pod: &TestPod, via: std::net::SocketAddr, prefix: &str) -> serde_json::Value {
+    json!({
+        "name": "produce",
+        "container": {"volumeMounts": [{"name": "work", "mountPath": "/work"}]},
+        "outputs": {"artifacts": [{"name": "big", "path": "/work/big.bin", "archive": {"tar": {"compressionLevel": 0}}}]},
+        "archiveLocation": {"s3": pod.s3_via(via, prefix)},
+    })
+}
+
+const SMALL_PARTS: [(&str, &str); 2] = [
+    ("ARGOEXEC_PART_SIZE_MIB", "5"),
+    ("ARGOEXEC_CONCURRENCY", "2"),
+];
+
+fn write_big(pod: &TestPod) -> Vec<u8> {
+    let data = support::pseudo_random(60 << 20, 5);
+    std::fs::create_dir_all(pod.path("/mainctrfs/work")).expect("mkdir");
+    std::fs::write(pod.path("/mainctrfs/work/big.bin"), &data).expect("write");
+    data
+}
+
+/// Loads `key` back through init (directly from the server) and compares it with `data`.
+async fn assert_round_trip(pod: &TestPod, key: &str, data: &[u8]) {
+    let consume = json!({
+        "name": "consume",
+        "inputs": {"artifacts": [{"name": "back", "path": "/in/back", "s3": pod.s3(key)}]},
+    });
+    assert_ok(&pod.init(&consume).await);
+    let back = std::fs::read(pod.roots().input_artifact("back")).expect("loaded");
+    assert!(back == data, "the object's content differs from the source");
+}
+
+fn count(parts: &[u32], n: u32) -> usize {
+    parts.iter().filter(|&&p| p == n).count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_reset_mid_part_retries_that_part_only() {
+    let pod = TestPod::new().await;
+    let data = write_big(&pod);
+    let proxy = FaultProxy::start(pod.s3_addr).await;
+    proxy.add(
+        "PUT",
+        "partNumber=3&",
+        Fault::ResetMidBody { after: 1 << 20 },
+        1,
+    );
+    let out = pod
+        .wait(&big_output(&pod, proxy.addr, "r"), &SMALL_PARTS)
+        .await;
+    assert_ok(&out);
+    let sent = proxy.sent_parts();
+    assert_eq!(count(&sent, 3), 2, "part 3 sent twice: {sent:?}");
+    for n in (1..=13).filter(|&n| n != 3) {
+        assert_eq!(count(&sent, n), 1, "part {n} sent once: {sent:?}");
+    }
+    assert_round_trip(&pod, "r/big.tgz", &data).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_part_corrupted_in_flight_is_detected_and_sent_again() {
+    let pod = TestPod::new().await;
+    let data = write_big(&pod);
+    let proxy = FaultProxy::start(pod.s3_addr).await;
+    proxy.add(
+        "PUT",
+        "partNumber=2&",
+        Fault::CorruptBody { offset: 12345 },
+        1,
+    );
+    let out = pod
+        .wait(&big_output(&pod, proxy.addr, "c"), &SMALL_PARTS)
+        .await;
+    assert_ok(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("part 2 of c/big.tgz") && log.contains("corrupt"),
+        "{log}"
+    );
+    let sent = proxy.sent_parts();
+    assert_eq!(count(&sent, 2), 2, "{sent:?}");
+    assert_eq!(count(&sent, 1), 1, "{sent:?}");
+    assert_round_trip(&pod, "c/big.tgz", &data).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn throttling_and_server_errors_are_retried_per_request() {
+    let pod = TestPod::new().await;
+    let data = write_big(&pod);
+    let proxy = FaultProxy::start(pod.s3_addr).await;
+    proxy.add(
+        "PUT",
+        "partNumber=4&",
+        Fault::Respond {
+            status: 503,
+            code: "SlowDown",
+        },
+        2,
+    );
+    proxy.add(
+        "PUT",
+        "partNumber=5&",
+        Fault::Respond {
+            status: 500,
+            code: "InternalError",
+        },
+        1,
+    );
+    proxy.add(
+        "POST",
+        "uploads",
+        Fault::Respond {
+            status: 503,
+            code: "ServiceUnavailable",
+        },
+        1,
+    );
+    let out = pod
+        .wait(&big_output(&pod, proxy.addr, "t"), &SMALL_PARTS)
+        .await;
+    assert_ok(&out);
+    let sent = proxy.sent_parts();
+    assert_eq!(
+        (count(&sent, 4), count(&sent, 5), count(&sent, 6)),
+        (3, 2, 1),
+        "{sent:?}"
+    );
+    assert_round_trip(&pod, "t/big.tgz", &data).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_run_out_with_a_clear_error_and_nothing_under_the_key() {
+    let pod = TestPod::new().await;
+    write_big(&pod);
+    let proxy = FaultProxy::start(pod.s3_addr).await;
+    proxy.add(
+        "PUT",
+        "partNumber=2&",
+        Fault::Respond {
+            status: 503,
+            code: "SlowDown",
+        },
+        100,
+    );
+    let env = [
+        SMALL_PARTS[0],
+        SMALL_PARTS[1],
+        ("EXECUTOR_RETRY_BACKOFF_STEPS", "3"),
+    ];
+    let out = pod.wait(&big_output(&pod, proxy.addr, "x"), &env).await;
+    assert_eq!(out.status.code(), Some(64));
+    let msg = pod.termination_log();
+    assert!(
+        msg.contains("artifact 'big'")
+            && msg.contains("SlowDown")
+            && msg.contains("gave up after 3 attempts"),
+        "{msg}"
+    );
+    assert!(pod.keys("x/").await.is_empty(), "no object under the key");
+    assert!(
+        proxy
+            .seen()
+            .iter()
+            .any(|s| s.method == "DELETE" && s.target.contains("uploadId=")),
+        "the multipart upload was aborted"
+    );
+}
+
+/// Part numbers recorded in the resume journals under `dir`.
+fn journaled(dir: &std::path::Path) -> Vec<u32> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|e| {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            text.lines().skip(1).map(str::to_string).collect::<Vec<_>>()
+        })
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+        .filter_map(|v| v["number"].as_u64().map(|n| n as u32))
+        .collect()
+}
+
+/// Starts `wait` on `template` with parts slowed down by the proxy, SIGKILLs it once four
+/// parts are journaled, and returns the journaled part numbers.
+async fn kill_wait_mid_upload(
+    pod: &TestPod,
+    proxy: &FaultProxy,
+    template: &serde_json::Value,
+) -> Vec<u32> {
+    proxy.add(
+        "PUT",
+        "partNumber=",
+        Fault::DelayResponse(Duration::from_millis(300)),
+        1000,
+    );
+    std::fs::write(pod.roots().template_file(), template.to_string()).expect("template");
+    let ctr = pod.roots().container_dir("main");
+    std::fs::create_dir_all(&ctr).expect("ctr");
+    std::fs::write(ctr.join("exitcode"), "0").expect("exitcode");
+    let mut wait = tokio::process::Command::new(env!("CARGO_BIN_EXE_argoexec"))
+        .arg("wait")
+        .env("ARGOEXEC_ROOT", pod.root.path())
+        .env("ARGO_POD_NAME", "wf-1-main-123")
+        .envs(SMALL_PARTS)
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("wait");
+    let dir = pod.roots().resume_dir();
+    let mut polls = 0;
+    while journaled(&dir).len() < 4 {
+        polls += 1;
+        assert!(polls < 300, "the upload did not progress");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait.start_kill().expect("SIGKILL");
+    let _ = wait.wait().await;
+    proxy.clear_rules();
+    proxy.clear_seen();
+    journaled(&dir)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_wait_resumes_and_sends_no_stored_part_again() {
+    let pod = TestPod::new().await;
+    let data = write_big(&pod);
+    let proxy = FaultProxy::start(pod.s3_addr).await;
+    let template = big_output(&pod, proxy.addr, "k");
+    let stored_before = kill_wait_mid_upload(&pod, &proxy, &template).await;
+    assert!(
+        pod.keys("k/").await.is_empty(),
+        "nothing under the key after the kill"
+    );
+
+    let out = pod.wait(&template, &SMALL_PARTS).await;
+    assert_ok(&out);
+    let resent = proxy.sent_parts();
+    for n in &stored_before {
+        assert_eq!(
+            count(&resent, *n),
+            0,
+            "part {n} was stored before the kill and sent again: {resent:?}"
+        );
+    }
+    assert!(!resent.is_empty(), "the rest was sent");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("resuming an interrupted multipart upload"),
+        "{log}"
+    );
+    assert_round_trip(&pod, "k/big.tgz", &data).await;
+    assert!(
+        journaled(&pod.roots().resume_dir()).is_empty(),
+        "the journal is removed once complete"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_changed_before_the_resume_gets_its_changed_parts_sent_again() {
+    let pod = TestPod::new().await;
+    let mut data = write_big(&pod);
+    let proxy = FaultProxy::start(pod.s3_addr).await;
+    let template = big_output(&pod, proxy.addr, "g");
+    let stored_before = kill_wait_mid_upload(&pod, &proxy, &template).await;
+    assert!(
+        stored_before.contains(&1),
+        "part 1 was stored: {stored_before:?}"
+    );
+    // Change a byte in the first part's range (the tar header's mtime changes too).
+    data[100] ^= 1;
+    std::fs::write(pod.path("/mainctrfs/work/big.bin"), &data).expect("write");
+    assert_ok(&pod.wait(&template, &SMALL_PARTS).await);
+    let resent = proxy.sent_parts();
+    assert_eq!(
+        count(&resent, 1),
+        1,
+        "the changed part is sent again: {resent:?}"
+    );
+    let skipped = stored_before
+        .iter()
+        .filter(|n| **n != 1 && count(&resent, **n) == 0)
+        .count();
+    assert!(
+        skipped > 0,
+        "unchanged stored parts are still skipped: {stored_before:?} {resent:?}"
+    );
+    assert_round_trip(&pod, "g/big.tgz", &data).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_that_fails_in_process_is_aborted_and_not_resumed() {
+    let pod = TestPod::new().await;
+    let data = write_big(&pod);
+    let proxy = FaultProxy::start(pod.s3_addr).await;
+    proxy.add(
+        "POST",
+        "uploadId=",
+        Fault::Respond {
+            status: 400,
+            code: "InvalidRequest",
+        },
+        1,
+    );
+    let template = big_output(&pod, proxy.addr, "m");
+    let env = [
+        SMALL_PARTS[0],
+        SMALL_PARTS[1],
+        ("EXECUTOR_RETRY_BACKOFF_STEPS", "1"),
+    ];
+    let out = pod.wait(&template, &env).await;
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        pod.termination_log().contains("InvalidRequest"),
+        "{}",
+        pod.termination_log()
+    );
+    assert!(proxy.seen().iter().any(|s| s.method == "DELETE"), "aborted");
+    assert!(
+        journaled(&pod.roots().resume_dir()).is_empty(),
+        "no journal left"
+    );
+    proxy.clear_rules();
+    proxy.clear_seen();
+    assert_ok(&pod.wait(&template, &SMALL_PARTS).await);
+    assert_eq!(
+        proxy.sent_parts().len(),
+        13,
+        "a fresh upload sends all 13 parts"
+    );
+    assert_round_trip(&pod, "m/big.tgz", &data).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupted_stored_object_is_refused_on_download_and_nothing_is_placed() {
+    let pod = TestPod::new().await;
+    std::fs::create_dir_all(pod.path("/mainctrfs/work")).expect("mkdir");
+    std::fs::write(pod.path("/mainctrfs/work/small.txt"), vec![b'z'; 100_000]).expect("write");
+    let template = json!({
+        "name": "produce",
+        "container": {"volumeMounts": [{"name": "work", "mountPath": "/work"}]},
+        "outputs": {"artifacts": [{"name": "s", "path": "/work/small.txt", "archive": {"none": {}}}]},
+        "archiveLocation": {"s3": pod.s3("v")},
+    });
+    assert_ok(&pod.wait(&template, &[]).await);
+    // Flip a byte of the object on the server's disk (bit rot, or a bad proxy).
+    let stored = pod.data.path().join(support::BUCKET).join("v/small.txt");
+    let mut bytes = std::fs::read(&stored).expect("stored object");
+    bytes[500] = b'y';
+    std::fs::write(&stored, bytes).expect("corrupt");
+    let consume = json!({
+        "name": "consume",
+        "inputs": {"artifacts": [{"name": "s", "path": "/in/s", "s3": pod.s3("v/small.txt")}]},
+    });
+    let out = pod.init(&consume).await;
+    assert_eq!(out.status.code(), Some(64));
+    let msg = pod.termination_log();
+    assert!(
+        msg.contains("is corrupt") && msg.contains("CRC32C"),
+        "{msg}"
+    );
+    assert!(!pod.roots().input_artifact("s").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn truncated_and_stalled_downloads_are_retried_per_range() {
+    let pod = TestPod::new().await;
+    let data = support::pseudo_random(30 << 20, 9);
+    pod.put("d/blob.bin", data.clone()).await;
+    let proxy = FaultProxy::start(pod.s3_addr).await;
+    proxy.add(
+        "GET",
+        "d/blob.bin",
+        Fault::TruncateResponse { after: 1000 },
+        2,
+    );
+    let consume = json!({
+        "name": "consume",
+        "inputs": {"artifacts": [{"name": "b", "path": "/in/b", "s3": pod.s3_via(proxy.addr, "d/blob.bin")}]},
+    });
+    let out = pod
+        .argoexec(
+            &["init"],
+            &[
+                ("ARGO_TEMPLATE", &consume.to_string()),
+                ("ARGOEXEC_DOWNLOAD_CHUNK_MIB", "4"),
+            ],
+        )
+        .await;
+    assert_ok(&out);
+    assert!(std::fs::read(pod.roots().input_artifact("b")).expect("b") == data);
+    let gets = proxy.seen().iter().filter(|s| s.method == "GET").count();
+    assert_eq!(gets, 8 + 2, "8 ranges of 4 MiB, two of them once more");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_object_checksums_are_accepted_by_an_s3_compatible_server() {
+    let pod = TestPod::new().await;
+    let data = write_big(&pod);
+    let env = [
+        SMALL_PARTS[0],
+        SMALL_PARTS[1],
+        ("ARGOEXEC_S3_FULL_OBJECT_CHECKSUM", "true"),
+    ];
+    let template = json!({
+        "name": "produce",
+        "container": {"volumeMounts": [{"name": "work", "mountPath": "/work"}]},
+        "outputs": {"artifacts": [{"name": "big", "path": "/work/big.bin", "archive": {"none": {}}}]},
+        "archiveLocation": {"s3": pod.s3("f")},
+    });
+    assert_ok(&pod.wait(&template, &env).await);
+    assert_round_trip(&pod, "f/big.bin", &data).await;
+}
