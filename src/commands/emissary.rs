@@ -55,6 +55,11 @@ pub async fn run(pod: &Pod, args: Vec<String>) -> Result<(), CommandError> {
 
     let mut code = EXECUTOR_FAILURE_CODE;
     let outcome = supervise(pod, &name, &dir, args, &mut code).await;
+    if let Err(CommandError::Exited(signalled)) = &outcome {
+        // Stopped by a signal before the child ran: the file agrees with the process (Argo
+        // leaves 64 there).
+        code = *signalled;
+    }
     let exit_file = pod.roots.exitcode_file(&name);
     if let Err(e) = write_atomic(&exit_file, code.to_string().as_bytes(), 0o644) {
         tracing::error!(path = %exit_file.display(), error = %e, "failed to write exit code");
@@ -76,6 +81,8 @@ async fn supervise(
     args: Vec<String>,
     code: &mut i32,
 ) -> Result<(), CommandError> {
+    // Handlers first: from here on a signal is forwarded or answered, never fatal to us.
+    let signals = Signals::install()?;
     let args = with_args_file(pod, args)?;
     let template = template_from_file_or_env(&pod.roots)?.template;
     // Orphans of the user's process become ours even when we are not PID 1 (a pod sharing its
@@ -87,7 +94,7 @@ async fn supervise(
         pod,
         name,
         dir,
-        signals: Signals::install()?,
+        signals,
         terminating: false,
     };
     for dependency in template.dependencies_of(name) {
@@ -182,6 +189,11 @@ impl Emissary<'_> {
         capture: bool,
         sidecar_of: Option<&Template>,
     ) -> Result<i32, CommandError> {
+        let logs = if capture {
+            Some(LogFiles::open(self.dir)?)
+        } else {
+            None
+        };
         let mut cmd = std::process::Command::new(program);
         cmd.args(args).process_group(0);
         if capture {
@@ -191,10 +203,13 @@ impl Emissary<'_> {
             .spawn()
             .map_err(|e| CommandError::failed(format!("failed to start command: {e}")))?;
         let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
-        let tee = if capture {
-            Some(Tee::start(&mut child, self.dir)?)
-        } else {
-            None
+        let tee = match logs.map(|logs| Tee::start(&mut child, logs)).transpose() {
+            Ok(tee) => tee,
+            Err(e) => {
+                // Never leave a child running unsupervised.
+                let _ = killpg(pid, Signal::SIGKILL);
+                return Err(e);
+            }
         };
         // Reaped below with waitpid(-1), together with any orphan handed to us.
         drop(child);
@@ -520,10 +535,27 @@ struct Tee {
     child_exited: CancellationToken,
 }
 
+/// `ctr/<name>/stdout` and `combined`, opened before the child starts.
+struct LogFiles {
+    stdout: Arc<fs::File>,
+    combined: Arc<fs::File>,
+}
+
+impl LogFiles {
+    fn open(dir: &Path) -> Result<Self, CommandError> {
+        Ok(Self {
+            stdout: Arc::new(open_log(&dir.join("stdout"))?),
+            combined: Arc::new(open_log(&dir.join("combined"))?),
+        })
+    }
+}
+
 impl Tee {
-    fn start(child: &mut std::process::Child, dir: &Path) -> Result<Self, CommandError> {
-        let stdout_log = Arc::new(open_log(&dir.join("stdout"))?);
-        let combined = Arc::new(open_log(&dir.join("combined"))?);
+    fn start(child: &mut std::process::Child, logs: LogFiles) -> Result<Self, CommandError> {
+        let LogFiles {
+            stdout: stdout_log,
+            combined,
+        } = logs;
         let child_exited = CancellationToken::new();
         let mut copies = Vec::new();
         if let Some(out) = child.stdout.take() {

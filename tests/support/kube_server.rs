@@ -127,6 +127,17 @@ impl KubeServer {
             .insert(name, stored);
     }
 
+    /// Deletes an object behind the client's back (as a controller or a user might).
+    pub fn remove(&self, group_version: &str, ns: &str, plural: &str, name: &str) {
+        if let Some(c) = self
+            .lock()
+            .objects
+            .get_mut(&collection(group_version, ns, plural))
+        {
+            c.remove(name);
+        }
+    }
+
     /// Queues a failure (after any already queued).
     pub fn fail(&self, fault: Fault) {
         self.lock().faults.push(fault);
@@ -315,13 +326,24 @@ async fn handle(state: &Mutex<State>, req: Request<Incoming>) -> Response<Full<B
         let code = fault.status;
         let name = r.name.clone().unwrap_or_default();
         let message = match code {
-            403 => format!(
-                "{resource} \"{name}\" is forbidden: User \"system:serviceaccount:{}:default\" cannot {} resource \"{}\" in API group \"{group}\" in the namespace \"{}\"",
-                r.ns,
-                method.as_str().to_lowercase(),
-                r.plural,
-                r.ns
-            ),
+            403 => {
+                let verb = match (&method, r.name.is_some()) {
+                    (&Method::POST, _) => "create",
+                    (&Method::PATCH, _) => "patch",
+                    (&Method::GET, true) => "get",
+                    (&Method::GET, false) => "list",
+                    _ => "access",
+                };
+                let object = match &r.name {
+                    Some(name) => format!("{resource} \"{name}\""),
+                    None => resource.clone(),
+                };
+                format!(
+                    "{object} is forbidden: User \"system:serviceaccount:{ns}:default\" cannot {verb} resource \"{plural}\" in API group \"{group}\" in the namespace \"{ns}\"",
+                    ns = r.ns,
+                    plural = r.plural,
+                )
+            }
             _ => format!("injected failure {code}"),
         };
         return status(code, reason_of(code), message, details(&name));
