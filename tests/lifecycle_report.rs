@@ -409,3 +409,86 @@ async fn without_an_api_the_task_result_is_printed_once() {
         "{log}"
     );
 }
+
+/// What the artifact-GC command will do with the same client and server: list its tasks by
+/// label selector, then merge-patch each one's status subresource.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shared_client_lists_by_label_and_patches_status() {
+    use argoexec::report::{ApiOptions, KubeClient};
+    use kube::api::{ListParams, Patch, PatchParams};
+    use kube::core::ApiResource;
+
+    let s = setup().await;
+    for (name, pod_label) in [("gc-0", "123"), ("gc-1", "456")] {
+        s.kube.insert(
+            GV,
+            NS,
+            "workflowartifactgctasks",
+            json!({
+                "apiVersion": GV,
+                "kind": "WorkflowArtifactGCTask",
+                "metadata": {"name": name, "labels": {"workflows.argoproj.io/artifact-gc-pod": pod_label}},
+                "spec": {"artifactsByNode": {}},
+            }),
+        );
+    }
+    let client = KubeClient::connect(&ApiOptions {
+        kubeconfig: Some(s.kubeconfig.clone()),
+        ..Default::default()
+    })
+    .await
+    .expect("connect")
+    .expect("an API is configured");
+    assert_eq!(client.namespace(), NS);
+    let tasks = client.api(&ApiResource {
+        group: "argoproj.io".into(),
+        version: "v1alpha1".into(),
+        api_version: GV.into(),
+        kind: "WorkflowArtifactGCTask".into(),
+        plural: "workflowartifactgctasks".into(),
+    });
+    let listed = client
+        .call("list GC tasks", || async {
+            tasks
+                .list(&ListParams::default().labels("workflows.argoproj.io/artifact-gc-pod=123"))
+                .await
+                .map_err(Into::into)
+        })
+        .await
+        .expect("list");
+    let names: Vec<_> = listed
+        .items
+        .iter()
+        .filter_map(|t| t.metadata.name.clone())
+        .collect();
+    assert_eq!(names, ["gc-0"]);
+    let status = json!({"status": {"artifactResultsByNode": {"n1": {"artifactResults": {"a": {"name": "a", "success": true}}}}}});
+    client
+        .call("patch GC task status", || async {
+            tasks
+                .patch_status("gc-0", &PatchParams::default(), &Patch::Merge(&status))
+                .await
+                .map_err(Into::into)
+        })
+        .await
+        .expect("patch status");
+    let requests = s.kube.requests();
+    assert_eq!(methods(&requests), ["GET", "PATCH"]);
+    let selector = url::form_urlencoded::parse(requests[0].query.as_bytes())
+        .find(|(k, _)| k == "labelSelector")
+        .map(|(_, v)| v.into_owned());
+    assert_eq!(
+        selector.as_deref(),
+        Some("workflows.argoproj.io/artifact-gc-pod=123")
+    );
+    assert_eq!(
+        requests[1].path,
+        "/apis/argoproj.io/v1alpha1/namespaces/argo/workflowartifactgctasks/gc-0/status"
+    );
+    let task = s
+        .kube
+        .object(GV, NS, "workflowartifactgctasks", "gc-0")
+        .expect("task");
+    assert_eq!(task["status"], status["status"]);
+    assert_eq!(task["spec"], json!({"artifactsByNode": {}}));
+}

@@ -333,8 +333,26 @@ async fn the_retry_strategy_reruns_a_failing_member() {
     );
 }
 
+/// Reads the process's stderr until a line contains `needle` (bounded to 30 s).
+async fn announced(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
+    needle: &str,
+) {
+    let found = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("stderr line") {
+            if line.contains(needle) {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("announced in time");
+    assert!(found, "the emissary never logged {needle:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn debug_pause_before_holds_the_child_until_the_marker_exists() {
+async fn debug_pauses_hold_the_container_before_and_after_the_child() {
     let pod = pod_with(plain()).await;
     let work = tempfile::tempdir().expect("work");
     let w = work.path().display();
@@ -342,26 +360,27 @@ async fn debug_pause_before_holds_the_child_until_the_marker_exists() {
         &pod,
         "main",
         &format!("touch {w}/ran"),
-        &[("ARGO_DEBUG_PAUSE_BEFORE", "true")],
+        &[
+            ("ARGO_DEBUG_PAUSE_BEFORE", "true"),
+            ("ARGO_DEBUG_PAUSE_AFTER", "true"),
+        ],
     )
     .spawn()
     .expect("spawn");
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let announced = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = stderr.next_line().await.expect("stderr line") {
-            if line.contains("debug pause") {
-                return true;
-            }
-        }
-        false
-    })
-    .await
-    .expect("the emissary announced the pause in time");
-    assert!(announced);
+    let ctr = pod.roots().container_dir("main");
+    announced(&mut stderr, "ctr/main/before").await;
     assert!(!work.path().join("ran").exists(), "paused before the child");
-    std::fs::write(pod.roots().container_dir("main").join("before"), "").expect("marker");
+    std::fs::write(ctr.join("before"), "").expect("marker");
+    announced(&mut stderr, "ctr/main/after").await;
+    assert!(work.path().join("ran").exists(), "the child ran");
+    assert!(
+        !ctr.join("exitcode").exists(),
+        "paused before the exit code"
+    );
+    std::fs::write(ctr.join("after"), "").expect("marker");
     assert_ok(&finish(child).await);
-    assert!(work.path().join("ran").exists());
+    assert_eq!(exit_code_file(&pod, "main"), "0");
 }
 
 #[tokio::test(flavor = "multi_thread")]
