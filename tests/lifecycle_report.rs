@@ -52,6 +52,28 @@ fn write_param(pod: &TestPod, value: &str) {
     std::fs::write(path, value).expect("param");
 }
 
+/// Runs `wait` on `template()` after main has finished, reporting to the API server.
+async fn run_wait(s: &Setup) -> std::process::Output {
+    s.pod
+        .wait(&template(), &[("KUBECONFIG", &s.kubeconfig)])
+        .await
+}
+
+/// Starts `wait` on `template()` while main is still running (no exit code yet).
+fn spawn_wait(s: &Setup, env: &[(&str, &str)]) -> tokio::process::Child {
+    std::fs::write(s.pod.roots().template_file(), template().to_string()).expect("template");
+    let mut args = vec!["wait"];
+    args.extend(LOG_OPTS);
+    let mut all = vec![("KUBECONFIG", s.kubeconfig.as_str())];
+    all.extend_from_slice(env);
+    s.pod
+        .command(&args, &all)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wait")
+}
+
 /// What the emissary's last act looks like to wait.
 fn main_exits(pod: &TestPod) {
     let exit = pod.roots().exitcode_file("main");
@@ -88,10 +110,7 @@ async fn an_existing_task_result_is_patched_instead_of_created() {
         json!({"apiVersion": GV, "kind": "WorkflowTaskResult", "metadata": {"name": NAME, "labels": {COMPLETED: "false"}}}),
     );
     write_param(&s.pod, "v\n");
-    let out = s
-        .pod
-        .wait(&template(), &[("KUBECONFIG", &s.kubeconfig)])
-        .await;
+    let out = run_wait(&s).await;
     assert_ok(&out);
     let requests = s.kube.requests();
     assert_eq!(methods(&requests), ["POST", "PATCH", "PATCH", "PATCH"]);
@@ -110,21 +129,10 @@ async fn an_existing_task_result_is_patched_instead_of_created() {
 #[tokio::test(flavor = "multi_thread")]
 async fn transient_failures_are_retried_with_the_same_request() {
     let s = setup().await;
-    s.kube.fail(Fault {
-        method: Some(Method::POST),
-        status: 500,
-        times: 3,
-    });
-    s.kube.fail(Fault {
-        method: Some(Method::PATCH),
-        status: 503,
-        times: 2,
-    });
+    s.kube.fail(Fault::on(Method::POST, 500, 3));
+    s.kube.fail(Fault::on(Method::PATCH, 503, 2));
     write_param(&s.pod, "v");
-    let out = s
-        .pod
-        .wait(&template(), &[("KUBECONFIG", &s.kubeconfig)])
-        .await;
+    let out = run_wait(&s).await;
     assert_ok(&out);
     let requests = s.kube.requests();
     assert_eq!(
@@ -144,16 +152,9 @@ async fn transient_failures_are_retried_with_the_same_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn forbidden_is_retried_with_a_warning_until_rbac_allows_it() {
     let s = setup().await;
-    s.kube.fail(Fault {
-        method: Some(Method::POST),
-        status: 403,
-        times: 2,
-    });
+    s.kube.fail(Fault::on(Method::POST, 403, 2));
     write_param(&s.pod, "v");
-    let out = s
-        .pod
-        .wait(&template(), &[("KUBECONFIG", &s.kubeconfig)])
-        .await;
+    let out = run_wait(&s).await;
     assert_ok(&out);
     assert_eq!(
         methods(&s.kube.requests()),
@@ -206,17 +207,8 @@ async fn a_lasting_forbidden_gives_up_within_the_retry_timeout() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_task_result_deleted_meanwhile_is_created_again_with_the_outputs() {
     let s = setup().await;
-    std::fs::write(s.pod.roots().template_file(), template().to_string()).expect("template");
     write_param(&s.pod, "v");
-    let mut args = vec!["wait"];
-    args.extend(LOG_OPTS);
-    let wait = s
-        .pod
-        .command(&args, &[("KUBECONFIG", &s.kubeconfig)])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wait");
+    let wait = spawn_wait(&s, &[]);
     eventually("the task result to exist", || {
         s.kube.object(GV, NS, PLURAL, NAME).is_some()
     })
@@ -235,27 +227,17 @@ async fn a_task_result_deleted_meanwhile_is_created_again_with_the_outputs() {
 #[tokio::test(flavor = "multi_thread")]
 async fn progress_is_reported_while_main_runs_and_the_last_with_the_outputs() {
     let s = setup().await;
-    std::fs::write(s.pod.roots().template_file(), template().to_string()).expect("template");
     write_param(&s.pod, "v");
     let progress = s.pod.path("/var/run/argo/progress");
     std::fs::write(&progress, "1/4\n").expect("progress");
-    let mut args = vec!["wait"];
-    args.extend(LOG_OPTS);
-    let wait = s
-        .pod
-        .command(
-            &args,
-            &[
-                ("KUBECONFIG", &s.kubeconfig),
-                ("ARGO_PROGRESS_FILE", "/var/run/argo/progress"),
-                ("ARGO_PROGRESS_PATCH_TICK_DURATION", "50ms"),
-                ("ARGO_PROGRESS_FILE_TICK_DURATION", "10ms"),
-            ],
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wait");
+    let wait = spawn_wait(
+        &s,
+        &[
+            ("ARGO_PROGRESS_FILE", "/var/run/argo/progress"),
+            ("ARGO_PROGRESS_PATCH_TICK_DURATION", "50ms"),
+            ("ARGO_PROGRESS_FILE_TICK_DURATION", "10ms"),
+        ],
+    );
     eventually("progress 1/4 to be reported", || {
         s.kube
             .requests()
@@ -274,17 +256,8 @@ async fn progress_is_reported_while_main_runs_and_the_last_with_the_outputs() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_ends_the_wait_but_outputs_are_still_reported_and_finalized() {
     let s = setup().await;
-    std::fs::write(s.pod.roots().template_file(), template().to_string()).expect("template");
     write_param(&s.pod, "early");
-    let mut args = vec!["wait"];
-    args.extend(LOG_OPTS);
-    let wait = s
-        .pod
-        .command(&args, &[("KUBECONFIG", &s.kubeconfig)])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wait");
+    let wait = spawn_wait(&s, &[]);
     eventually("wait to create the task result", || {
         !s.kube.requests().is_empty()
     })

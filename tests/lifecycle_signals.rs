@@ -50,6 +50,23 @@ fn signal(child: &tokio::process::Child, sig: Signal) {
     kill(pid, sig).expect("signal the emissary");
 }
 
+/// Starts `<prelude>; touch $WORK/ready; loop forever` in container `name` and waits until it
+/// runs. `$WORK`, the returned directory, is where the child leaves its marker files.
+async fn start_looping(
+    pod: &TestPod,
+    name: &str,
+    prelude: &str,
+) -> (tokio::process::Child, tempfile::TempDir) {
+    let work = tempfile::tempdir().expect("work");
+    let script = format!("{prelude}; touch $WORK/ready; while true; do sleep 0.05; done");
+    let dir = work.path().to_str().expect("utf-8");
+    let child = emissary(pod, name, &script, &[("WORK", dir)])
+        .spawn()
+        .expect("spawn");
+    eventually("the child to start", || work.path().join("ready").exists()).await;
+    (child, work)
+}
+
 fn plain() -> Value {
     json!({"name": "t", "container": {"image": "any"}})
 }
@@ -57,21 +74,18 @@ fn plain() -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_to_the_emissary_reaches_a_child_that_traps_it() {
     let pod = pod_with(plain()).await;
-    let work = tempfile::tempdir().expect("work");
-    let w = work.path().display();
-    let script = format!(
-        "trap 'echo trapped > {w}/trapped; exit 7' TERM; touch {w}/ready; while true; do sleep 0.05; done"
-    );
-    let child = emissary(&pod, "main", &script, &[]).spawn().expect("spawn");
-    eventually("the child to start", || work.path().join("ready").exists()).await;
+    let (child, work) = start_looping(
+        &pod,
+        "main",
+        "trap 'echo trapped > $WORK/trapped; exit 7' TERM",
+    )
+    .await;
     signal(&child, Signal::SIGTERM);
     let out = finish(child).await;
     assert_eq!(out.status.code(), Some(7), "the child's own exit code");
     assert_eq!(exit_code_file(&pod, "main"), "7");
-    assert_eq!(
-        std::fs::read_to_string(work.path().join("trapped")).expect("trap ran"),
-        "trapped\n"
-    );
+    let trapped = std::fs::read_to_string(work.path().join("trapped")).expect("trap ran");
+    assert_eq!(trapped, "trapped\n");
     assert!(
         pod.termination_log().is_empty(),
         "a child's exit is not an executor failure"
@@ -81,11 +95,7 @@ async fn sigterm_to_the_emissary_reaches_a_child_that_traps_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_signal_file_reaches_the_child_and_is_consumed() {
     let pod = pod_with(plain()).await;
-    let work = tempfile::tempdir().expect("work");
-    let w = work.path().display();
-    let script = format!("trap 'exit 5' USR1; touch {w}/ready; while true; do sleep 0.05; done");
-    let child = emissary(&pod, "main", &script, &[]).spawn().expect("spawn");
-    eventually("the child to start", || work.path().join("ready").exists()).await;
+    let (child, _work) = start_looping(&pod, "main", "trap 'exit 5' USR1").await;
     let signal_file = pod.roots().container_dir("main").join("signal");
     std::fs::write(&signal_file, "10").expect("write the signal file");
     let out = finish(child).await;

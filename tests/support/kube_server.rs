@@ -48,6 +48,17 @@ pub struct Fault {
     pub times: usize,
 }
 
+impl Fault {
+    /// `times` answers of `status` to `method` requests.
+    pub fn on(method: Method, status: u16, times: usize) -> Self {
+        Self {
+            method: Some(method),
+            status,
+            times,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// Collection path (`<group>/<version>/namespaces/<ns>/<plural>`) -> name -> object.

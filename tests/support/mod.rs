@@ -211,19 +211,9 @@ impl TestPod {
     /// Runs `init` with `template` in ARGO_TEMPLATE.
     pub async fn init(&self, template: &Value) -> Output {
         let t = template.to_string();
-        self.argoexec(
-            &[
-                "init",
-                "--loglevel",
-                "info",
-                "--log-format",
-                "text",
-                "--gloglevel",
-                "0",
-            ],
-            &[("ARGO_TEMPLATE", &t)],
-        )
-        .await
+        let mut args = vec!["init"];
+        args.extend(LOG_OPTS);
+        self.argoexec(&args, &[("ARGO_TEMPLATE", &t)]).await
     }
 
     /// Writes `/var/run/argo/template` and the main exit code, then runs `wait`.
@@ -235,19 +225,9 @@ impl TestPod {
         if !ctr.join("exitcode").exists() {
             std::fs::write(ctr.join("exitcode"), "0").expect("exitcode");
         }
-        self.argoexec(
-            &[
-                "wait",
-                "--loglevel",
-                "info",
-                "--log-format",
-                "text",
-                "--gloglevel",
-                "0",
-            ],
-            env,
-        )
-        .await
+        let mut args = vec!["wait"];
+        args.extend(LOG_OPTS);
+        self.argoexec(&args, env).await
     }
 
     pub fn termination_log(&self) -> String {
