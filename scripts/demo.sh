@@ -53,7 +53,8 @@ location() { # location KEY
 logopts=(--loglevel info --log-format text --gloglevel 0)
 run_pod() { # run_pod NAME ROOT TEMPLATE MAIN-SCRIPT
   local name=$1 root=$2 template=$3 script=$4
-  local env=(ARGOEXEC_ROOT="$root" ARGO_POD_NAME="$name" ARGO_WORKFLOW_NAME=demo ARGO_NODE_ID="$name"
+  # No Kubernetes API here: wait prints the WorkflowTaskResult it would report.
+  local env=(-u KUBECONFIG -u KUBERNETES_SERVICE_HOST ARGOEXEC_ROOT="$root" ARGO_POD_NAME="$name" ARGO_WORKFLOW_NAME=demo ARGO_WORKFLOW_UID=demo-uid ARGO_NODE_ID="$name"
              ARGO_DEADLINE=0001-01-01T00:00:00Z ARGO_CONTAINER_NAME=main)
   echo "-- $name: init"
   env "${env[@]}" ARGO_TEMPLATE="$template" "$bin" init "${logopts[@]}" 2>&1 | sed 's/^/   /'

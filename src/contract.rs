@@ -165,6 +165,21 @@ pub fn deadline_from_env() -> Option<std::time::SystemTime> {
         .flatten()
 }
 
+/// How long a container gets between SIGTERM and SIGKILL: `ARGO_TERMINATION_GRACE_PERIOD_SECONDS`
+/// when it is a positive integer, else 30 s (Argo's default).
+pub fn termination_grace_period() -> std::time::Duration {
+    let seconds = std::env::var(env::TERMINATION_GRACE_PERIOD_SECONDS)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(30);
+    std::time::Duration::from_secs(seconds)
+}
+
+/// Longest single argument the emissary passes inline when the controller offloaded the
+/// arguments to `ARGO_CONTAINER_ARGS_FILE`; longer ones go through `@<file>` (contract section 3).
+pub const MAX_INLINE_ARG_BYTES: usize = 131_072;
+
 /// Parses an RFC 3339 deadline; the zero time `0001-01-01T00:00:00Z` means none.
 pub fn parse_deadline(s: &str) -> Result<Option<std::time::SystemTime>, chrono::ParseError> {
     let t = chrono::DateTime::parse_from_rfc3339(s.trim())?;

@@ -10,6 +10,7 @@
 //! * [`storage`]: the [`storage::Driver`] trait, one module per backend, retry and integrity
 //!   wrappers.
 //! * [`transfer`]: the upload and download pipelines, and Argo's input/output artifact rules.
+//! * [`report`]: the Kubernetes client and the WorkflowTaskResult `wait` reports through.
 //! * [`commands`]: `init`, `wait`, `emissary`, `kill`, ...
 
 pub mod archive;
@@ -17,5 +18,6 @@ pub mod commands;
 pub mod contract;
 pub mod keys;
 pub mod model;
+pub mod report;
 pub mod storage;
 pub mod transfer;

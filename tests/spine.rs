@@ -192,7 +192,8 @@ async fn keys_follow_argos_layout_and_reports_are_key_only() {
     // The key-only artifact is still archived per its (default) strategy.
     let keyed = pod.get("custom/my-file").await.expect("keyed object");
     assert_eq!(&keyed[..2], &[0x1f, 0x8b]);
-    let log = String::from_utf8_lossy(&out.stderr);
+    // With no Kubernetes API configured, wait prints the task result on stdout.
+    let log = String::from_utf8_lossy(&out.stdout);
     assert!(
         log.contains(r#"{"name":"result","path":"/work/r.txt","s3":{"key":"art/wf-abc/wf-abc-main-1234/result.tgz"}}"#),
         "reported artifact is key-only: {log}"

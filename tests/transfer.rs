@@ -211,22 +211,13 @@ async fn kill_wait_mid_upload(
     let ctr = pod.roots().container_dir("main");
     std::fs::create_dir_all(&ctr).expect("ctr");
     std::fs::write(ctr.join("exitcode"), "0").expect("exitcode");
-    let mut wait = tokio::process::Command::new(env!("CARGO_BIN_EXE_argoexec"))
-        .arg("wait")
-        .env("ARGOEXEC_ROOT", pod.root.path())
-        .env("ARGO_POD_NAME", "wf-1-main-123")
-        .envs(SMALL_PARTS)
+    let mut wait = pod
+        .command(&["wait"], &SMALL_PARTS)
         .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .expect("wait");
     let dir = pod.roots().resume_dir();
-    let mut polls = 0;
-    while journaled(&dir).len() < 4 {
-        polls += 1;
-        assert!(polls < 300, "the upload did not progress");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::eventually("four journaled parts", || journaled(&dir).len() >= 4).await;
     wait.start_kill().expect("SIGKILL");
     let _ = wait.wait().await;
     proxy.clear_rules();

@@ -1,41 +1,68 @@
 //! `argoexec emissary -- CMD ARGS...`: PID 1 of every user container (contract section 4).
 //!
-//! Runs the command in its own process group, forwards signals to it, tees its output when
-//! the result or the logs are wanted, copies `main`'s outputs for the wait container, and
-//! writes the exit code file last: its creation tells wait that everything is in place.
+//! Runs the command in its own process group, forwards every signal to that group (from the
+//! kernel and from the `ctr/<name>/signal` file), reaps every child it is given (as PID 1 it
+//! inherits the user's orphans), tees the output when the result or the logs are wanted,
+//! copies `main`'s outputs for the wait container, and writes the exit code file last: its
+//! appearance tells wait that everything is in place.
+//!
+//! It runs inside an arbitrary user image, as any uid: it needs nothing from the filesystem but
+//! `/var/run/argo`, and it leaves the container's umask alone for the user's process.
 
 use std::fs::{self, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::{BoxStream, SelectAll, StreamExt};
+use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use super::pod::template_from_file_or_env;
+use super::pod::{
+    create_dir_all_with_mode, create_shared_dir, template_from_file_or_env, write_atomic,
+};
+use super::watch::DirWatch;
 use super::{CommandError, Pod};
 use crate::archive::{self, gzip};
-use crate::contract::env;
-use crate::model::ArchiveStrategy;
-use crate::model::Template;
+use crate::contract::{self, MAX_INLINE_ARG_BYTES, env};
+use crate::model::{ArchiveStrategy, Template};
+
+/// The exit code recorded when the emissary fails before its child reports one.
+const EXECUTOR_FAILURE_CODE: i32 = 64;
+/// After the child exits, at most this much of what is still buffered in its output pipes is
+/// copied: everything the child wrote fits (a pipe holds at most 1 MiB), while a background
+/// grandchild that keeps writing cannot hold the container open.
+const DRAIN_LIMIT: usize = 4 << 20;
 
 pub async fn run(pod: &Pod, args: Vec<String>) -> Result<(), CommandError> {
-    let name = std::env::var(env::CONTAINER_NAME).unwrap_or_else(|_| "main".to_string());
-    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    let name = std::env::var(env::CONTAINER_NAME)
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "main".to_string());
     let dir = pod.roots.container_dir(&name);
-    let _ = fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o777)
-        .create(&dir);
+    create_shared_dir(&dir)
+        .map_err(|e| CommandError::failed(format!("failed to create ctr directory: {e}")))?;
 
-    let mut code = 64;
-    let outcome = supervise(pod, &name, args, &mut code).await;
-    let exit_file = dir.join("exitcode");
-    if let Err(e) = fs::write(&exit_file, code.to_string()) {
-        tracing::error!(path = %exit_file.display(), error = %e, "cannot write the exit code");
+    let mut code = EXECUTOR_FAILURE_CODE;
+    let outcome = supervise(pod, &name, &dir, args, &mut code).await;
+    if let Err(CommandError::Exited(signalled)) = &outcome {
+        // Stopped by a signal before the child ran: the file agrees with the process (Argo
+        // leaves 64 there).
+        code = *signalled;
+    }
+    let exit_file = pod.roots.exitcode_file(&name);
+    if let Err(e) = write_atomic(&exit_file, code.to_string().as_bytes(), 0o644) {
+        tracing::error!(path = %exit_file.display(), error = %e, "failed to write exit code");
     }
     match outcome {
         Err(e) => Err(e),
@@ -44,140 +71,584 @@ pub async fn run(pod: &Pod, args: Vec<String>) -> Result<(), CommandError> {
     }
 }
 
-/// Runs the child and, for `main`, stages its outputs. `code` gets the child's exit code as
-/// soon as it is known, so the exit code file records it even if staging fails.
+/// Everything between creating the control directory and writing the exit code. `code` gets
+/// the child's exit code as soon as it is known, so the exit code file records it even when
+/// staging the outputs fails afterwards.
 async fn supervise(
     pod: &Pod,
     name: &str,
+    dir: &Path,
     args: Vec<String>,
     code: &mut i32,
 ) -> Result<(), CommandError> {
+    // Handlers first: from here on a signal is forwarded or answered, never fatal to us.
+    let signals = Signals::install()?;
+    let args = with_args_file(pod, args)?;
     let template = template_from_file_or_env(&pod.roots)?.template;
-    let capture = std::env::var(env::INCLUDE_SCRIPT_OUTPUT).as_deref() == Ok("true")
-        || template.archive_logs();
-    *code = run_child(pod, name, &args, capture).await?;
+    // Orphans of the user's process become ours even when we are not PID 1 (a pod sharing its
+    // process namespace), so their zombies are reaped here too. Best effort.
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::debug!(error = %e, "cannot become a child subreaper");
+    }
+    let mut emissary = Emissary {
+        pod,
+        name,
+        dir,
+        signals,
+        terminating: false,
+    };
+    for dependency in template.dependencies_of(name) {
+        *code = emissary.wait_for_dependency(dependency).await?;
+        if *code != 0 {
+            return Err(CommandError::failed(format!(
+                "dependency {dependency:?} exited with non-zero code: {code}"
+            )));
+        }
+    }
+    let (program, rest) = args
+        .split_first()
+        .ok_or_else(|| CommandError::failed("no command given to the emissary"))?;
+    let program = look_path(program)?;
+    if flag(env::DEBUG_PAUSE_BEFORE) {
+        emissary.debug_pause("before").await?;
+    }
+    *code = emissary.run_with_retries(&program, rest, &template).await?;
+    if flag(env::DEBUG_PAUSE_AFTER) {
+        emissary.debug_pause("after").await?;
+    }
     if name == "main" {
         stage_outputs(pod, &template)?;
     }
     Ok(())
 }
 
-async fn run_child(
-    pod: &Pod,
-    name: &str,
-    args: &[String],
-    capture: bool,
-) -> Result<i32, CommandError> {
-    let (program, rest) = args
-        .split_first()
-        .ok_or_else(|| CommandError::failed("no command given to the emissary"))?;
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(rest).process_group(0).stdin(Stdio::inherit());
-    if capture {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    }
-    let mut child = cmd.spawn().map_err(|e| {
-        CommandError::failed(format!(
-            "failed to find name in PATH: exec: \"{program}\": {e}"
-        ))
-    })?;
-    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+/// One container's emissary: where its control files are, and the signals it owns.
+struct Emissary<'a> {
+    pod: &'a Pod,
+    name: &'a str,
+    dir: &'a Path,
+    signals: Signals,
+    /// Set once a terminating signal (TERM, INT, KILL) was passed to the child: no retry then.
+    terminating: bool,
+}
 
-    let tees = if capture {
-        let dir = pod.roots.container_dir(name);
-        let stdout_file = open_log(&dir.join("stdout"))?;
-        let combined = open_log(&dir.join("combined"))?;
-        let combined_for_stdout = combined.try_clone().await.map_err(io_failed)?;
-        let out = child.stdout.take().map(|s| {
-            tokio::spawn(tee(
-                s,
-                tokio::io::stdout(),
-                vec![stdout_file, combined_for_stdout],
-            ))
-        });
-        let err = child
-            .stderr
-            .take()
-            .map(|s| tokio::spawn(tee(s, tokio::io::stderr(), vec![combined])));
-        vec![out, err]
-    } else {
-        Vec::new()
-    };
-
-    let signal_file = pod.roots.container_dir(name).join("signal");
-    let mut term = signal(SignalKind::terminate()).map_err(io_failed)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(io_failed)?;
-    let mut hup = signal(SignalKind::hangup()).map_err(io_failed)?;
-    let mut quit = signal(SignalKind::quit()).map_err(io_failed)?;
-    let mut usr1 = signal(SignalKind::user_defined1()).map_err(io_failed)?;
-    let mut usr2 = signal(SignalKind::user_defined2()).map_err(io_failed)?;
-    let mut poll = tokio::time::interval(Duration::from_millis(500));
-    let status = loop {
-        let forward = tokio::select! {
-            status = child.wait() => break status.map_err(io_failed)?,
-            _ = term.recv() => Some(Signal::SIGTERM),
-            _ = int.recv() => Some(Signal::SIGINT),
-            _ = hup.recv() => Some(Signal::SIGHUP),
-            _ = quit.recv() => Some(Signal::SIGQUIT),
-            _ = usr1.recv() => Some(Signal::SIGUSR1),
-            _ = usr2.recv() => Some(Signal::SIGUSR2),
-            _ = poll.tick() => read_signal_file(&signal_file),
+impl Emissary<'_> {
+    /// Runs the child, again after a failure as `containerSet.retryStrategy` allows
+    /// (`retries` more attempts, `duration` apart).
+    async fn run_with_retries(
+        &mut self,
+        program: &Path,
+        args: &[String],
+        template: &Template,
+    ) -> Result<i32, CommandError> {
+        let strategy = template
+            .container_set
+            .as_ref()
+            .and_then(|cs| cs.retry_strategy.as_ref())
+            .filter(|s| s.retries.is_some());
+        let attempts = strategy.map_or(1, |s| s.retry_count().saturating_add(1));
+        let pause = match strategy.map(|s| s.duration.as_str()) {
+            None | Some("") => Duration::ZERO,
+            Some(d) => contract::parse_go_duration(d).ok_or_else(|| {
+                CommandError::failed(format!(
+                    "failed to get retry strategy: invalid duration {d:?}"
+                ))
+            })?,
         };
-        if let (Some(sig), Some(pgid)) = (forward, pgid) {
-            tracing::info!(signal = %sig, "forwarding signal to the child process group");
-            let _ = killpg(pgid, sig);
+        let capture = flag(env::INCLUDE_SCRIPT_OUTPUT) || template.archive_logs();
+        let sidecar = template.sidecar_names().any(|s| s == self.name);
+        let mut attempt = 1;
+        loop {
+            let code = self
+                .run_child(program, args, capture, sidecar.then_some(template))
+                .await?;
+            tracing::info!(code, attempt, "sub-process exited");
+            if code == 0 || attempt >= attempts || self.terminating {
+                return Ok(code);
+            }
+            attempt += 1;
+            tracing::info!(attempt, attempts, "retrying the container");
+            let resume = Instant::now() + pause;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(resume) => break,
+                    sig = self.signals.forwarded.next() => if is_terminating(sig) {
+                        return Ok(128 + sig as i32);
+                    },
+                }
+            }
         }
-    };
-    for t in tees.into_iter().flatten() {
-        let _ = t.await;
     }
-    use std::os::unix::process::ExitStatusExt;
-    Ok(match (status.code(), status.signal()) {
-        (Some(c), _) => c,
-        (None, Some(sig)) => 128 + sig,
-        _ => 64,
-    })
+
+    /// Spawns the child once and supervises it until it exits; returns its exit code
+    /// (128 + signal number when a signal killed it).
+    async fn run_child(
+        &mut self,
+        program: &Path,
+        args: &[String],
+        capture: bool,
+        sidecar_of: Option<&Template>,
+    ) -> Result<i32, CommandError> {
+        let logs = if capture {
+            Some(LogFiles::open(self.dir)?)
+        } else {
+            None
+        };
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(args).process_group(0);
+        if capture {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| CommandError::failed(format!("failed to start command: {e}")))?;
+        let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+        let tee = match logs.map(|logs| Tee::start(&mut child, logs)).transpose() {
+            Ok(tee) => tee,
+            Err(e) => {
+                // Never leave a child running unsupervised.
+                let _ = killpg(pid, Signal::SIGKILL);
+                return Err(e);
+            }
+        };
+        // Reaped below with waitpid(-1), together with any orphan handed to us.
+        drop(child);
+
+        let mut file_signals = DirWatch::new(&[self.dir]);
+        let mut sidecar = match sidecar_of {
+            Some(template) => Some(SidecarStop::new(self.pod, template)?),
+            None => None,
+        };
+        let signal_file = self.dir.join("signal");
+        let status = loop {
+            if let Some(sig) = take_signal_file(&signal_file) {
+                self.forward(pid, sig, "signal file");
+            }
+            let signals = &mut self.signals;
+            tokio::select! {
+                _ = signals.child.recv() => if let Some(code) = reap(pid) {
+                    break code;
+                },
+                sig = signals.forwarded.next() => self.forward(pid, sig, "received"),
+                _ = file_signals.changed() => {}
+                sig = next_sidecar_signal(&mut sidecar) => {
+                    self.forward(pid, sig, "main containers finished");
+                }
+            }
+        };
+        if let Some(tee) = tee {
+            tee.finish().await;
+        }
+        Ok(status)
+    }
+
+    fn forward(&mut self, pid: Pid, sig: Signal, why: &str) {
+        tracing::info!(signal = %sig, why, "forwarding signal to the child process group");
+        self.terminating |= is_terminating(sig);
+        if let Err(e) = killpg(pid, sig)
+            && e != Errno::ESRCH
+        {
+            tracing::warn!(signal = %sig, error = %e, "failed to signal the child process group");
+        }
+    }
+
+    /// Waits for a containerSet dependency's exit code.
+    async fn wait_for_dependency(&mut self, dependency: &str) -> Result<i32, CommandError> {
+        tracing::info!(dependency, "waiting for dependency");
+        let exit_file = self.pod.roots.exitcode_file(dependency);
+        let dep_dir = self.pod.roots.container_dir(dependency);
+        create_shared_dir(&dep_dir)
+            .map_err(|e| CommandError::failed(format!("failed to create dependency dir: {e}")))?;
+        self.wait_until(&dep_dir, || {
+            fs::read_to_string(&exit_file)
+                .ok()
+                .and_then(|text| text.trim().parse::<i32>().ok())
+        })
+        .await
+    }
+
+    /// `ARGO_DEBUG_PAUSE_BEFORE/AFTER`: holds until someone creates `ctr/<name>/<marker>`.
+    async fn debug_pause(&mut self, marker: &str) -> Result<(), CommandError> {
+        let path = self.dir.join(marker);
+        tracing::info!(path = %path.display(), "debug pause: waiting for the marker file");
+        self.wait_until(self.dir, || path.exists().then_some(()))
+            .await
+    }
+
+    /// Waits, with no child running, until `ready` returns a value. SIGTERM or SIGINT, by the
+    /// kernel or through the signal file, ends the container with 128 + the signal number;
+    /// SIGKILL through the signal file with 137.
+    async fn wait_until<T>(
+        &mut self,
+        dir: &Path,
+        mut ready: impl FnMut() -> Option<T>,
+    ) -> Result<T, CommandError> {
+        let signal_file = self.dir.join("signal");
+        let mut watch = DirWatch::new(&[dir, self.dir]);
+        loop {
+            if let Some(value) = ready() {
+                return Ok(value);
+            }
+            if let Some(sig) = take_signal_file(&signal_file).filter(|s| is_terminating(*s)) {
+                return Err(CommandError::Exited(128 + sig as i32));
+            }
+            tokio::select! {
+                _ = watch.changed() => {}
+                sig = self.signals.forwarded.next() => if is_terminating(sig) {
+                    return Err(CommandError::Exited(128 + sig as i32));
+                },
+            }
+        }
+    }
+}
+
+fn flag(name: &str) -> bool {
+    std::env::var(name).as_deref() == Ok("true")
+}
+
+fn is_terminating(sig: Signal) -> bool {
+    matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGKILL)
+}
+
+/// `ARGO_CONTAINER_ARGS_FILE` (contract section 3): a JSON string array appended to the
+/// arguments; then any argument longer than 128 KiB is written to `/tmp/argo_arg_<i>.txt` and
+/// passed as `@<file>` (`i` counts from the first argument after the program).
+fn with_args_file(pod: &Pod, mut args: Vec<String>) -> Result<Vec<String>, CommandError> {
+    let Some(file) = std::env::var(env::CONTAINER_ARGS_FILE)
+        .ok()
+        .filter(|f| !f.is_empty())
+    else {
+        return Ok(args);
+    };
+    let path = pod.roots.path(&file);
+    let data = fs::read(&path).map_err(|e| {
+        CommandError::failed(format!("failed to read container args file {file}: {e}"))
+    })?;
+    let extra: Vec<String> = serde_json::from_slice(&data)
+        .map_err(|e| CommandError::failed(format!("failed to unmarshal container args: {e}")))?;
+    tracing::info!(count = extra.len(), file, "loaded container args from file");
+    args.extend(extra);
+    for (i, arg) in args.iter_mut().enumerate().skip(1) {
+        if arg.len() <= MAX_INLINE_ARG_BYTES {
+            continue;
+        }
+        let index = i - 1;
+        let offload = pod.roots.path(format!("/tmp/argo_arg_{index}.txt"));
+        write_atomic(&offload, arg.as_bytes(), 0o644).map_err(|e| {
+            CommandError::failed(format!("failed to write large arg {index} to file: {e}"))
+        })?;
+        tracing::info!(
+            index,
+            size = arg.len(),
+            path = %offload.display(),
+            "offloaded a large argument; the program must support @file"
+        );
+        *arg = format!("@{}", offload.display());
+    }
+    Ok(args)
+}
+
+/// Resolves the program as Go's `exec.LookPath` does: a name with a slash is used as it is,
+/// other names are searched on `PATH`; either must be an executable file.
+fn look_path(name: &str) -> Result<PathBuf, CommandError> {
+    let not_found = |cause: &str| {
+        CommandError::failed(format!(
+            "failed to find name in PATH: exec: {name:?}: {cause}"
+        ))
+    };
+    if name.contains('/') {
+        return executable(Path::new(name))
+            .map(|()| PathBuf::from(name))
+            .map_err(|e| not_found(&e.to_string()));
+    }
+    let paths = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&paths)
+        .map(|dir| {
+            if dir.as_os_str().is_empty() {
+                PathBuf::from(".").join(name)
+            } else {
+                dir.join(name)
+            }
+        })
+        .find(|candidate| executable(candidate).is_ok())
+        .ok_or_else(|| not_found("executable file not found in $PATH"))
+}
+
+fn executable(path: &Path) -> std::io::Result<()> {
+    let meta = fs::metadata(path)?;
+    if meta.is_dir() {
+        return Err(std::io::Error::from(std::io::ErrorKind::IsADirectory));
+    }
+    nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).map_err(std::io::Error::from)
+}
+
+/// Reaps every child that has exited; returns `child`'s exit code if it was among them.
+fn reap(child: Pid) -> Option<i32> {
+    let mut code = None;
+    loop {
+        match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, status)) if pid == child => code = Some(status),
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => code = Some(128 + sig as i32),
+            Ok(WaitStatus::StillAlive) | Err(_) => return code,
+            Ok(other) => tracing::debug!(status = ?other, "reaped an orphaned process"),
+        }
+    }
+}
+
+/// A signal number written to `ctr/<name>/signal` (by wait, or anyone): consumed once parsed.
+fn take_signal_file(path: &Path) -> Option<Signal> {
+    let text = fs::read_to_string(path).ok()?;
+    let number: i32 = text.trim().parse().ok().filter(|n| *n > 0)?;
+    let _ = fs::remove_file(path);
+    match Signal::try_from(number) {
+        Ok(sig) => Some(sig),
+        Err(e) => {
+            tracing::warn!(number, error = %e, "ignoring an unsupported signal from the signal file");
+            None
+        }
+    }
+}
+
+/// The signals the emissary handles: every catchable one to forward, and SIGCHLD to reap.
+struct Signals {
+    forwarded: Forwarded,
+    child: tokio::signal::unix::Signal,
+}
+
+/// Every signal the emissary passes on to its child, merged into one stream.
+struct Forwarded(SelectAll<BoxStream<'static, Signal>>);
+
+impl Signals {
+    /// Everything but what cannot be caught (KILL, STOP), faults that only our own code raises
+    /// (SEGV, BUS, FPE, ILL, TRAP, SYS), SIGCHLD (ours), SIGURG (Go's and Argo's choice too)
+    /// and SIGPIPE (raised by a write of ours, never meant for the child).
+    fn install() -> Result<Self, CommandError> {
+        use Signal::*;
+        let mut forwarded = SelectAll::new();
+        for sig in Signal::iterator() {
+            if matches!(
+                sig,
+                SIGKILL
+                    | SIGSTOP
+                    | SIGSEGV
+                    | SIGBUS
+                    | SIGFPE
+                    | SIGILL
+                    | SIGTRAP
+                    | SIGSYS
+                    | SIGCHLD
+                    | SIGURG
+                    | SIGPIPE
+            ) {
+                continue;
+            }
+            let stream = signal(SignalKind::from_raw(sig as i32)).map_err(|e| {
+                CommandError::failed(format!("failed to install a handler for {sig}: {e}"))
+            })?;
+            forwarded.push(
+                futures::stream::unfold(stream, move |mut s| async move {
+                    s.recv().await.map(|()| (sig, s))
+                })
+                .boxed(),
+            );
+        }
+        let child = signal(SignalKind::child()).map_err(|e| {
+            CommandError::failed(format!("failed to install a handler for SIGCHLD: {e}"))
+        })?;
+        Ok(Self {
+            forwarded: Forwarded(forwarded),
+            child,
+        })
+    }
+}
+
+impl Forwarded {
+    /// The next signal to forward (never ends: the handlers live as long as the process).
+    async fn next(&mut self) -> Signal {
+        match self.0.next().await {
+            Some(sig) => sig,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// A user sidecar stops itself once every main container has finished: SIGTERM to its child,
+/// then SIGKILL after the termination grace period.
+struct SidecarStop {
+    main_exit_files: Vec<PathBuf>,
+    watch: DirWatch,
+    grace: Duration,
+    kill_at: Option<Instant>,
+    done: bool,
+}
+
+impl SidecarStop {
+    fn new(pod: &Pod, template: &Template) -> Result<Self, CommandError> {
+        let names = template.main_container_names();
+        let mut dirs = Vec::new();
+        for name in &names {
+            let dir = pod.roots.container_dir(name);
+            create_shared_dir(&dir).map_err(|e| {
+                CommandError::failed(format!("failed to create {}: {e}", dir.display()))
+            })?;
+            dirs.push(dir);
+        }
+        Ok(Self {
+            main_exit_files: names.iter().map(|n| pod.roots.exitcode_file(n)).collect(),
+            watch: DirWatch::new(&dirs),
+            grace: contract::termination_grace_period(),
+            kill_at: None,
+            done: false,
+        })
+    }
+
+    /// The next signal to send; cancel-safe (state lives in `self`).
+    async fn next_signal(&mut self) -> Signal {
+        if self.done {
+            return std::future::pending().await;
+        }
+        if let Some(at) = self.kill_at {
+            tokio::time::sleep_until(at).await;
+            self.done = true;
+            return Signal::SIGKILL;
+        }
+        while !self.main_exit_files.iter().all(|f| f.exists()) {
+            self.watch.changed().await;
+        }
+        tracing::info!("main container(s) exited, terminating this sidecar");
+        self.kill_at = Some(Instant::now() + self.grace);
+        Signal::SIGTERM
+    }
+}
+
+async fn next_sidecar_signal(sidecar: &mut Option<SidecarStop>) -> Signal {
+    match sidecar {
+        Some(stop) => stop.next_signal().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Copies the child's stdout to ours and to `ctr/<name>/stdout` and `combined`, its stderr to
+/// ours and to `combined` (files mode 0666, appended).
+struct Tee {
+    copies: Vec<tokio::task::JoinHandle<()>>,
+    child_exited: CancellationToken,
+}
+
+/// `ctr/<name>/stdout` and `combined`, opened before the child starts.
+struct LogFiles {
+    stdout: Arc<fs::File>,
+    combined: Arc<fs::File>,
+}
+
+impl LogFiles {
+    fn open(dir: &Path) -> Result<Self, CommandError> {
+        Ok(Self {
+            stdout: Arc::new(open_log(&dir.join("stdout"))?),
+            combined: Arc::new(open_log(&dir.join("combined"))?),
+        })
+    }
+}
+
+impl Tee {
+    fn start(child: &mut std::process::Child, logs: LogFiles) -> Result<Self, CommandError> {
+        let LogFiles {
+            stdout: stdout_log,
+            combined,
+        } = logs;
+        let child_exited = CancellationToken::new();
+        let mut copies = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            let out = tokio::process::ChildStdout::from_std(out).map_err(io_failed)?;
+            copies.push(tokio::spawn(copy_output(
+                out,
+                tokio::io::stdout(),
+                vec![stdout_log, Arc::clone(&combined)],
+                child_exited.clone(),
+            )));
+        }
+        if let Some(err) = child.stderr.take() {
+            let err = tokio::process::ChildStderr::from_std(err).map_err(io_failed)?;
+            copies.push(tokio::spawn(copy_output(
+                err,
+                tokio::io::stderr(),
+                vec![combined],
+                child_exited.clone(),
+            )));
+        }
+        Ok(Self {
+            copies,
+            child_exited,
+        })
+    }
+
+    /// Called once the child has exited: copies what is still buffered, then stops.
+    async fn finish(self) {
+        self.child_exited.cancel();
+        for copy in self.copies {
+            let _ = copy.await;
+        }
+    }
 }
 
 fn io_failed(e: std::io::Error) -> CommandError {
     CommandError::failed(e)
 }
 
-/// A signal number written to `ctr/<name>/signal` by wait (or the controller); the file is
-/// removed once read.
-fn read_signal_file(path: &Path) -> Option<Signal> {
-    let text = fs::read_to_string(path).ok()?;
-    let _ = fs::remove_file(path);
-    let num: i32 = text.trim().parse().ok()?;
-    Signal::try_from(num).ok().filter(|_| num > 0)
-}
-
-fn open_log(path: &Path) -> Result<tokio::fs::File, CommandError> {
-    let f = OpenOptions::new()
+fn open_log(path: &Path) -> Result<fs::File, CommandError> {
+    let fail =
+        |e: std::io::Error| CommandError::failed(format!("failed to open {}: {e}", path.display()));
+    let file = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o666)
         .open(path)
-        .map_err(|e| CommandError::failed(format!("cannot open {}: {e}", path.display())))?;
-    Ok(tokio::fs::File::from_std(f))
+        .map_err(fail)?;
+    file.set_permissions(fs::Permissions::from_mode(0o666))
+        .map_err(fail)?;
+    Ok(file)
 }
 
-/// Copies a child stream to our own stream and to the log files.
-async fn tee<R, W>(mut src: R, mut dst: W, mut files: Vec<tokio::fs::File>)
-where
-    R: AsyncRead + Unpin,
+/// Copies one child stream until it ends, or until the child has exited and what it left in
+/// the pipe is copied (a background grandchild may keep the pipe open forever).
+async fn copy_output<R, W>(
+    mut src: R,
+    mut dst: W,
+    logs: Vec<Arc<fs::File>>,
+    child_exited: CancellationToken,
+) where
+    R: AsyncRead + AsFd + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match src.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let _ = dst.write_all(&buf[..n]).await;
+    let mut emit = async |data: &[u8]| {
+        let _ = dst.write_all(data).await;
         let _ = dst.flush().await;
-        for f in &mut files {
-            let _ = f.write_all(&buf[..n]).await;
+        for log in &logs {
+            let _ = std::io::Write::write_all(&mut &**log, data);
+        }
+    };
+    loop {
+        tokio::select! {
+            biased;
+            read = src.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => emit(&buf[..n]).await,
+            },
+            _ = child_exited.cancelled() => break,
+        }
+    }
+    // The pipe is non-blocking: read what is there now, without waiting for more.
+    let mut drained = 0;
+    while drained < DRAIN_LIMIT {
+        match nix::unistd::read(src.as_fd(), &mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                emit(&buf[..n]).await;
+                drained += n;
+            }
+            Err(Errno::EINTR) => continue,
+            Err(_) => return,
         }
     }
 }
@@ -222,6 +693,7 @@ fn stage_outputs(pod: &Pod, template: &Template) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// Copies one file byte for byte, readable by the wait container whatever the source's mode.
 fn copy_file(src: &Path, dest: &Path) -> Result<(), CommandError> {
     let fail = |e: std::io::Error| {
         CommandError::failed(format!(
@@ -231,26 +703,68 @@ fn copy_file(src: &Path, dest: &Path) -> Result<(), CommandError> {
         ))
     };
     if let Some(parent) = dest.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(parent)
-            .map_err(fail)?;
+        create_dir_all_with_mode(parent, 0o755).map_err(fail)?;
     }
-    fs::copy(src, dest).map(drop).map_err(fail)
+    fs::copy(src, dest).map_err(fail)?;
+    fs::set_permissions(dest, fs::Permissions::from_mode(0o644)).map_err(fail)
 }
 
 /// Writes `src` as a tgz to `dest` through a temporary name.
 fn archive_to(src: &Path, dest: &Path, level: u32, threads: usize) -> std::io::Result<()> {
     if let Some(parent) = dest.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(parent)?;
+        create_dir_all_with_mode(parent, 0o755)?;
     }
     let tmp: PathBuf = dest.with_extension("tgz.tmp");
     let file = std::io::BufWriter::with_capacity(1 << 20, fs::File::create(&tmp)?);
     let (out, _) = archive::write_tgz(src, file, level, threads)?;
-    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.set_permissions(fs::Permissions::from_mode(0o644))?;
+    file.sync_all()?;
     fs::rename(&tmp, dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn look_path_finds_programs_on_path_and_reports_misses_as_go_does() {
+        assert!(look_path("sh").expect("sh is on PATH").is_absolute());
+        let err = look_path("no-such-program-anywhere").expect_err("missing");
+        assert_eq!(
+            err.to_string(),
+            "failed to find name in PATH: exec: \"no-such-program-anywhere\": executable file not found in $PATH"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plain = dir.path().join("not-executable");
+        fs::write(&plain, "x").expect("write");
+        assert!(look_path(plain.to_str().expect("utf-8")).is_err());
+    }
+
+    #[test]
+    fn retry_counts_accept_ints_and_strings() {
+        use crate::model::ContainerSetRetryStrategy;
+        let with = |v: serde_json::Value| ContainerSetRetryStrategy {
+            retries: Some(v),
+            ..Default::default()
+        };
+        assert_eq!(with(serde_json::json!(2)).retry_count(), 2);
+        assert_eq!(with(serde_json::json!("3")).retry_count(), 3);
+        assert_eq!(with(serde_json::json!("x")).retry_count(), 0);
+    }
+
+    #[test]
+    fn the_signal_file_is_consumed_only_once_it_holds_a_number() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("signal");
+        fs::write(&file, "").expect("write");
+        assert_eq!(take_signal_file(&file), None);
+        assert!(
+            file.exists(),
+            "a half-written file is left for the next event"
+        );
+        fs::write(&file, "15").expect("write");
+        assert_eq!(take_signal_file(&file), Some(Signal::SIGTERM));
+        assert!(!file.exists());
+    }
 }

@@ -7,10 +7,12 @@ pub mod init;
 pub mod kill;
 pub mod pod;
 pub mod wait;
+pub mod watch;
 
 pub use cli::{Cli, Command};
 
 use crate::contract::Roots;
+use crate::report::ApiOptions;
 use crate::storage::Secrets;
 use crate::transfer::TransferConfig;
 
@@ -70,23 +72,42 @@ impl Pod {
     }
 }
 
+/// Where the Kubernetes API is, from the global flags.
+fn api_options(globals: &cli::Globals) -> ApiOptions {
+    ApiOptions {
+        kubeconfig: globals.kubeconfig.clone(),
+        context: globals.context.clone(),
+        namespace: globals.namespace.clone(),
+    }
+}
+
+/// `argoexec version`, in the shape of Argo's (`--short`: the first line only).
+fn print_version(short: bool) {
+    println!("argoexec: v{}", env!("CARGO_PKG_VERSION"));
+    if short {
+        return;
+    }
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    println!("  Implementation: argoexec-rs");
+    println!("  ExecutorContract: Argo Workflows v4.1");
+    println!("  Compiler: rustc");
+    println!("  Platform: {}/{arch}", std::env::consts::OS);
+}
+
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> Result<(), CommandError> {
     let pod = Pod::from_env();
     match cli.command {
         Command::Init => init::run(&pod).await,
-        Command::Wait => wait::run(&pod).await,
+        Command::Wait => wait::run(&pod, &api_options(&cli.globals)).await,
         Command::Emissary { args } => emissary::run(&pod, args).await,
         Command::Kill { signal, pid } => kill::run(signal, pid),
         Command::Version { short } => {
-            if short {
-                println!("{}", env!("CARGO_PKG_VERSION"));
-            } else {
-                println!(
-                    "argoexec: v{} (argoexec-rs, Argo executor contract v4.1)",
-                    env!("CARGO_PKG_VERSION")
-                );
-            }
+            print_version(short);
             Ok(())
         }
         Command::Artifact(_)

@@ -80,3 +80,26 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> 
     fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
     fs::rename(&tmp, path)
 }
+
+/// Creates `path` and its missing parents, each with exactly `mode` whatever the umask: the
+/// container's umask is left alone for the user's process, and other containers of the pod
+/// (possibly other uids) still get the access the contract promises.
+pub fn create_dir_all_with_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if path.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_all_with_mode(parent, mode)?;
+    }
+    match fs::create_dir(path) {
+        Ok(()) => fs::set_permissions(path, fs::Permissions::from_mode(mode)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// `/var/run/argo/ctr/<name>`-style directories: writable by every container of the pod.
+pub fn create_shared_dir(path: &Path) -> std::io::Result<()> {
+    create_dir_all_with_mode(path, 0o777)
+}

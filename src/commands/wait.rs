@@ -1,58 +1,347 @@
-//! `argoexec wait`: wait for the main container(s), then save and report the outputs
-//! (contract section 10).
+//! `argoexec wait`: wait for the main container(s), then save the outputs and report them
+//! through the WorkflowTaskResult (contract section 10).
+//!
+//! Order, as Argo's: create the empty task result; wait for every main container's exit code
+//! file (enforcing `ARGO_DEADLINE` and reporting progress meanwhile); capture the script result,
+//! the output parameters, the output artifacts and the logs; report the outputs; label the
+//! result complete. Each step's failure is recorded and the later steps still run; the first
+//! failure is the container's message and makes it exit 64.
 
-use std::time::Duration;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
-use super::pod::{required_env, template_from_file};
-use super::{CommandError, Pod};
-use crate::contract::env;
-use crate::model::{Outputs, Template};
+use nix::sys::signal::Signal;
+use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal};
+use tokio::time::Instant;
+
+use super::pod::{create_shared_dir, required_env, template_from_file, write_atomic};
+use super::watch::DirWatch;
+use super::{CommandError, Pod, write_termination_log};
+use crate::contract::{self, env, parse_go_duration};
+use crate::model::{NodeResult, Outputs, Template};
+use crate::report::{ApiOptions, TaskResultIdentity, TaskResults};
 use crate::transfer::Uploader;
 use crate::transfer::save::Saver;
 
 /// Script results keep only their last 256 KiB, as Argo does.
 pub const MAX_RESULT_BYTES: usize = 256 * 1024;
+/// The message a step that ran out of time leaves in the termination log.
+pub const DEADLINE_MESSAGE: &str = "Step exceeded its deadline";
+/// How long wait keeps waiting for an exit code after sending SIGKILL, before it says so.
+const AFTER_KILL: Duration = Duration::from_secs(10);
 
-pub async fn run(pod: &Pod) -> Result<(), CommandError> {
+pub async fn run(pod: &Pod, api: &ApiOptions) -> Result<(), CommandError> {
     required_env(env::POD_NAME)?;
+    let deadline = deadline()?;
     let template = template_from_file(&pod.roots)?.template;
-    wait_for_main(pod, &template).await;
-    let (outputs, errors) = collect_outputs(pod, &template).await;
-    let json = serde_json::to_string(&outputs)
-        .map_err(|e| CommandError::failed(format!("cannot encode the outputs: {e}")))?;
-    tracing::info!(outputs = %json, "outputs (no Kubernetes reporting in this build)");
-    match errors.first() {
-        None => Ok(()),
-        Some(_) => Err(CommandError::failed(errors.join("; "))),
+    // From here on SIGTERM only ends the wait for main: outputs are still saved and reported.
+    let mut sigterm = signal(SignalKind::terminate())
+        .map_err(|e| CommandError::failed(format!("cannot handle SIGTERM: {e}")))?;
+    let results = Arc::new(
+        TaskResults::connect(api, TaskResultIdentity::from_env())
+            .await
+            .map_err(CommandError::failed)?,
+    );
+    let mut errors = Errors::default();
+    if let Err(e) = results.initialize().await {
+        errors.add(e);
+    }
+
+    let progress = ProgressMonitor::from_env(pod).map(|m| m.start(Arc::clone(&results)));
+    let names = template.main_container_names();
+    if let Err(e) = wait_for_main(pod, &names, deadline, &mut sigterm).await {
+        errors.add(format!(
+            "failed to wait for main container to complete: {e}"
+        ));
+    }
+    let last_progress = match progress {
+        Some(running) => running.stop().await,
+        None => String::new(),
+    };
+
+    let outputs = collect_outputs(pod, &template, &mut errors).await;
+    let report = NodeResult {
+        outputs: Some(outputs),
+        progress: last_progress,
+        ..Default::default()
+    };
+    if let Err(e) = results.report(&report).await {
+        errors.add(e);
+    }
+    if let Err(e) = results.finalize().await {
+        errors.add(e);
+    }
+    errors.into_result()
+}
+
+/// `ARGO_DEADLINE`, which must parse (the zero time means none).
+fn deadline() -> Result<Option<SystemTime>, CommandError> {
+    let value = std::env::var(env::DEADLINE).unwrap_or_default();
+    contract::parse_deadline(&value).map_err(|e| {
+        CommandError::failed(format!(
+            "{} {value:?} is not an RFC 3339 time: {e}",
+            env::DEADLINE
+        ))
+    })
+}
+
+/// Every failure of the run, in order; the first one is the container's message.
+#[derive(Debug, Default)]
+struct Errors(Vec<String>);
+
+impl Errors {
+    fn add(&mut self, e: impl std::fmt::Display) {
+        let message = e.to_string();
+        tracing::error!(error = %message, "executor error");
+        self.0.push(message);
+    }
+
+    fn into_result(self) -> Result<(), CommandError> {
+        match self.0.into_iter().next() {
+            None => Ok(()),
+            Some(first) => Err(CommandError::Failed(first)),
+        }
     }
 }
 
-/// Blocks until every main container has written its exit code.
-async fn wait_for_main(pod: &Pod, template: &Template) {
-    for name in template.main_container_names() {
-        let file = pod.roots.exitcode_file(&name);
-        if let Some(dir) = file.parent() {
-            let _ = std::fs::create_dir_all(dir);
+/// Blocks until every main container has written its exit code, or SIGTERM arrives. Past the
+/// deadline it stops them through their signal files: SIGTERM, SIGKILL after the grace period.
+async fn wait_for_main(
+    pod: &Pod,
+    names: &[String],
+    deadline: Option<SystemTime>,
+    sigterm: &mut SignalStream,
+) -> Result<(), String> {
+    let mut dirs = Vec::with_capacity(names.len());
+    for name in names {
+        let dir = pod.roots.container_dir(name);
+        create_shared_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        dirs.push(dir);
+    }
+    let mut watch = DirWatch::new(&dirs);
+    let mut killer = Killer::new(pod, names);
+    let mut deadline_at =
+        deadline.map(|d| Instant::now() + d.duration_since(SystemTime::now()).unwrap_or_default());
+    tracing::info!(containers = ?names, deadline = ?deadline, "waiting for the main container(s)");
+    loop {
+        if killer.unfinished().is_empty() {
+            tracing::info!(containers = ?names, "main container(s) finished");
+            return Ok(());
         }
-        while !file.exists() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::select! {
+            _ = watch.changed() => {}
+            _ = sigterm.recv() => {
+                tracing::info!("SIGTERM: no longer waiting for the main container(s)");
+                return Ok(());
+            }
+            _ = sleep_until(deadline_at) => {
+                deadline_at = None;
+                tracing::info!("{DEADLINE_MESSAGE}");
+                write_termination_log(&pod.roots, DEADLINE_MESSAGE);
+                killer.escalate();
+            }
+            _ = sleep_until(killer.next_at) => killer.escalate(),
         }
-        tracing::info!(container = %name, "main container finished");
     }
 }
 
-/// Script result, output parameters, output artifacts and logs; errors are collected so one
-/// bad artifact does not hide the others.
-pub async fn collect_outputs(pod: &Pod, template: &Template) -> (Outputs, Vec<String>) {
-    let mut errors = Vec::new();
-    let mut outputs = template.outputs.clone();
-    outputs.artifacts.clear();
-    if std::env::var(env::INCLUDE_SCRIPT_OUTPUT).as_deref() == Ok("true") {
-        outputs.result = read_result(pod);
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
-    if let Err(e) = save_parameters(pod, template, &mut outputs) {
-        errors.push(e);
+}
+
+/// Stops main containers through the emissary's signal-file protocol (contract section 4).
+struct Killer {
+    containers: Vec<(PathBuf, PathBuf)>,
+    grace: Duration,
+    stage: u8,
+    next_at: Option<Instant>,
+}
+
+impl Killer {
+    fn new(pod: &Pod, names: &[String]) -> Self {
+        Self {
+            containers: names
+                .iter()
+                .map(|n| {
+                    let dir = pod.roots.container_dir(n);
+                    (dir.join("exitcode"), dir.join("signal"))
+                })
+                .collect(),
+            grace: contract::termination_grace_period(),
+            stage: 0,
+            next_at: None,
+        }
     }
+
+    /// The signal files of the containers without an exit code yet.
+    fn unfinished(&self) -> Vec<&Path> {
+        self.containers
+            .iter()
+            .filter(|(exit, _)| !exit.exists())
+            .map(|(_, signal)| signal.as_path())
+            .collect()
+    }
+
+    /// SIGTERM, then (after the grace period) SIGKILL, then a warning 10 s later.
+    fn escalate(&mut self) {
+        let (signal, wait) = match self.stage {
+            0 => (Signal::SIGTERM, Some(self.grace)),
+            1 => (Signal::SIGKILL, Some(AFTER_KILL)),
+            _ => {
+                tracing::warn!(
+                    "the main container(s) did not exit {}s after SIGKILL",
+                    AFTER_KILL.as_secs()
+                );
+                self.next_at = None;
+                return;
+            }
+        };
+        self.stage += 1;
+        self.next_at = wait.map(|w| Instant::now() + w);
+        for file in self.unfinished() {
+            tracing::info!(signal = %signal, file = %file.display(), "signalling a main container");
+            if let Err(e) = write_atomic(file, (signal as i32).to_string().as_bytes(), 0o666) {
+                tracing::warn!(file = %file.display(), error = %e, "cannot write the signal file");
+            }
+        }
+    }
+}
+
+/// Self-reported progress (`ARGO_PROGRESS_FILE`): the file's last line, read every
+/// `ARGO_PROGRESS_FILE_TICK_DURATION`, reported when changed every
+/// `ARGO_PROGRESS_PATCH_TICK_DURATION`. Off unless both durations are positive.
+#[derive(Debug)]
+struct ProgressMonitor {
+    file: PathBuf,
+    file_tick: Duration,
+    patch_tick: Duration,
+}
+
+/// The progress last read from the file, and the last one the API accepted.
+#[derive(Debug, Default)]
+struct ProgressState {
+    read: String,
+    reported: String,
+}
+
+struct RunningMonitor {
+    monitor: ProgressMonitor,
+    state: Arc<Mutex<ProgressState>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ProgressMonitor {
+    fn from_env(pod: &Pod) -> Option<Self> {
+        let duration = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| parse_go_duration(&v))
+                .filter(|d| !d.is_zero())
+        };
+        let file = std::env::var(env::PROGRESS_FILE)
+            .ok()
+            .filter(|f| !f.is_empty())?;
+        Some(Self {
+            file: pod.roots.path(file),
+            file_tick: duration(env::PROGRESS_FILE_TICK_DURATION)?,
+            patch_tick: duration(env::PROGRESS_PATCH_TICK_DURATION)?,
+        })
+    }
+
+    fn start(self, results: Arc<TaskResults>) -> RunningMonitor {
+        let state = Arc::new(Mutex::new(ProgressState::default()));
+        let task = tokio::spawn(monitor(
+            self.file.clone(),
+            self.file_tick,
+            self.patch_tick,
+            Arc::clone(&state),
+            results,
+        ));
+        RunningMonitor {
+            monitor: self,
+            state,
+            task,
+        }
+    }
+}
+
+impl RunningMonitor {
+    /// Stops the monitor; returns the progress the API has not seen yet (the file is read one
+    /// last time), to go with the outputs, or "" when there is nothing new.
+    async fn stop(self) -> String {
+        self.task.abort();
+        let _ = self.task.await;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(latest) = read_progress(&self.monitor.file) {
+            state.read = latest;
+        }
+        if state.read != state.reported {
+            state.read.clone()
+        } else {
+            String::new()
+        }
+    }
+}
+
+async fn monitor(
+    file: PathBuf,
+    file_tick: Duration,
+    patch_tick: Duration,
+    state: Arc<Mutex<ProgressState>>,
+    results: Arc<TaskResults>,
+) {
+    let mut read_tick = tokio::time::interval(file_tick);
+    let mut patch = tokio::time::interval_at(Instant::now() + patch_tick, patch_tick);
+    loop {
+        tokio::select! {
+            _ = read_tick.tick() => {
+                if let Some(progress) = read_progress(&file) {
+                    state.lock().unwrap_or_else(|p| p.into_inner()).read = progress;
+                }
+            }
+            _ = patch.tick() => {
+                let pending = {
+                    let s = state.lock().unwrap_or_else(|p| p.into_inner());
+                    (s.read != s.reported).then(|| s.read.clone())
+                };
+                let Some(progress) = pending else { continue };
+                let update = NodeResult { progress: progress.clone(), ..Default::default() };
+                match results.report(&update).await {
+                    Ok(()) => {
+                        tracing::info!(progress, "reported progress");
+                        state.lock().unwrap_or_else(|p| p.into_inner()).reported = progress;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "failed to report progress"),
+                }
+            }
+        }
+    }
+}
+
+/// The last non-empty line of the progress file when it reads `N/M` (0 <= N <= M, M > 0).
+fn read_progress(file: &Path) -> Option<String> {
+    const TAIL: u64 = 4096;
+    let mut f = std::fs::File::open(file).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(TAIL))).ok()?;
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail).ok()?;
+    let text = String::from_utf8_lossy(&tail);
+    let line = text.lines().map(str::trim).rfind(|l| !l.is_empty())?;
+    let (n, m) = line.split_once('/')?;
+    let (n, m): (i64, i64) = (n.parse().ok()?, m.parse().ok()?);
+    (n >= 0 && n <= m && m > 0).then(|| line.to_string())
+}
+
+/// Script result, output parameters, output artifacts and logs, with failures added to `errors`
+/// as Argo groups them: one for the result, one for the parameters (the first failing parameter
+/// stops the rest), one for all artifacts together, one per container log.
+async fn collect_outputs(pod: &Pod, template: &Template, errors: &mut Errors) -> Outputs {
     let uploader = Uploader::new(pod.transfer.clone()).with_journal_dir(pod.roots.resume_dir());
     let saver = Saver {
         roots: &pod.roots,
@@ -60,6 +349,25 @@ pub async fn collect_outputs(pod: &Pod, template: &Template) -> (Outputs, Vec<St
         uploader: &uploader,
         template,
     };
+    if template.resource.is_some() {
+        // Resource templates only report their logs.
+        return Outputs {
+            artifacts: save_logs(&saver, template, errors).await,
+            ..Default::default()
+        };
+    }
+    let mut outputs = template.outputs.clone();
+    outputs.artifacts.clear();
+    if std::env::var(env::INCLUDE_SCRIPT_OUTPUT).as_deref() == Ok("true") && template.has_output() {
+        match read_result(&pod.roots.container_dir("main").join("stdout")) {
+            Ok(result) => outputs.result = Some(result),
+            Err(e) => errors.add(e),
+        }
+    }
+    if let Err(e) = save_parameters(pod, template, &mut outputs) {
+        errors.add(e);
+    }
+    let mut failures = String::new();
     for art in &template.outputs.artifacts {
         match saver.save(art).await {
             Ok(Some(saved)) => {
@@ -78,27 +386,64 @@ pub async fn collect_outputs(pod: &Pod, template: &Template) -> (Outputs, Vec<St
             Ok(None) => {
                 tracing::info!(artifact = %art.name, "optional output artifact absent, skipped")
             }
-            Err(e) => errors.push(format!("failed to save artifact '{}': {e}", art.name)),
+            Err(e) => failures.push_str(&format!("failed to save artifact '{}': {e}; ", art.name)),
         }
     }
-    if template.archive_logs() {
-        for name in template.main_container_names() {
-            match saver.save_log(&name).await {
-                Ok(Some(saved)) => outputs.artifacts.push(saved.artifact),
-                Ok(None) => {}
-                Err(e) => errors.push(format!("failed to save logs of {name}: {e}")),
-            }
-        }
+    if !failures.is_empty() {
+        errors.add(failures);
     }
-    (outputs, errors)
+    outputs
+        .artifacts
+        .extend(save_logs(&saver, template, errors).await);
+    outputs
 }
 
-/// `outputs.result`: main's stdout, the last 256 KiB, one trailing newline removed.
-fn read_result(pod: &Pod) -> Option<String> {
-    let data = std::fs::read(pod.roots.container_dir("main").join("stdout")).ok()?;
-    let tail = &data[data.len().saturating_sub(MAX_RESULT_BYTES)..];
-    let text = String::from_utf8_lossy(tail);
-    Some(text.strip_suffix('\n').unwrap_or(&text).to_string())
+/// `archiveLogs`: each main container's combined log, as `<name>-logs`.
+async fn save_logs(
+    saver: &Saver<'_>,
+    template: &Template,
+    errors: &mut Errors,
+) -> Vec<crate::model::Artifact> {
+    let mut logs = Vec::new();
+    if !template.archive_logs() {
+        return logs;
+    }
+    for name in template.main_container_names() {
+        match saver.save_log(&name).await {
+            Ok(Some(saved)) => logs.push(saved.artifact),
+            Ok(None) => {}
+            Err(e) => errors.add(format!("failed to save logs of {name}: {e}")),
+        }
+    }
+    logs
+}
+
+/// `outputs.result`: main's stdout with one trailing newline removed, then only its last
+/// 256 KiB. Only that tail is read, however long the log.
+fn read_result(stdout: &Path) -> Result<String, String> {
+    let fail = |e: std::io::Error| {
+        format!(
+            "failed to capture the script result from {}: {e}",
+            stdout.display()
+        )
+    };
+    let mut f = std::fs::File::open(stdout).map_err(fail)?;
+    let len = f.metadata().map_err(fail)?.len();
+    let keep = MAX_RESULT_BYTES as u64 + 1;
+    f.seek(SeekFrom::Start(len.saturating_sub(keep)))
+        .map_err(fail)?;
+    let mut tail = Vec::with_capacity(keep as usize);
+    f.read_to_end(&mut tail).map_err(fail)?;
+    if tail.last() == Some(&b'\n') {
+        tail.pop();
+    }
+    if tail.len() > MAX_RESULT_BYTES {
+        tracing::warn!(
+            "the output is larger than 256 KiB; only the last 256 KiB are kept as the result"
+        );
+        tail.drain(..tail.len() - MAX_RESULT_BYTES);
+    }
+    Ok(String::from_utf8_lossy(&tail).into_owned())
 }
 
 /// Output parameters with `valueFrom.path`: the file's content (one trailing newline removed),
@@ -130,4 +475,37 @@ fn save_parameters(pod: &Pod, template: &Template, outputs: &mut Outputs) -> Res
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_is_the_last_valid_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("progress");
+        std::fs::write(&file, "1/10\n2/10\n\n").expect("write");
+        assert_eq!(read_progress(&file).as_deref(), Some("2/10"));
+        for bad in ["3/2", "1/0", "-1/3", "half", "1/x"] {
+            std::fs::write(&file, bad).expect("write");
+            assert_eq!(read_progress(&file), None, "{bad}");
+        }
+        assert_eq!(read_progress(&dir.path().join("absent")), None);
+    }
+
+    #[test]
+    fn the_result_strips_one_newline_then_keeps_the_last_256_kib() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("stdout");
+        std::fs::write(&file, "hello\n\n").expect("write");
+        assert_eq!(read_result(&file).expect("read"), "hello\n");
+        let mut big = vec![b'a'; 10];
+        big.extend(std::iter::repeat_n(b'b', MAX_RESULT_BYTES));
+        big.push(b'\n');
+        std::fs::write(&file, &big).expect("write");
+        let result = read_result(&file).expect("read");
+        assert_eq!(result.len(), MAX_RESULT_BYTES);
+        assert!(result.bytes().all(|b| b == b'b'));
+    }
 }

@@ -95,6 +95,20 @@ pub struct ContainerSetRetryStrategy {
     pub retries: Option<serde_json::Value>,
 }
 
+impl ContainerSetRetryStrategy {
+    /// `retries` as a count: an integer or a decimal string, as Kubernetes' IntOrString; anything
+    /// else counts as 0.
+    pub fn retry_count(&self) -> u32 {
+        match &self.retries {
+            Some(serde_json::Value::Number(n)) => n
+                .as_u64()
+                .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+            Some(serde_json::Value::String(s)) => s.trim().parse().unwrap_or(0),
+            _ => 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerSet {
@@ -150,6 +164,34 @@ impl Template {
             }
             _ => vec!["main".to_string()],
         }
+    }
+
+    /// Names of the user sidecars (their emissaries stop themselves once main is done).
+    pub fn sidecar_names(&self) -> impl Iterator<Item = &str> {
+        self.sidecars.iter().map(|c| c.name.as_str())
+    }
+
+    /// The containerSet members `container` must wait for before it starts.
+    pub fn dependencies_of(&self, container: &str) -> &[String] {
+        self.container_set
+            .iter()
+            .flat_map(|cs| &cs.containers)
+            .find(|c| c.name == container)
+            .map_or(&[], |c| c.dependencies.as_slice())
+    }
+
+    /// Whether the template has a main process whose stdout can be its `result`: a container,
+    /// script, data, http or plugin template, or a containerSet with a member named `main`.
+    pub fn has_output(&self) -> bool {
+        self.container.is_some()
+            || self.script.is_some()
+            || self.data.is_some()
+            || self.http.is_some()
+            || self.plugin.is_some()
+            || self
+                .container_set
+                .as_ref()
+                .is_some_and(|cs| cs.containers.iter().any(|c| c.name == "main"))
     }
 
     /// Every volume mount of the main container(s): the paths shared with init and wait.

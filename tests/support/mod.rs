@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fault_proxy;
+pub mod kube_server;
 pub mod s3_server;
 
 use std::path::{Path, PathBuf};
@@ -160,6 +161,42 @@ impl TestPod {
         keys
     }
 
+    /// `argoexec <args>` as a process of this pod: the pod's root and identity, no template in
+    /// the environment, and no Kubernetes API unless the test configures one.
+    pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
+        self.command_for(Path::new(env!("CARGO_BIN_EXE_argoexec")), args, env)
+    }
+
+    /// Like [`TestPod::command`] for another copy of the binary (the one `init` placed in
+    /// `/var/run/argo`, as the main container runs it).
+    pub fn command_for(
+        &self,
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .env("ARGOEXEC_ROOT", self.root.path())
+            .env("ARGO_POD_NAME", "wf-1-main-123")
+            .env("ARGO_POD_UID", "pod-uid-1")
+            .env("ARGO_WORKFLOW_NAME", "wf-1")
+            .env("ARGO_WORKFLOW_UID", "wf-uid-1")
+            .env("ARGO_NODE_ID", "wf-1-123")
+            .env("ARGO_DEADLINE", "0001-01-01T00:00:00Z")
+            .env("EXECUTOR_RETRY_BACKOFF_DURATION", "10ms")
+            .env("ARGOEXEC_API_RETRY_DURATION", "10ms")
+            .env_remove("ARGO_TEMPLATE")
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("KUBERNETES_SERVICE_PORT")
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
     /// Runs `argoexec <args>` as a child process of this pod, bounded to `timeout`.
     pub async fn argoexec_with(
         &self,
@@ -167,20 +204,7 @@ impl TestPod {
         env: &[(&str, &str)],
         timeout: Duration,
     ) -> Output {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_argoexec"));
-        cmd.args(args)
-            .env("ARGOEXEC_ROOT", self.root.path())
-            .env("ARGO_POD_NAME", "wf-1-main-123")
-            .env("ARGO_POD_UID", "pod-uid-1")
-            .env("ARGO_WORKFLOW_NAME", "wf-1")
-            .env("ARGO_NODE_ID", "wf-1-123")
-            .env("ARGO_DEADLINE", "0001-01-01T00:00:00Z")
-            .env("EXECUTOR_RETRY_BACKOFF_DURATION", "10ms")
-            .env_remove("ARGO_TEMPLATE")
-            .kill_on_drop(true);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        let mut cmd = self.command(args, env);
         tokio::time::timeout(timeout, cmd.output())
             .await
             .expect("argoexec finished in time")
@@ -195,19 +219,9 @@ impl TestPod {
     /// Runs `init` with `template` in ARGO_TEMPLATE.
     pub async fn init(&self, template: &Value) -> Output {
         let t = template.to_string();
-        self.argoexec(
-            &[
-                "init",
-                "--loglevel",
-                "info",
-                "--log-format",
-                "text",
-                "--gloglevel",
-                "0",
-            ],
-            &[("ARGO_TEMPLATE", &t)],
-        )
-        .await
+        let mut args = vec!["init"];
+        args.extend(LOG_OPTS);
+        self.argoexec(&args, &[("ARGO_TEMPLATE", &t)]).await
     }
 
     /// Writes `/var/run/argo/template` and the main exit code, then runs `wait`.
@@ -219,25 +233,44 @@ impl TestPod {
         if !ctr.join("exitcode").exists() {
             std::fs::write(ctr.join("exitcode"), "0").expect("exitcode");
         }
-        self.argoexec(
-            &[
-                "wait",
-                "--loglevel",
-                "info",
-                "--log-format",
-                "text",
-                "--gloglevel",
-                "0",
-            ],
-            env,
-        )
-        .await
+        let mut args = vec!["wait"];
+        args.extend(LOG_OPTS);
+        self.argoexec(&args, env).await
     }
 
     pub fn termination_log(&self) -> String {
         std::fs::read_to_string(self.roots().termination_log()).unwrap_or_default()
     }
 }
+
+/// Waits until `check` holds, polling for at most 30 s; panics naming `what` otherwise.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..1200 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Collects a spawned process's output, bounded to 120 s.
+pub async fn finish(child: tokio::process::Child) -> Output {
+    tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("the process finished in time")
+        .expect("the process ran")
+}
+
+/// The log arguments the controller passes to every executor command.
+pub const LOG_OPTS: [&str; 6] = [
+    "--loglevel",
+    "info",
+    "--log-format",
+    "text",
+    "--gloglevel",
+    "0",
+];
 
 /// Asserts a process succeeded, printing its output otherwise.
 pub fn assert_ok(out: &Output) {

@@ -1,0 +1,12 @@
+//! Reporting to the Kubernetes API.
+//!
+//! * [`client`]: configuration (kubeconfig or in-cluster), the namespace, typed error
+//!   classification and one bounded retry policy, for every command that talks to the API.
+//! * [`task_result`]: the WorkflowTaskResult through which `wait` hands outputs to the
+//!   controller (contract section 10).
+
+pub mod client;
+pub mod task_result;
+
+pub use client::{ApiOptions, ApiRetry, Error, ErrorKind, KubeClient};
+pub use task_result::{TaskResultIdentity, TaskResults};
