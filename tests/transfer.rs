@@ -415,3 +415,56 @@ async fn full_object_checksums_are_accepted_by_an_s3_compatible_server() {
     assert_ok(&pod.wait(&template, &env).await);
     assert_round_trip(&pod, "f/big.bin", &data).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn long_transfers_log_progress_with_rate_and_eta_in_the_chosen_format() {
+    let pod = TestPod::new().await;
+    write_big(&pod);
+    let proxy = FaultProxy::start(pod.s3_addr).await;
+    proxy.add(
+        "PUT",
+        "partNumber=",
+        Fault::DelayResponse(Duration::from_millis(400)),
+        1000,
+    );
+    let template = json!({
+        "name": "produce",
+        "container": {"volumeMounts": [{"name": "work", "mountPath": "/work"}]},
+        "outputs": {"artifacts": [{"name": "big", "path": "/work/big.bin", "archive": {"none": {}}}]},
+        "archiveLocation": {"s3": pod.s3_via(proxy.addr, "p")},
+    });
+    std::fs::write(pod.roots().template_file(), template.to_string()).expect("template");
+    let ctr = pod.roots().container_dir("main");
+    std::fs::create_dir_all(&ctr).expect("ctr");
+    std::fs::write(ctr.join("exitcode"), "0").expect("exitcode");
+    let env = [
+        SMALL_PARTS[0],
+        SMALL_PARTS[1],
+        ("ARGOEXEC_PROGRESS_SECONDS", "1"),
+    ];
+    let out = pod.argoexec(&["wait", "--log-format", "json"], &env).await;
+    assert_ok(&out);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["message"] == "transfer progress")
+        .collect();
+    assert!(
+        !lines.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = &lines[0];
+    assert_eq!(line["total"], json!(60u64 << 20));
+    assert!(
+        line["bytes"].as_u64().is_some() && line["eta_seconds"].is_number(),
+        "{line}"
+    );
+    assert!(
+        line["transfer"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("artifact 'big'"),
+        "{line}"
+    );
+}

@@ -15,6 +15,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::budget::Budget;
 use super::download::{self, BlockingReader, ChunkStream};
+use super::progress::{self, Progress};
 use super::{Error, Result, TransferConfig, validate_path};
 use crate::archive::{self, Detection};
 use crate::contract::Roots;
@@ -147,6 +148,14 @@ impl<'a> Loader<'a> {
     ) -> Result<u64> {
         match download::open(Arc::clone(&driver), key, self.config, &self.budget).await {
             Ok((meta, body)) => {
+                let (progress, _reporting) = Progress::start(
+                    format!("download of {}/{key}", driver.describe()),
+                    Some(meta.size),
+                    progress::interval_from_env(),
+                );
+                let body = body
+                    .inspect_ok(move |c| progress.add(c.bytes.len() as u64))
+                    .boxed();
                 if meta.size == 0 && driver.name() == "azure" {
                     // Azure stores "directories" as empty marker blobs.
                     if let Some(n) = self.fetch_dir(&driver, key, dest).await? {

@@ -10,6 +10,7 @@ pub mod config;
 pub mod download;
 pub mod load;
 pub mod parts;
+pub mod progress;
 pub mod resume;
 pub mod save;
 pub mod upload;

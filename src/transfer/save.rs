@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use tokio::runtime::Handle;
 
+use super::progress::{self, Progress};
 use super::upload::{PartWriter, UploadStats, Uploader};
 use super::{Error, Result, validate_path};
 use crate::archive::{self, gzip};
@@ -87,13 +88,35 @@ impl Saver<'_> {
         let driver = storage::open(&location, self.secrets).await?;
         let destination = format!("{}/{}", driver.describe(), key);
         let strategy = art.archive_strategy();
-        let stats = if self.template.is_output_on_shared_mount(&path) {
-            let src = self.roots.main_ctr_fs(&path);
-            self.save_from_tree(driver, &key, &src, &path, strategy)
+        let shared = self.template.is_output_on_shared_mount(&path);
+        let source = if shared {
+            self.roots.main_ctr_fs(&path)
+        } else {
+            self.roots.emissary_artifact(&path)
+        };
+        // Bytes are counted as uploaded: a total is known when they are the source's own bytes.
+        let total = match strategy {
+            ArchiveStrategy::None if shared => tree_size(&source),
+            ArchiveStrategy::Tar { .. } if !shared => fs::metadata(&source).ok().map(|m| m.len()),
+            _ => None,
+        };
+        let (progress, _reporting) = Progress::start(
+            format!("upload of artifact '{}' to {destination}", art.name),
+            total,
+            progress::interval_from_env(),
+        );
+        let uploader = self.uploader.tracked(progress);
+        let saver = Saver {
+            uploader: &uploader,
+            ..*self
+        };
+        let stats = if shared {
+            saver
+                .save_from_tree(driver, &key, &source, &path, strategy)
                 .await?
         } else {
-            let tgz = self.roots.emissary_artifact(&path);
-            self.save_from_emissary(driver, &key, &tgz, art, strategy)
+            saver
+                .save_from_emissary(driver, &key, &source, art, strategy)
                 .await?
         };
         if stats.bytes == 0 {
@@ -223,6 +246,22 @@ impl Saver<'_> {
             stats,
         }))
     }
+}
+
+/// Bytes of the regular files below `path` (or of the file itself).
+fn tree_size(path: &Path) -> Option<u64> {
+    let meta = fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return Some(meta.len());
+    }
+    let files = super::upload::regular_files(path).ok()?;
+    Some(
+        files
+            .iter()
+            .filter_map(|(_, p)| fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum(),
+    )
 }
 
 /// Opens an emissary tgz as a tar reader.

@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use super::budget::Budget;
 use super::config::TransferConfig;
 use super::parts::PartPlan;
+use super::progress::Progress;
 use super::resume::{Journal, Reusable};
 use super::{Error, Result};
 use crate::storage::buffer::Buffer;
@@ -69,6 +70,7 @@ pub struct PartWriter {
     handle: Handle,
     crc32c: u32,
     total: u64,
+    progress: Option<Progress>,
 }
 
 impl std::fmt::Debug for PartWriter {
@@ -152,6 +154,9 @@ impl Write for PartWriter {
         self.ensure_buffer()?;
         let n = self.buf.fill(data);
         self.total += n as u64;
+        if let Some(p) = &self.progress {
+            p.add(n as u64);
+        }
         Ok(n)
     }
 
@@ -166,6 +171,7 @@ pub struct Uploader {
     cfg: TransferConfig,
     budget: Budget,
     journal_dir: Option<PathBuf>,
+    progress: Option<Progress>,
 }
 
 impl Uploader {
@@ -175,6 +181,15 @@ impl Uploader {
             cfg,
             budget,
             journal_dir: None,
+            progress: None,
+        }
+    }
+
+    /// The same uploader, counting the bytes it moves into `progress`.
+    pub fn tracked(&self, progress: Progress) -> Self {
+        Self {
+            progress: Some(progress),
+            ..self.clone()
         }
     }
 
@@ -223,6 +238,7 @@ impl Uploader {
             handle: Handle::current(),
             crc32c: 0,
             total: 0,
+            progress: self.progress.clone(),
         };
         let concurrency = self.cfg.concurrency;
         let journal_dir = self.journal_dir.clone();
