@@ -34,7 +34,7 @@ pub async fn open(
     cfg: &TransferConfig,
 ) -> Result<(ObjectMeta, BoxStream<'static, storage::Result<Bytes>>)> {
     let meta = driver.head(key).await?;
-    if meta.size <= cfg.download_chunk || cfg.concurrency <= 1 {
+    if meta.size <= cfg.download_chunk || cfg.concurrency <= 1 || !driver.serves_ranges(key) {
         let stream = driver.get(key, None).await?;
         return Ok((meta, stream.body));
     }

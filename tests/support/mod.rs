@@ -2,6 +2,8 @@
 //! real `argoexec` binary as a child process.
 #![allow(dead_code)]
 
+pub mod git_server;
+pub mod http_server;
 pub mod s3_server;
 
 use std::path::{Path, PathBuf};
