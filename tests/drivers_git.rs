@@ -9,8 +9,8 @@ use std::path::Path;
 use argoexec::model::{ArtifactLocation, GitArtifact};
 use argoexec::storage::{self, Secrets};
 use serde_json::{Value, json};
-use support::git_server::{GitFixture, GitHttpServer, git};
 use support::TestPod;
+use support::git_server::{GitFixture, GitHttpServer, git};
 
 fn git_loc(v: Value) -> GitArtifact {
     serde_json::from_value(v).expect("git location")
@@ -39,9 +39,15 @@ async fn a_clone_is_the_default_branch_with_its_git_dir_and_submodules() {
     assert_eq!(git(&dest, &["rev-parse", "HEAD"]), fx.second);
     // The submodule, at the commit the superproject records (relative URL resolved).
     assert_eq!(read(&dest.join("libs/sub/lib.txt")), "library\n");
-    assert_eq!(git(&dest.join("libs/sub"), &["rev-parse", "HEAD"]), fx.sub_commit);
+    assert_eq!(
+        git(&dest.join("libs/sub"), &["rev-parse", "HEAD"]),
+        fx.sub_commit
+    );
     // A real repository: git itself sees a clean work tree.
-    assert_eq!(git(&dest, &["status", "--porcelain", "--ignore-submodules"]), "");
+    assert_eq!(
+        git(&dest, &["status", "--porcelain", "--ignore-submodules"]),
+        ""
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -75,7 +81,10 @@ async fn depth_one_is_a_shallow_clone() {
     .await
     .expect("clone");
     assert_eq!(git(&dest, &["rev-list", "--count", "HEAD"]), "1");
-    assert_eq!(git(&dest, &["rev-parse", "--is-shallow-repository"]), "true");
+    assert_eq!(
+        git(&dest, &["rev-parse", "--is-shallow-repository"]),
+        "true"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -94,7 +103,10 @@ async fn single_branch_clones_only_that_branch_and_needs_one() {
     assert_eq!(git(&dest, &["rev-parse", "HEAD"]), fx.feature);
     assert_eq!(read(&dest.join("feature.txt")), "feature\n");
     let remote_branches = git(&dest, &["branch", "-r"]);
-    assert!(!remote_branches.contains("origin/main"), "{remote_branches}");
+    assert!(
+        !remote_branches.contains("origin/main"),
+        "{remote_branches}"
+    );
 
     let e = clone(
         &pod,
@@ -103,7 +115,10 @@ async fn single_branch_clones_only_that_branch_and_needs_one() {
     )
     .await
     .expect_err("no branch");
-    assert_eq!(e.to_string(), "single branch mode without a branch specified");
+    assert_eq!(
+        e.to_string(),
+        "single branch mode without a branch specified"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -126,7 +141,10 @@ async fn a_revision_is_checked_out_detached() {
         .unwrap_or_else(|e| panic!("revision {revision}: {e}"));
         assert_eq!(git(&dest, &["rev-parse", "HEAD"]), want, "{revision}");
         assert_eq!(read(&dest.join("a.txt")), a, "{revision}");
-        assert!(!dest.join("dir").exists(), "{revision}: the second commit's files are gone");
+        assert!(
+            !dest.join("dir").exists(),
+            "{revision}: the second commit's files are gone"
+        );
         // Detached, as Argo leaves it.
         assert_eq!(git(&dest, &["rev-parse", "--abbrev-ref", "HEAD"]), "HEAD");
     }
@@ -146,7 +164,10 @@ async fn fetch_refspecs_bring_extra_refs() {
     )
     .await
     .expect("clone");
-    assert_eq!(git(&dest, &["rev-parse", "refs/pulled/feature"]), fx.feature);
+    assert_eq!(
+        git(&dest, &["rev-parse", "refs/pulled/feature"]),
+        fx.feature
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -60,16 +60,7 @@ impl OssDriver {
     /// Argo's explicit empty objects `<root>/` and `<root>/<dir>/` for the directories leading
     /// to `key`, when `key` lies below the location's key; each written once.
     async fn write_markers(&self, key: &str) -> Result<()> {
-        let Some(rel) = key.strip_prefix(&format!("{}/", self.root)) else {
-            return Ok(());
-        };
-        let mut dir = format!("{}/", self.root);
-        let mut wanted = vec![dir.clone()];
-        let parts: Vec<&str> = rel.split('/').collect();
-        for part in &parts[..parts.len() - 1] {
-            dir = format!("{dir}{part}/");
-            wanted.push(dir.clone());
-        }
+        let wanted = markers(&self.root, key);
         let new: Vec<String> = match self.markers.lock() {
             Ok(mut seen) => wanted
                 .into_iter()
@@ -84,6 +75,22 @@ impl OssDriver {
         }
         Ok(())
     }
+}
+
+/// The directory markers leading to `key` below `root`, outermost first; none when `key` is
+/// not below `root/`.
+fn markers(root: &str, key: &str) -> Vec<String> {
+    let Some(rel) = key.strip_prefix(&format!("{root}/")) else {
+        return Vec::new();
+    };
+    let mut dir = format!("{root}/");
+    let mut out = vec![dir.clone()];
+    let parts: Vec<&str> = rel.split('/').collect();
+    for part in &parts[..parts.len() - 1] {
+        dir = format!("{dir}{part}/");
+        out.push(dir.clone());
+    }
+    out
 }
 
 #[async_trait]
@@ -146,5 +153,24 @@ impl Driver for OssDriver {
 
     async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<PartReceipt>> {
         self.s3.list_parts(key, upload_id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::markers;
+
+    #[test]
+    fn markers_are_argos_directory_objects() {
+        assert_eq!(
+            markers("wf/out", "wf/out/sub/deeper/c.txt"),
+            vec!["wf/out/", "wf/out/sub/", "wf/out/sub/deeper/"]
+        );
+        assert_eq!(markers("wf/out", "wf/out/a.txt"), vec!["wf/out/"]);
+        assert!(
+            markers("wf/out", "wf/out").is_empty(),
+            "a single file has none"
+        );
+        assert!(markers("wf/out", "wf/outer/a.txt").is_empty());
     }
 }
