@@ -2,6 +2,8 @@
 //! clone with its `.git`, depth, single branch, revision checkout, fetch refspecs, submodules,
 //! basic auth, and the typed errors (save, delete, single branch without a branch).
 
+#![cfg(feature = "git")]
+
 mod support;
 
 use std::path::Path;

@@ -4,6 +4,8 @@
 //! errors; then what is HTTP's own: headers, basic auth, OAuth2, redirects, and mutual TLS
 //! through the real binary.
 
+#![cfg(feature = "http")]
+
 mod support;
 
 use std::sync::Arc;
@@ -231,13 +233,14 @@ async fn a_refused_connection_is_a_transient_network_error() {
         l.local_addr().expect("addr").port()
     };
     let loc = location(json!({"http": {"url": format!("http://127.0.0.1:{port}/x")}}));
-    // The bare driver stack, so the error is seen before retries run out.
+    // Through the whole stack: transient, so retried with the executor backoff, then reported.
     let driver = storage::open(&loc, &Secrets::new(pod.roots()))
         .await
         .expect("open");
     let e = driver.head("x").await.expect_err("refused");
     assert_eq!(e.kind(), Some(storage::ErrorKind::Network), "{e}");
     assert!(e.to_string().starts_with("GET http://127.0.0.1:"), "{e}");
+    assert!(e.to_string().contains("gave up after 5 attempts"), "{e}");
 }
 
 // ---- unsupported operations ---------------------------------------------------------------

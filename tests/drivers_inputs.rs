@@ -3,6 +3,8 @@
 //! (contract section 8); and the kinds that cannot be saved or are not supported yet (raw and
 //! git outputs, HDFS, plugins) fail with a clear message in the termination log.
 
+#![cfg(all(feature = "http", feature = "git"))]
+
 mod support;
 
 use std::os::unix::fs::PermissionsExt;

@@ -17,8 +17,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use tokio::io::AsyncWriteExt;
 
-/// The `git` program the fixtures and the CGI bridge use.
+/// The `git` program the fixtures and the CGI bridge use: `ARGOEXEC_TEST_GIT` (set by
+/// scripts/setup-test-tools.sh), else the first on the PATH.
 pub fn git_program() -> PathBuf {
+    if let Some(p) = std::env::var_os("ARGOEXEC_TEST_GIT").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|p| p.join("git"))

@@ -262,7 +262,15 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
     {
         return reply(StatusCode::BAD_REQUEST, "missing header");
     }
-    if let Some(to) = state.redirects.lock().expect("redirects").get(&path) {
+    let redirect = state
+        .redirects
+        .lock()
+        .expect("redirects")
+        .get(&path)
+        .cloned();
+    if let Some(to) = redirect {
+        // Read the upload first: hyper's client may lose an answer sent before the body is.
+        let _ = req.into_body().collect().await;
         let mut res = reply(StatusCode::TEMPORARY_REDIRECT, "");
         res.headers_mut()
             .insert("location", to.parse().expect("header"));
