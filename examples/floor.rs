@@ -7,7 +7,9 @@
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use futures::{StreamExt, TryStreamExt};
@@ -28,7 +30,13 @@ async fn main() -> Result<(), Error> {
         .force_path_style(true)
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-        .credentials_provider(Credentials::new(env("AWS_ACCESS_KEY_ID")?, env("AWS_SECRET_ACCESS_KEY")?, None, None, "floor"))
+        .credentials_provider(Credentials::new(
+            env("AWS_ACCESS_KEY_ID")?,
+            env("AWS_SECRET_ACCESS_KEY")?,
+            None,
+            None,
+            "floor",
+        ))
         .build();
     let client = aws_sdk_s3::Client::from_conf(conf);
     let bucket = env("FLOOR_BUCKET")?;
@@ -41,14 +49,24 @@ async fn main() -> Result<(), Error> {
 
 async fn up(client: &aws_sdk_s3::Client, bucket: &str, file: &str, key: &str) -> Result<(), Error> {
     let size = std::fs::metadata(file)?.len();
-    let id = client.create_multipart_upload().bucket(bucket).key(key).send().await?;
+    let id = client
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await?;
     let id = id.upload_id().ok_or("no upload id")?.to_string();
     let parts: Vec<CompletedPart> = futures::stream::iter(0..size.div_ceil(PART))
         .map(|i| {
             let (id, file) = (id.clone(), file.to_string());
             async move {
                 let len = PART.min(size - i * PART);
-                let body = ByteStream::read_from().path(&file).offset(i * PART).length(Length::Exact(len)).build().await?;
+                let body = ByteStream::read_from()
+                    .path(&file)
+                    .offset(i * PART)
+                    .length(Length::Exact(len))
+                    .build()
+                    .await?;
                 let out = client
                     .upload_part()
                     .bucket(bucket)
@@ -60,7 +78,12 @@ async fn up(client: &aws_sdk_s3::Client, bucket: &str, file: &str, key: &str) ->
                     .disable_payload_signing()
                     .send()
                     .await?;
-                Ok::<_, Error>(CompletedPart::builder().part_number(i as i32 + 1).set_e_tag(out.e_tag().map(str::to_string)).build())
+                Ok::<_, Error>(
+                    CompletedPart::builder()
+                        .part_number(i as i32 + 1)
+                        .set_e_tag(out.e_tag().map(str::to_string))
+                        .build(),
+                )
             }
         })
         .buffered(IN_FLIGHT)
@@ -71,14 +94,30 @@ async fn up(client: &aws_sdk_s3::Client, bucket: &str, file: &str, key: &str) ->
         .bucket(bucket)
         .key(key)
         .upload_id(&id)
-        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
         .send()
         .await?;
     Ok(())
 }
 
-async fn down(client: &aws_sdk_s3::Client, bucket: &str, key: &str, file: &str) -> Result<(), Error> {
-    let size = client.head_object().bucket(bucket).key(key).send().await?.content_length().unwrap_or(0) as u64;
+async fn down(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    file: &str,
+) -> Result<(), Error> {
+    let size = client
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await?
+        .content_length()
+        .unwrap_or(0) as u64;
     let out = Arc::new(std::fs::File::create(file)?);
     out.set_len(size)?;
     futures::stream::iter(0..size.div_ceil(PART))
@@ -86,7 +125,14 @@ async fn down(client: &aws_sdk_s3::Client, bucket: &str, key: &str, file: &str) 
             let out = Arc::clone(&out);
             async move {
                 let end = ((i + 1) * PART).min(size) - 1;
-                let mut body = client.get_object().bucket(bucket).key(key).range(format!("bytes={}-{end}", i * PART)).send().await?.body;
+                let mut body = client
+                    .get_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .range(format!("bytes={}-{end}", i * PART))
+                    .send()
+                    .await?
+                    .body;
                 let mut at = i * PART;
                 while let Some(chunk) = body.try_next().await? {
                     out.write_all_at(&chunk, at)?;

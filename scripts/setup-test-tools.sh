@@ -11,4 +11,11 @@ env_file=$tools/env.sh
 
 # (Servers are added here as drivers need them.)
 
+# git: builds the fixture repositories of the git driver tests and serves them over smart HTTP
+# (`git http-backend`). The executor itself never runs git.
+if ! command -v git >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq git >/dev/null
+fi
+echo "export ARGOEXEC_TEST_GIT=$(command -v git)" >>"$env_file.new"
+
 mv "$env_file.new" "$env_file"

@@ -23,6 +23,12 @@ use crate::model::{ArtifactLocation, LocationKind};
 
 pub mod buffer;
 mod error;
+#[cfg(feature = "git")]
+pub mod git;
+#[cfg(feature = "http")]
+pub mod http;
+pub mod input_only;
+pub mod oss;
 pub mod retry;
 pub mod s3;
 pub mod secrets;
@@ -30,6 +36,12 @@ pub mod verify;
 
 pub use error::{Error, ErrorKind, Result};
 pub use secrets::Secrets;
+
+/// Argo's text for deleting from a store that cannot (`common.ErrDeleteNotSupported`).
+pub const DELETE_NOT_SUPPORTED: &str = "delete not supported for this artifact storage, please check the following issue for details: https://github.com/argoproj/argo-workflows/issues/3102";
+
+/// Argo's text for listing a store that cannot.
+pub const LIST_NOT_SUPPORTED: &str = "ListObjects is currently not supported for this artifact type, but it will be in a future version";
 
 /// A stream of object bytes.
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;
@@ -157,6 +169,12 @@ pub trait Driver: Send + Sync + Debug {
     /// Size and metadata of `key`; [`Error::NotFound`] if absent.
     async fn head(&self, key: &str) -> Result<ObjectMeta>;
 
+    /// Whether [`Driver::get`] can serve byte ranges of `key`, as learnt by the [`Driver::head`]
+    /// before it. Object stores always can; an HTTP server says so in its answer.
+    fn serves_ranges(&self, _key: &str) -> bool {
+        true
+    }
+
     /// Streams `key`, or the byte `range` of it.
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetStream>;
 
@@ -273,13 +291,50 @@ pub async fn open(location: &ArtifactLocation, secrets: &Secrets) -> Result<Arc<
     let kind = location
         .kind()
         .ok_or_else(|| Error::config(crate::contract::STORAGE_NOT_CONFIGURED))?;
+    let missing = || Error::config(format!("no {kind} location"));
     let backend: Arc<dyn Driver> = match kind {
         LocationKind::S3 => {
-            let loc = location
-                .s3
+            Arc::new(s3::S3Driver::new(location.s3.as_ref().ok_or_else(missing)?, secrets).await?)
+        }
+        LocationKind::Oss => Arc::new(
+            oss::OssDriver::new(location.oss.as_ref().ok_or_else(missing)?, secrets).await?,
+        ),
+        #[cfg(feature = "http")]
+        LocationKind::Http => Arc::new(http::HttpDriver::http(
+            location.http.as_ref().ok_or_else(missing)?,
+            secrets,
+        )?),
+        #[cfg(feature = "http")]
+        LocationKind::Artifactory => Arc::new(http::HttpDriver::artifactory(
+            location.artifactory.as_ref().ok_or_else(missing)?,
+            secrets,
+        )?),
+        #[cfg(not(feature = "http"))]
+        LocationKind::Http | LocationKind::Artifactory => {
+            return Err(Error::not_supported(
+                "storage",
+                format!("this argoexec was built without {kind} artifacts (cargo feature `http`)"),
+            ));
+        }
+        LocationKind::Raw => Arc::new(input_only::InputOnly::RAW),
+        LocationKind::Git => Arc::new(input_only::InputOnly::GIT),
+        LocationKind::Hdfs => {
+            let path = location.key().unwrap_or_default();
+            return Err(Error::not_supported(
+                "hdfs",
+                format!("HDFS artifacts (path {path:?}) are not supported yet by argoexec-rs"),
+            ));
+        }
+        LocationKind::Plugin => {
+            let name = location
+                .plugin
                 .as_ref()
-                .ok_or_else(|| Error::config("no s3 location"))?;
-            Arc::new(s3::S3Driver::new(loc, secrets).await?)
+                .map(|p| p.name.as_str())
+                .unwrap_or_default();
+            return Err(Error::not_supported(
+                "plugin",
+                format!("artifact plugins (plugin {name:?}) are not supported yet by argoexec-rs"),
+            ));
         }
         other => {
             return Err(Error::not_supported(

@@ -173,6 +173,10 @@ impl Driver for Retrying {
             .await
     }
 
+    fn serves_ranges(&self, key: &str) -> bool {
+        self.inner.serves_ranges(key)
+    }
+
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetStream> {
         self.backoff
             .run("get", &self.retries, || self.inner.get(key, range.clone()))

@@ -75,6 +75,10 @@ impl Driver for Verified {
         self.inner.head(key).await
     }
 
+    fn serves_ranges(&self, key: &str) -> bool {
+        self.inner.serves_ranges(key)
+    }
+
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetStream> {
         self.inner.get(key, range).await
     }

@@ -21,7 +21,9 @@ use super::budget::{Budget, Permit};
 use super::config::TransferConfig;
 use crate::storage::{self, ByteStream, Driver, ObjectMeta};
 
-/// Downloaded bytes, holding their share of the budget until they are read.
+/// Downloaded bytes, holding their share of the budget until they are dropped. A consumer
+/// must drop each chunk once it has used it: holding more chunks than the budget allows
+/// stops the stream (that is the memory bound working).
 #[derive(Debug)]
 pub struct Chunk {
     pub bytes: Bytes,
@@ -65,7 +67,7 @@ pub async fn open(
     let meta = driver.head(key).await?;
     let expected = meta.crc32c;
     let described = format!("{}/{key}", driver.describe());
-    if meta.size <= cfg.download_chunk || cfg.concurrency <= 1 {
+    if meta.size <= cfg.download_chunk || cfg.concurrency <= 1 || !driver.serves_ranges(key) {
         let stream = driver.get(key, None).await?;
         return Ok((meta, verified(chunks(stream.body), expected, described)));
     }

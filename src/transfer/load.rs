@@ -110,6 +110,7 @@ impl<'a> Loader<'a> {
                 .await
                 .map(|()| size)
             }
+            Some(LocationKind::Git) => clone_git(&location, self.secrets, &dest).await,
             _ => {
                 let driver = storage::open(&location, self.secrets).await?;
                 let key = location.key().unwrap_or_default();
@@ -165,9 +166,11 @@ impl<'a> Loader<'a> {
                 place_stream(body, dest, strategy, self.config.max_unpacked_bytes).await?;
                 Ok(meta.size)
             }
-            Err(e) if e.is_not_found() => match self.fetch_dir(&driver, key, dest).await? {
-                Some(n) => Ok(n),
-                None => Err(e),
+            // A store that cannot list (HTTP) has no directories: the key is simply absent.
+            Err(e) if e.is_not_found() => match self.fetch_dir(&driver, key, dest).await {
+                Ok(Some(n)) => Ok(n),
+                Ok(None) | Err(Error::Storage(storage::Error::NotSupported { .. })) => Err(e),
+                Err(other) => Err(other),
             },
             Err(e) => Err(e),
         }
@@ -207,6 +210,34 @@ impl<'a> Loader<'a> {
             .await?;
         fs::rename(&tmp, dest).map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))?;
         Ok(Some(total))
+    }
+}
+
+/// A git input: cloned into `<dest>.tmp`, then renamed into place (a directory with its `.git`).
+async fn clone_git(
+    location: &crate::model::ArtifactLocation,
+    secrets: &Secrets,
+    dest: &Path,
+) -> Result<u64> {
+    let git = location
+        .git
+        .as_ref()
+        .ok_or_else(|| Error::Invalid("no git location".into()))?;
+    #[cfg(feature = "git")]
+    {
+        let tmp = with_suffix(dest, ".tmp");
+        let bytes = storage::git::clone_into(git, secrets, &tmp).await?;
+        fs::rename(&tmp, dest).map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))?;
+        Ok(bytes)
+    }
+    #[cfg(not(feature = "git"))]
+    {
+        let _ = (git, secrets, dest);
+        Err(storage::Error::not_supported(
+            "git",
+            "this argoexec was built without git artifacts (cargo feature `git`)",
+        )
+        .into())
     }
 }
 

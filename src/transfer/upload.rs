@@ -128,7 +128,7 @@ impl PartWriter {
                 last,
                 _permit: permit,
             }))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped"))?;
+            .map_err(|_| io::Error::other(UploadStopped))?;
         self.number += 1;
         Ok(())
     }
@@ -163,6 +163,24 @@ impl Write for PartWriter {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// What a producer's write fails with when the upload it feeds has stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("the upload stopped")]
+struct UploadStopped;
+
+fn is_upload_stopped(e: &io::Error) -> bool {
+    let mut cause = e
+        .get_ref()
+        .map(|inner| inner as &(dyn std::error::Error + 'static));
+    while let Some(err) = cause {
+        if err.is::<UploadStopped>() {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 /// Starts uploads against one shared budget.
@@ -275,8 +293,8 @@ impl Uploader {
             source: io::Error::other(e.to_string()),
         })?;
         match (produced, consumed) {
-            // The consumer gave up first; the producer only saw the pipe close.
-            (Err(e), Err(consumed)) if e.kind() == io::ErrorKind::BrokenPipe => Err(consumed),
+            // The producer stopped because the upload failed: the upload's error is the cause.
+            (Err(e), Err(cause)) if is_upload_stopped(&e) => Err(cause),
             // The producer's error explains a consumer that saw no last part.
             (Err(e), _) => Err(Error::Io {
                 context: "reading the source failed".into(),

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod fault_proxy;
+pub mod git_server;
+pub mod http_server;
 pub mod kube_server;
 pub mod s3_server;
 

@@ -69,37 +69,8 @@ impl Endpoint {
 /// an optional session token) > `roleARN` (STS AssumeRole) > `useSDKCreds` or nothing given
 /// (the AWS default chain: env, profile, web identity/IRSA, ECS, instance metadata).
 pub async fn client(loc: &S3Artifact, secrets: &Secrets) -> Result<aws_sdk_s3::Client> {
-    let endpoint = Endpoint::from_location(loc);
-    let region = Region::new(endpoint.region.clone());
-
-    let mut builder = aws_sdk_s3::config::Builder::new()
-        .behavior_version(BehaviorVersion::latest())
-        .region(region.clone())
-        .force_path_style(endpoint.path_style)
-        // Retries are ours (storage::retry), per request and typed.
-        .retry_config(RetryConfig::disabled())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .read_timeout(Duration::from_secs(60))
-                .build(),
-        )
-        .http_client(http_client(loc, secrets)?);
-
-    if let Some(url) = &endpoint.url {
-        builder = builder.endpoint_url(url);
-    }
-    if endpoint
-        .url
-        .as_deref()
-        .is_some_and(|u| !u.contains("amazonaws.com"))
-    {
-        // S3-compatible servers often reject the SDK's default aws-chunked CRC trailers; we send
-        // our own per-part CRC32C header instead (see storage::verify).
-        builder = builder
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
-    }
+    let region = Region::new(Endpoint::from_location(loc).region);
+    let mut builder = builder(loc, secrets)?;
 
     let access = secrets.read_opt(loc.access_key_secret.as_ref())?;
     let secret = secrets.read_opt(loc.secret_key_secret.as_ref())?;
@@ -142,6 +113,39 @@ pub async fn client(loc: &S3Artifact, secrets: &Secrets) -> Result<aws_sdk_s3::C
         }
     }
     Ok(aws_sdk_s3::Client::from_conf(builder.build()))
+}
+
+/// The client configuration of a location, credentials aside: endpoint, addressing, region,
+/// timeouts, TLS, and no SDK retries (ours are typed, in `storage::retry`).
+pub(crate) fn builder(loc: &S3Artifact, secrets: &Secrets) -> Result<aws_sdk_s3::config::Builder> {
+    let endpoint = Endpoint::from_location(loc);
+    let mut builder = aws_sdk_s3::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(endpoint.region.clone()))
+        .force_path_style(endpoint.path_style)
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .read_timeout(Duration::from_secs(60))
+                .build(),
+        )
+        .http_client(http_client(loc, secrets)?);
+    if let Some(url) = &endpoint.url {
+        builder = builder.endpoint_url(url);
+    }
+    if endpoint
+        .url
+        .as_deref()
+        .is_some_and(|u| !u.contains("amazonaws.com"))
+    {
+        // S3-compatible servers often reject the SDK's default aws-chunked CRC trailers; we send
+        // our own per-part CRC32C header instead (see storage::verify).
+        builder = builder
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+    }
+    Ok(builder)
 }
 
 /// The HTTPS client: rustls with aws-lc; `caSecret` replaces the trusted roots.

@@ -54,6 +54,31 @@ impl S3Driver {
     /// Connects to the location's bucket, creating it first when `createBucketIfNotPresent`
     /// asks (an existing bucket is fine).
     pub async fn new(loc: &S3Artifact, secrets: &Secrets) -> Result<Self> {
+        let encryption = Self::encryption(loc)?;
+        let client = config::client(loc, secrets)
+            .await
+            .map_err(|e| e.context("failed to create new S3 client"))?;
+        Self::connect(loc, client, encryption).await
+    }
+
+    /// As [`S3Driver::new`], with credentials the caller resolved (S3-compatible services with
+    /// their own credential rules, such as OSS).
+    pub(crate) async fn with_credentials(
+        loc: &S3Artifact,
+        secrets: &Secrets,
+        credentials: aws_sdk_s3::config::Credentials,
+    ) -> Result<Self> {
+        let encryption = Self::encryption(loc)?;
+        let client = aws_sdk_s3::Client::from_conf(
+            config::builder(loc, secrets)?
+                .credentials_provider(credentials)
+                .build(),
+        );
+        Self::connect(loc, client, encryption).await
+    }
+
+    /// The server-side encryption the location asks for.
+    fn encryption(loc: &S3Artifact) -> Result<Encryption> {
         if loc.bucket.is_empty() {
             return Err(Error::config("the S3 location has no bucket"));
         }
@@ -84,9 +109,14 @@ impl S3Driver {
                     .then(|| B64.encode(enc.kms_encryption_context.as_bytes())),
             },
         };
-        let client = config::client(loc, secrets)
-            .await
-            .map_err(|e| e.context("failed to create new S3 client"))?;
+        Ok(encryption)
+    }
+
+    async fn connect(
+        loc: &S3Artifact,
+        client: aws_sdk_s3::Client,
+        encryption: Encryption,
+    ) -> Result<Self> {
         let endpoint = Endpoint::from_location(loc);
         let full_object_checksum =
             match std::env::var("ARGOEXEC_S3_FULL_OBJECT_CHECKSUM").as_deref() {
