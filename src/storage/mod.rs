@@ -21,7 +21,11 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::model::{ArtifactLocation, LocationKind};
 
+#[cfg(feature = "azure")]
+pub mod azure;
 mod error;
+#[cfg(feature = "gcs")]
+pub mod gcs;
 pub mod retry;
 pub mod s3;
 pub mod secrets;
@@ -260,6 +264,22 @@ pub async fn open(location: &ArtifactLocation, secrets: &Secrets) -> Result<Arc<
                 .as_ref()
                 .ok_or_else(|| Error::config("no s3 location"))?;
             Arc::new(s3::S3Driver::new(loc, secrets).await?)
+        }
+        #[cfg(feature = "gcs")]
+        LocationKind::Gcs => {
+            let loc = location
+                .gcs
+                .as_ref()
+                .ok_or_else(|| Error::config("no gcs location"))?;
+            Arc::new(gcs::GcsDriver::new(loc, secrets).await?)
+        }
+        #[cfg(feature = "azure")]
+        LocationKind::Azure => {
+            let loc = location
+                .azure
+                .as_ref()
+                .ok_or_else(|| Error::config("no azure location"))?;
+            Arc::new(azure::AzureDriver::new(loc, secrets).await?)
         }
         other => {
             return Err(Error::not_supported(

@@ -2,6 +2,12 @@
 //! real `argoexec` binary as a child process.
 #![allow(dead_code)]
 
+#[cfg(feature = "azure")]
+pub mod azure_server;
+pub mod conformance;
+#[cfg(feature = "gcs")]
+pub mod gcs_server;
+pub mod process;
 pub mod s3_server;
 
 use std::path::{Path, PathBuf};
@@ -186,7 +192,14 @@ impl TestPod {
 
     /// Runs `init` with `template` in ARGO_TEMPLATE.
     pub async fn init(&self, template: &Value) -> Output {
+        self.init_with(template, &[]).await
+    }
+
+    /// Runs `init` with `template` in ARGO_TEMPLATE and more environment.
+    pub async fn init_with(&self, template: &Value, env: &[(&str, &str)]) -> Output {
         let t = template.to_string();
+        let mut env = env.to_vec();
+        env.push(("ARGO_TEMPLATE", &t));
         self.argoexec(
             &[
                 "init",
@@ -197,7 +210,7 @@ impl TestPod {
                 "--gloglevel",
                 "0",
             ],
-            &[("ARGO_TEMPLATE", &t)],
+            &env,
         )
         .await
     }
