@@ -58,7 +58,8 @@ impl JsonApi {
         url
     }
 
-    async fn send(&self, method: Method, url: Url, key: &str) -> Result<reqwest::Response> {
+    /// A request with the credentials' headers.
+    pub async fn request(&self, method: Method, url: &str) -> Result<reqwest::RequestBuilder> {
         let headers = match self.credentials.headers(http::Extensions::new()).await {
             Ok(CacheableResource::New { data, .. }) => data,
             Ok(CacheableResource::NotModified) => http::HeaderMap::new(),
@@ -75,9 +76,12 @@ impl JsonApi {
                 ));
             }
         };
-        self.http
-            .request(method, url)
-            .headers(headers)
+        Ok(self.http.request(method, url).headers(headers))
+    }
+
+    async fn send(&self, method: Method, url: Url, key: &str) -> Result<reqwest::Response> {
+        self.request(method, url.as_str())
+            .await?
             .send()
             .await
             .map_err(|e| from_http(e, key))
@@ -103,6 +107,20 @@ impl JsonApi {
                 format!("{key}: unexpected answer from GCS: {e}"),
             )
         })
+    }
+
+    /// Where resumable upload sessions for `name` are started.
+    pub fn upload_url(&self, name: &str) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments
+                .pop_if_empty()
+                .extend(["upload", "storage", "v1", "b", &self.bucket, "o"]);
+        }
+        url.query_pairs_mut()
+            .append_pair("uploadType", "resumable")
+            .append_pair("name", name);
+        url
     }
 
     /// The metadata of one object.
@@ -154,6 +172,24 @@ impl JsonApi {
     }
 }
 
+/// An object resource as the JSON API returns it: its metadata and its CRC32C.
+pub fn parse_object(body: &[u8], key: &str) -> Result<(ObjectMeta, Option<u32>)> {
+    let object: Object = serde_json::from_slice(body).map_err(|e| {
+        Error::backend(
+            "gcs",
+            ErrorKind::Server,
+            format!("{key}: unexpected answer from GCS: {e}"),
+        )
+    })?;
+    let crc32c = object
+        .crc32c
+        .as_deref()
+        .and_then(|c| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, c).ok())
+        .and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok())
+        .map(u32::from_be_bytes);
+    Ok((object.into_meta(), crc32c))
+}
+
 /// The fields of an object resource the driver reads (`size` is a decimal string).
 #[derive(serde::Deserialize)]
 struct Object {
@@ -164,6 +200,9 @@ struct Object {
     etag: Option<String>,
     #[serde(default)]
     metadata: Option<BTreeMap<String, String>>,
+    /// Base64 of the big-endian CRC32C.
+    #[serde(default)]
+    crc32c: Option<String>,
 }
 
 impl Object {

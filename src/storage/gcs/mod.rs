@@ -1,14 +1,15 @@
 //! Google Cloud Storage on the official `google-cloud-storage` crate.
 //!
-//! Bytes move through the client library: ranged streaming reads (resumed by the library when
-//! a stream breaks) and uploads with CRC32C checked end to end. Metadata calls (head, list,
-//! delete) go to the same JSON API directly ([`json`]), because the library only offers them
-//! over gRPC.
+//! Reads go through the client library: ranged streaming reads, resumed by the library when a
+//! stream breaks. Small writes too (one request, checked by the service against their
+//! CRC32C). Large writes are resumable upload sessions spoken directly ([`resumable`]: the
+//! library's own sessions break on emulators), and metadata calls (head, list, delete) use the
+//! same JSON API ([`json`]): the library offers them only over gRPC.
 //!
-//! **Writes have no multipart upload.** A stream goes up as one resumable upload session: the
-//! library sends it in sequential chunks of [`GcsOptions::upload_chunk`] bytes, each kept in
-//! memory until the service has persisted it, so a broken connection resumes from the last
-//! persisted byte instead of starting over. The alternatives were weighed and rejected:
+//! **Writes have no multipart upload.** A stream goes up as one resumable session, in
+//! sequential chunks of [`GcsOptions::upload_chunk`] bytes, each kept in memory until the
+//! service has persisted it, so a broken connection resumes from the last persisted byte. The
+//! alternatives were weighed and rejected:
 //! * parallel chunks of one resumable session are impossible: the service takes them in order;
 //! * the XML API's multipart upload is not in the client library and no emulator speaks it;
 //! * composing parallel temporary objects (gsutil's "parallel composite uploads") leaves
@@ -18,19 +19,15 @@
 //! Object names are Go-`Clean`ed as in Argo (`a//b/` is stored as `a/b`); listing prefixes are
 //! used as given.
 
-use std::collections::VecDeque;
 use std::ops::Range;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder;
-use google_cloud_gax::retry_policy::{NeverRetry, RetryPolicyExt};
+use google_cloud_gax::retry_policy::NeverRetry;
 use google_cloud_storage::client::Storage;
 use google_cloud_storage::model_ext::ReadRange;
 use google_cloud_storage::read_resume_policy::{LimitedAttemptCount, Recommended};
-use google_cloud_storage::retry_policy::RetryableErrors;
-use google_cloud_storage::streaming_source::{SizeHint, StreamingSource};
 
 use super::{
     ByteStream, Driver, Error, GetStream, ListPage, ObjectMeta, PutOptions, Result, Secrets,
@@ -41,12 +38,13 @@ use crate::model::GcsArtifact;
 mod config;
 mod error;
 mod json;
+mod resumable;
 
 pub use config::{Endpoint, GcsOptions};
 use error::classify;
 
-/// Attempts of one resumable upload session (Argo's GCS backoff: 5 steps from 2 s, x2).
-const UPLOAD_ATTEMPTS: u32 = 5;
+/// Attempts to resume a broken read stream.
+const READ_ATTEMPTS: u32 = 5;
 
 /// One bucket of Google Cloud Storage.
 #[derive(Debug)]
@@ -79,11 +77,11 @@ impl GcsDriver {
             .with_endpoint(options.endpoint.url())
             .with_credentials(credentials.clone())
             // Each call is retried alone by storage::retry; resumable uploads, which cannot be
-            // replayed from the start, get the library's own in-session retries (put_stream).
+            // replayed from the start, retry inside their session (resumable.rs).
             .with_retry_policy(NeverRetry)
-            .with_read_resume_policy(LimitedAttemptCount::new(Recommended, UPLOAD_ATTEMPTS))
-            .with_resumable_upload_threshold(upload_chunk)
-            .with_resumable_upload_buffer_size(upload_chunk)
+            .with_read_resume_policy(LimitedAttemptCount::new(Recommended, READ_ATTEMPTS))
+            // Large writes never take the library's resumable path (see resumable.rs).
+            .with_resumable_upload_threshold(usize::MAX)
             .build()
             .await
             .map_err(|e| Error::config(format!("failed to create new GCS client: {e}")))?;
@@ -106,36 +104,6 @@ impl GcsDriver {
 /// Argo cleans GCS keys (`filepath.Clean`).
 fn object_name(key: &str) -> String {
     keys::clean(key)
-}
-
-/// A write of a stream: the bytes read ahead to tell small from large, then the rest.
-struct Upload {
-    ahead: VecDeque<Bytes>,
-    /// `get_mut` reaches the stream without locking; the mutex only makes the source `Sync`,
-    /// as the client library requires.
-    rest: std::sync::Mutex<ByteStream>,
-}
-
-impl StreamingSource for Upload {
-    type Error = Error;
-
-    async fn next(&mut self) -> Option<Result<Bytes>> {
-        if let Some(b) = self.ahead.pop_front() {
-            return Some(Ok(b));
-        }
-        match self.rest.get_mut() {
-            Ok(rest) => rest.next().await,
-            Err(_) => Some(Err(Error::backend(
-                "gcs",
-                super::ErrorKind::Request,
-                "the upload source was poisoned",
-            ))),
-        }
-    }
-
-    async fn size_hint(&self) -> Result<SizeHint> {
-        Ok(SizeHint::new())
-    }
 }
 
 #[async_trait]
@@ -198,13 +166,22 @@ impl Driver for GcsDriver {
         Ok(GetStream { meta, body })
     }
 
+    /// Objects under one chunk go up in a single request (checked against their CRC32C by the
+    /// service before it stores them); larger ones as a resumable upload.
     async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> Result<()> {
         let name = object_name(key);
+        if data.len() >= self.upload_chunk {
+            let body = futures::stream::once(async move { Ok(data) }).boxed();
+            resumable::Upload::start(&self.json, &name, self.upload_chunk, opts)
+                .await?
+                .send(body)
+                .await?;
+            return Ok(());
+        }
         let crc32c = crc32c::crc32c(&data);
         let mut request = self
             .client
             .write_object(self.bucket_path(), &name, data)
-            // The service checks the bytes against this before it stores them.
             .with_known_crc32c(crc32c)
             .set_metadata(opts.metadata.clone());
         if let Some(ct) = &opts.content_type {
@@ -217,57 +194,35 @@ impl Driver for GcsDriver {
         Ok(())
     }
 
-    /// Small streams (under one chunk) go up in a single request; larger ones as a resumable
-    /// upload session. A stream that ends with an error abandons the session: nothing is
-    /// stored.
+    /// Streams under one chunk go up in a single request, larger ones as a resumable upload
+    /// session ([`resumable`]). A stream that ends with an error stores nothing.
     async fn put_stream(&self, key: &str, mut body: ByteStream, opts: &PutOptions) -> Result<()> {
-        let name = object_name(key);
-        let mut ahead = VecDeque::new();
+        let mut ahead = Vec::new();
         let mut buffered = 0usize;
-        let mut ended = false;
         while buffered < self.upload_chunk {
             match body.try_next().await? {
                 Some(b) => {
                     buffered += b.len();
-                    ahead.push_back(b);
+                    ahead.push(b);
                 }
                 None => {
-                    ended = true;
-                    break;
+                    let data: Bytes = if ahead.len() == 1 {
+                        ahead.pop().unwrap_or_default()
+                    } else {
+                        ahead.concat().into()
+                    };
+                    return self.put(key, data, opts).await;
                 }
             }
         }
-        if ended {
-            let data: Bytes = if ahead.len() == 1 {
-                ahead.pop_front().unwrap_or_default()
-            } else {
-                ahead.into_iter().flatten().collect::<Vec<u8>>().into()
-            };
-            return self.put(key, data, opts).await;
-        }
-        let source = Upload {
-            ahead,
-            rest: std::sync::Mutex::new(body),
-        };
-        let backoff = ExponentialBackoffBuilder::new()
-            .with_initial_delay(std::time::Duration::from_secs(2))
-            .with_maximum_delay(std::time::Duration::from_secs(600))
-            .with_scaling(2.0)
-            .build()
-            .map_err(|e| Error::config(format!("GCS upload backoff: {e}")))?;
-        let mut request = self
-            .client
-            .write_object(self.bucket_path(), &name, source)
-            .set_metadata(opts.metadata.clone())
-            .with_retry_policy(RetryableErrors.with_attempt_limit(UPLOAD_ATTEMPTS))
-            .with_backoff_policy(backoff);
-        if let Some(ct) = &opts.content_type {
-            request = request.set_content_type(ct.clone());
-        }
-        request
-            .send_buffered()
-            .await
-            .map_err(|e| classify(e, &name))?;
+        let name = object_name(key);
+        let body = futures::stream::iter(ahead.into_iter().map(Ok))
+            .chain(body)
+            .boxed();
+        resumable::Upload::start(&self.json, &name, self.upload_chunk, opts)
+            .await?
+            .send(body)
+            .await?;
         Ok(())
     }
 
