@@ -7,7 +7,7 @@ mod support;
 
 use std::sync::Arc;
 
-use argoexec::storage::{Driver, Secrets, s3::S3Driver};
+use argoexec::storage::{Secrets, s3::S3Driver};
 use support::TestPod;
 use support::conformance::{self, Capabilities};
 
@@ -49,8 +49,8 @@ async fn s3_conforms() {
 mod gcs {
     use super::*;
     use argoexec::model::GcsArtifact;
-    use argoexec::storage::ErrorKind;
     use argoexec::storage::gcs::{Endpoint, GcsDriver, GcsOptions};
+    use argoexec::storage::{Driver, ErrorKind};
     use bytes::Bytes;
     use support::gcs_server::FakeGcs;
 
@@ -194,8 +194,8 @@ mod gcs {
 mod azure {
     use super::*;
     use argoexec::model::AzureArtifact;
-    use argoexec::storage::ErrorKind;
     use argoexec::storage::azure::{AzureDriver, AzureOptions};
+    use argoexec::storage::{Driver, ErrorKind};
     use bytes::Bytes;
     use support::azure_server::{ACCOUNT_KEY, Azurite, account_sas};
 

@@ -215,7 +215,7 @@ async fn check_missing_keys(d: &Arc<dyn Driver>, c: &Capabilities) {
         "{n}: head of a missing key is NotFound: {e:?}"
     );
     assert!(!e.is_transient(), "{n}: NotFound is not retried: {e:?}");
-    let e = d.get(&k, None).await.err().expect("get of a missing key");
+    let e = d.get(&k, None).await.expect_err("get of a missing key");
     assert!(
         e.is_not_found(),
         "{n}: get of a missing key is NotFound: {e:?}"
