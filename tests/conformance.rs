@@ -50,8 +50,11 @@ mod gcs {
     use super::*;
     use argoexec::model::GcsArtifact;
     use argoexec::storage::gcs::{Endpoint, GcsDriver, GcsOptions};
+    use argoexec::storage::retry::Backoff;
     use argoexec::storage::{Driver, ErrorKind};
     use bytes::Bytes;
+    use futures::StreamExt;
+    use support::fault_proxy::{FaultProxy, Faults};
     use support::gcs_server::FakeGcs;
 
     const BUCKET: &str = "argo-gcs";
@@ -62,6 +65,7 @@ mod gcs {
             // The smallest chunk GCS allows: a 1 MiB stream takes 4 resumable requests.
             upload_chunk: 256 * 1024,
             list_page_size: Some(2),
+            ..GcsOptions::default()
         }
     }
 
@@ -161,6 +165,56 @@ mod gcs {
             "{e}"
         );
         assert_ne!(e.kind(), Some(ErrorKind::Network));
+    }
+
+    /// A chunk that fails makes the upload ask the session what it has and go on from there.
+    /// fake-gcs-server answers that question (`Content-Range: bytes */*`) by finishing the
+    /// object with what it has, so here the end-to-end CRC32C must catch the short object: a
+    /// failed request never leaves silently corrupt data, and nothing stays under the key.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn gcs_a_failed_chunk_never_leaves_corrupt_data() {
+        let server = FakeGcs::start().await;
+        server.create_bucket(BUCKET).await;
+        let faults = Faults { refuse: [2].into() };
+        let proxy = FaultProxy::start(server.emulator_host(), faults).await;
+        let mut opts = options(proxy.url.clone());
+        opts.upload_backoff = Backoff {
+            steps: 5,
+            initial: std::time::Duration::from_millis(10),
+            factor: 2.0,
+            jitter: 0.0,
+            cap: std::time::Duration::from_millis(100),
+            deadline: None,
+        };
+        let loc = gcs_location(serde_json::json!({"bucket": BUCKET, "key": "k"}));
+        let driver = GcsDriver::with_options(&loc, &Secrets::default(), opts)
+            .await
+            .expect("gcs driver");
+        // Seven chunks of 256 KiB (the last one short).
+        let data = support::pseudo_random(6 * 256 * 1024 + 1000, 21);
+        let chunks: Vec<argoexec::storage::Result<Bytes>> = data
+            .chunks(100_000)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let result = driver
+            .put_stream(
+                "resumed.bin",
+                futures::stream::iter(chunks).boxed(),
+                &Default::default(),
+            )
+            .await;
+        match result {
+            // What GCS itself does: the session resumes and the object is complete.
+            Ok(()) => assert_eq!(server.get(BUCKET, "resumed.bin").await, Some(data)),
+            Err(e) => {
+                assert_eq!(e.kind(), Some(ErrorKind::Integrity), "{e}");
+                assert_eq!(server.get(BUCKET, "resumed.bin").await, None, "cleaned up");
+            }
+        }
+        assert!(
+            proxy.puts.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+            "the failure was injected"
+        );
     }
 
     /// A throwaway service-account key with a fresh RSA key (made by openssl).

@@ -6,6 +6,8 @@
 pub mod azure_server;
 pub mod conformance;
 #[cfg(feature = "gcs")]
+pub mod fault_proxy;
+#[cfg(feature = "gcs")]
 pub mod gcs_server;
 pub mod process;
 pub mod s3_server;

@@ -4,6 +4,7 @@
 use google_cloud_auth::credentials::{self, Credentials};
 
 use crate::model::GcsArtifact;
+use crate::storage::retry::Backoff;
 use crate::storage::{Error, Result, Secrets};
 
 const GOOGLE_ENDPOINT: &str = "https://storage.googleapis.com";
@@ -49,7 +50,7 @@ impl Endpoint {
 
 /// How the driver talks to GCS. The defaults suit production; tests lower the sizes so small
 /// objects exercise the same code paths as large ones.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GcsOptions {
     pub endpoint: Endpoint,
     /// Bytes a resumable upload sends per request, and so holds in memory per upload
@@ -57,6 +58,20 @@ pub struct GcsOptions {
     pub upload_chunk: usize,
     /// Objects per listing page; `None` = the service's default (1,000).
     pub list_page_size: Option<u32>,
+    /// How a failed request of a resumable upload is retried (within its session).
+    pub upload_backoff: Backoff,
+}
+
+/// Argo's GCS backoff: 5 attempts, 2 s, x2, jitter 0.1, at most 10 minutes apart.
+fn argo_backoff() -> Backoff {
+    Backoff {
+        steps: 5,
+        initial: std::time::Duration::from_secs(2),
+        factor: 2.0,
+        jitter: 0.1,
+        cap: std::time::Duration::from_secs(600),
+        deadline: None,
+    }
 }
 
 impl Default for GcsOptions {
@@ -65,6 +80,7 @@ impl Default for GcsOptions {
             endpoint: Endpoint::Google,
             upload_chunk: DEFAULT_UPLOAD_CHUNK,
             list_page_size: None,
+            upload_backoff: argo_backoff(),
         }
     }
 }
@@ -80,7 +96,7 @@ impl GcsOptions {
         Self {
             endpoint: Endpoint::from_env(),
             upload_chunk: chunk_mib.map_or(DEFAULT_UPLOAD_CHUNK, |m| m.min(1024) * MIB),
-            list_page_size: None,
+            ..Self::default()
         }
     }
 

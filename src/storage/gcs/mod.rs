@@ -53,6 +53,7 @@ pub struct GcsDriver {
     json: json::JsonApi,
     bucket: String,
     upload_chunk: usize,
+    upload_backoff: super::retry::Backoff,
     list_page_size: Option<u32>,
 }
 
@@ -91,8 +92,32 @@ impl GcsDriver {
             json,
             bucket: loc.bucket.clone(),
             upload_chunk,
+            upload_backoff: options.upload_backoff,
             list_page_size: options.list_page_size,
         })
+    }
+
+    /// Uploads `body` as `name` in a resumable session. An object the service finished with
+    /// other bytes than sent (a CRC32C mismatch) is deleted again: a failed upload leaves
+    /// nothing under the key.
+    async fn resumable(&self, name: &str, body: ByteStream, opts: &PutOptions) -> Result<()> {
+        let upload = resumable::Upload::start(
+            &self.json,
+            name,
+            self.upload_chunk,
+            &self.upload_backoff,
+            opts,
+        )
+        .await?;
+        match upload.send(body).await {
+            Err(e) if e.kind() == Some(super::ErrorKind::Integrity) => {
+                if let Err(cleanup) = self.json.delete(name).await {
+                    tracing::warn!(key = name, error = %cleanup, "could not delete a corrupt upload");
+                }
+                Err(e)
+            }
+            other => other.map(drop),
+        }
     }
 
     /// The bucket as the client library names it.
@@ -172,10 +197,7 @@ impl Driver for GcsDriver {
         let name = object_name(key);
         if data.len() >= self.upload_chunk {
             let body = futures::stream::once(async move { Ok(data) }).boxed();
-            resumable::Upload::start(&self.json, &name, self.upload_chunk, opts)
-                .await?
-                .send(body)
-                .await?;
+            self.resumable(&name, body, opts).await?;
             return Ok(());
         }
         let crc32c = crc32c::crc32c(&data);
@@ -219,10 +241,7 @@ impl Driver for GcsDriver {
         let body = futures::stream::iter(ahead.into_iter().map(Ok))
             .chain(body)
             .boxed();
-        resumable::Upload::start(&self.json, &name, self.upload_chunk, opts)
-            .await?
-            .send(body)
-            .await?;
+        self.resumable(&name, body, opts).await?;
         Ok(())
     }
 

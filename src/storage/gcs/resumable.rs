@@ -22,24 +22,11 @@
 use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt;
 use reqwest::Method;
-use std::time::Duration;
 
 use super::error::{from_http, from_response};
 use super::json::{JsonApi, parse_object};
 use crate::storage::retry::Backoff;
 use crate::storage::{ByteStream, Error, ErrorKind, PutOptions, Result};
-
-/// Argo's GCS backoff: 5 attempts, 2 s, x2, jitter 0.1, at most 10 minutes apart.
-fn backoff() -> Backoff {
-    Backoff {
-        steps: 5,
-        initial: Duration::from_secs(2),
-        factor: 2.0,
-        jitter: 0.1,
-        cap: Duration::from_secs(600),
-        deadline: None,
-    }
-}
 
 /// What the service said about a session.
 enum Progress {
@@ -54,16 +41,18 @@ pub struct Upload<'a> {
     api: &'a JsonApi,
     name: &'a str,
     chunk: usize,
+    backoff: &'a Backoff,
     session: String,
 }
 
 impl<'a> Upload<'a> {
     /// Starts a session for `name`, sending at most `chunk` bytes (a multiple of 256 KiB) per
-    /// request.
+    /// request and retrying failed requests per `backoff`.
     pub async fn start(
         api: &'a JsonApi,
         name: &'a str,
         chunk: usize,
+        backoff: &'a Backoff,
         opts: &PutOptions,
     ) -> Result<Upload<'a>> {
         let mut resource = serde_json::json!({ "name": name });
@@ -74,38 +63,41 @@ impl<'a> Upload<'a> {
             resource["metadata"] = serde_json::to_value(&opts.metadata).unwrap_or_default();
         }
         let url = api.upload_url(name);
-        let session = retrying(name, || async {
-            let response = api
-                .request(Method::POST, url.as_str())
-                .await?
-                .header("content-type", "application/json; charset=UTF-8")
-                .body(resource.to_string())
-                .send()
-                .await
-                .map_err(|e| from_http(e, name))?;
-            let status = response.status().as_u16();
-            if !(200..300).contains(&status) {
-                let body = response.bytes().await.unwrap_or_default();
-                return Err(refused(status, &body, name));
-            }
-            response
-                .headers()
-                .get("location")
-                .and_then(|l| l.to_str().ok())
-                .map(str::to_string)
-                .ok_or_else(|| {
-                    Error::backend(
-                        "gcs",
-                        ErrorKind::Server,
-                        format!("{name}: no upload session URL"),
-                    )
-                })
-        })
-        .await?;
+        let retries = std::sync::atomic::AtomicU64::new(0);
+        let session = backoff
+            .run(name, &retries, || async {
+                let response = api
+                    .request(Method::POST, url.as_str())
+                    .await?
+                    .header("content-type", "application/json; charset=UTF-8")
+                    .body(resource.to_string())
+                    .send()
+                    .await
+                    .map_err(|e| from_http(e, name))?;
+                let status = response.status().as_u16();
+                if !(200..300).contains(&status) {
+                    let body = response.bytes().await.unwrap_or_default();
+                    return Err(refused(status, &body, name));
+                }
+                response
+                    .headers()
+                    .get("location")
+                    .and_then(|l| l.to_str().ok())
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        Error::backend(
+                            "gcs",
+                            ErrorKind::Server,
+                            format!("{name}: no upload session URL"),
+                        )
+                    })
+            })
+            .await?;
         Ok(Self {
             api,
             name,
             chunk,
+            backoff,
             session,
         })
     }
@@ -181,9 +173,9 @@ impl<'a> Upload<'a> {
             let rest = chunk.slice((persisted - offset) as usize..);
             let outcome = self.put(persisted, rest, total, crc32c).await;
             let outcome = match outcome {
-                Err(e) if e.is_transient() && attempt + 1 < backoff().steps => {
+                Err(e) if e.is_transient() && attempt + 1 < self.backoff.steps => {
                     attempt += 1;
-                    let sleep = backoff().delay(attempt - 1);
+                    let sleep = self.backoff.delay(attempt - 1);
                     tracing::warn!(key = self.name, attempt, error = %e, ?sleep, "upload chunk failed, resuming");
                     tokio::time::sleep(sleep).await;
                     self.query(total).await
@@ -299,15 +291,4 @@ fn refused(status: u16, body: &[u8], name: &str) -> Error {
         );
     }
     from_response(status, body, name)
-}
-
-/// Runs `op` under the GCS backoff while it fails with transient errors.
-async fn retrying<T, F, Fut>(what: &str, mut op: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    backoff()
-        .run(what, &std::sync::atomic::AtomicU64::new(0), &mut op)
-        .await
 }
