@@ -54,6 +54,16 @@ pub struct GetStream {
     pub body: ByteStream,
 }
 
+impl GetStream {
+    /// A read of no bytes (an empty range) of an object described by `meta`.
+    pub fn empty(meta: ObjectMeta) -> Self {
+        Self {
+            meta,
+            body: futures::stream::empty().boxed(),
+        }
+    }
+}
+
 impl Debug for GetStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GetStream")

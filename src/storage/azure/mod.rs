@@ -237,11 +237,7 @@ impl Driver for AzureDriver {
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetStream> {
         if range.as_ref().is_some_and(|r| r.is_empty()) {
-            let meta = self.head(key).await?;
-            return Ok(GetStream {
-                meta,
-                body: futures::stream::empty().boxed(),
-            });
+            return Ok(GetStream::empty(self.head(key).await?));
         }
         // One request, streamed: the crate's parallel download is the pipeline's job here.
         let options = BlobClientDownloadOptions {

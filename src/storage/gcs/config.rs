@@ -117,11 +117,10 @@ pub fn credentials(
     endpoint: &Endpoint,
 ) -> Result<Credentials> {
     if let Some(key) = secrets.read_opt(loc.service_account_key_secret.as_ref())? {
+        // A syntax error names a line and column, never the content.
         let json: serde_json::Value = serde_json::from_str(key.expose()).map_err(|e| {
             Error::config(format!(
-                "the GCS service account key in {key} is not JSON: {}",
-                // serde's message names a line and column, never the content.
-                e
+                "the GCS service account key in {key} is not JSON: {e}"
             ))
         })?;
         return credentials::service_account::Builder::new(json)

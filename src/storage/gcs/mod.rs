@@ -148,11 +148,7 @@ impl Driver for GcsDriver {
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetStream> {
         let name = object_name(key);
         if range.as_ref().is_some_and(|r| r.is_empty()) {
-            let meta = self.head(key).await?;
-            return Ok(GetStream {
-                meta,
-                body: futures::stream::empty().boxed(),
-            });
+            return Ok(GetStream::empty(self.head(key).await?));
         }
         let mut request = self.client.read_object(self.bucket_path(), &name);
         if let Some(r) = &range {

@@ -197,11 +197,7 @@ impl Driver for S3Driver {
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetStream> {
         if range.as_ref().is_some_and(|r| r.is_empty()) {
-            let meta = self.head(key).await?;
-            return Ok(GetStream {
-                meta,
-                body: futures::stream::empty().boxed(),
-            });
+            return Ok(GetStream::empty(self.head(key).await?));
         }
         let out = self
             .client
