@@ -179,6 +179,33 @@ mod tests {
     }
 
     #[test]
+    fn sdk_credentials_need_https_and_keys_are_required_otherwise() {
+        let secrets = Secrets::default();
+        let loc = AzureArtifact {
+            endpoint: "http://127.0.0.1:10000/devstoreaccount1".into(),
+            container: "ctr".into(),
+            use_sdk_creds: true,
+            blob: "b".into(),
+            ..Default::default()
+        };
+        let Err(e) = container_client(&loc, &secrets) else {
+            panic!("a token credential over http must be refused");
+        };
+        assert!(e.to_string().contains("must use https"), "{e}");
+        let loc = AzureArtifact {
+            use_sdk_creds: false,
+            ..loc
+        };
+        let Err(e) = container_client(&loc, &secrets) else {
+            panic!("no key must be refused");
+        };
+        assert_eq!(
+            e.to_string(),
+            "accountKey secret is required for Azure Blob Storage if useSDKCreds is false"
+        );
+    }
+
+    #[test]
     fn sas_detection_matches_argos_expression() {
         assert!(is_sas("?sv=2022-11-02&sig=abc"));
         assert!(is_sas("sv=2022-11-02&ss=b&sig=abc"));
