@@ -121,6 +121,21 @@ mod gcs {
         assert_eq!(e.to_string(), "no results for key: wf/pod/missing");
     }
 
+    /// A read's 404 cannot tell a missing bucket from a missing key, but a listing can: so a
+    /// key-as-directory load (head, then list) fails on a missing bucket instead of skipping.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn gcs_a_missing_bucket_is_not_a_missing_key() {
+        let server = FakeGcs::start().await;
+        let loc = gcs_location(serde_json::json!({"bucket": "no-such-bucket", "key": "k"}));
+        let driver =
+            GcsDriver::with_options(&loc, &Secrets::default(), options(server.emulator_host()))
+                .await
+                .expect("gcs driver");
+        let e = driver.list("k/", None).await.expect_err("no bucket");
+        assert!(!e.is_not_found() && !e.is_transient(), "{e:?}");
+        assert_eq!(e.to_string(), "the bucket no-such-bucket does not exist");
+    }
+
     /// A service-account key from the secret is parsed and signs requests (locally, so the
     /// emulator accepts them); a broken key is a configuration error naming the secret only.
     #[tokio::test(flavor = "multi_thread")]

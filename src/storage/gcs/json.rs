@@ -151,7 +151,20 @@ impl JsonApi {
                 q.append_pair("maxResults", &n.to_string());
             }
         }
-        let listing: Listing = self.json(Method::GET, url, prefix).await?;
+        // A listing finds no object or some, never a missing key: its 404 is the bucket's. (A
+        // read's 404 cannot tell the two apart, so key-as-directory loads, which list next,
+        // still fail loudly on a missing bucket.)
+        let listing: Listing = self
+            .json(Method::GET, url, prefix)
+            .await
+            .map_err(|e| match e {
+                Error::NotFound { .. } => Error::backend(
+                    "gcs",
+                    ErrorKind::Request,
+                    format!("the bucket {} does not exist", self.bucket),
+                ),
+                other => other,
+            })?;
         Ok(ListPage {
             objects: listing.items.into_iter().map(Object::into_meta).collect(),
             next: listing.next_page_token.filter(|t| !t.is_empty()),
