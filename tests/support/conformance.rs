@@ -14,6 +14,22 @@
 //!
 //! Read-only drivers (`write: false`): the test seeds [`seed_objects`] through its server
 //! first; the suite then reads them and checks that every write is refused.
+//!
+//! A driver that can write but not list, delete or write in parts (plain HTTP PUT, say):
+//!
+//! ```ignore
+//! let caps = Capabilities {
+//!     multipart: false,
+//!     streaming_put: true,
+//!     list: false,
+//!     delete: false,
+//!     metadata: false,
+//!     verifiable_receipts: false,
+//!     ..Capabilities::object_store("http", 1 << 20)
+//! };
+//! conformance::run(Arc::new(driver), caps).await;
+//! conformance::check_unreachable(Arc::new(driver_on_a_closed_port)).await;
+//! ```
 
 use std::io::{Read, Write};
 use std::sync::Arc;
