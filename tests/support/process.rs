@@ -45,35 +45,42 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts `program` with `args(port)` on a free port and waits until `GET ready_path`
-    /// answers with any HTTP response, for at most 60 s. A server that exits, or never
-    /// answers, fails the test with its log.
+    /// answers with any HTTP response, for at most 60 s. A server that exits at once (another
+    /// process took the port first) is started again on another port, three times at most; one
+    /// that never answers fails the test with its log.
     pub async fn start(
         name: &str,
         program: &Path,
         args: impl Fn(u16) -> Vec<String>,
         ready_path: &str,
     ) -> Self {
-        let dir = tempfile::tempdir().expect("server dir");
-        let log = dir.path().join(format!("{name}.log"));
-        let port = free_port();
-        let out = std::fs::File::create(&log).expect("server log");
-        let err = out.try_clone().expect("server log");
-        let child = Command::new(program)
-            .args(args(port))
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}", program.display()));
-        let mut server = Self {
-            child,
-            port,
-            log,
-            _dir: dir,
-        };
-        server.wait_ready(name, ready_path).await;
-        server
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().expect("server dir");
+            let log = dir.path().join(format!("{name}.log"));
+            let port = free_port();
+            let out = std::fs::File::create(&log).expect("server log");
+            let err = out.try_clone().expect("server log");
+            let child = Command::new(program)
+                .args(args(port))
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}", program.display()));
+            let mut server = Self {
+                child,
+                port,
+                log,
+                _dir: dir,
+            };
+            match server.wait_ready(name, ready_path).await {
+                Ready::Answering => return server,
+                Ready::Exited(log) => last_log = log,
+            }
+        }
+        panic!("{name} exited at start three times:\n{last_log}");
     }
 
     pub fn url(&self) -> String {
@@ -86,7 +93,7 @@ impl ServerProcess {
         text[text.floor_char_boundary(start)..].to_string()
     }
 
-    async fn wait_ready(&mut self, name: &str, path: &str) {
+    async fn wait_ready(&mut self, name: &str, path: &str) -> Ready {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
@@ -95,10 +102,11 @@ impl ServerProcess {
         let deadline = Instant::now() + Duration::from_secs(60);
         for _ in 0..600 {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("{name} exited with {status}:\n{}", self.log_tail());
+                return Ready::Exited(format!("exit {status}\n{}", self.log_tail()));
             }
-            if client.get(&url).send().await.is_ok() {
-                return;
+            // Answering, and still ours: not another process that holds the port.
+            if client.get(&url).send().await.is_ok() && matches!(self.child.try_wait(), Ok(None)) {
+                return Ready::Answering;
             }
             if Instant::now() > deadline {
                 break;
@@ -110,6 +118,13 @@ impl ServerProcess {
             self.log_tail()
         );
     }
+}
+
+/// How a started server turned out.
+enum Ready {
+    Answering,
+    /// It exited; its log.
+    Exited(String),
 }
 
 impl Drop for ServerProcess {
