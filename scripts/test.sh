@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs the protocol servers the tests start
 # (into .work/tools, once), checks formatting, runs every test against real servers on
-# 127.0.0.1, then clippy with warnings denied. CI runs exactly this (.ci/run).
+# 127.0.0.1 (cargo-nextest: one process per test, each bounded in time by
+# .config/nextest.toml), the doctests, then clippy with warnings denied, with and without the
+# optional drivers. CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,5 +12,10 @@ scripts/setup-test-tools.sh
 . .work/tools/env.sh
 
 cargo fmt --all -- --check
-cargo test --locked
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
+cargo nextest run --locked --profile "${NEXTEST_PROFILE:-default}"
+cargo test --locked --doc
 cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --no-default-features --lib -- -D warnings

@@ -34,6 +34,8 @@ pub struct Rule {
     pub method: &'static str,
     pub path_contains: String,
     pub fault: Fault,
+    /// Matching requests to let through untouched before the fault starts.
+    pub skip: usize,
     /// How many more requests this rule applies to.
     pub times: usize,
 }
@@ -99,10 +101,23 @@ impl FaultProxy {
     }
 
     pub fn add(&self, method: &'static str, path_contains: &str, fault: Fault, times: usize) {
+        self.add_after(method, path_contains, 0, fault, times);
+    }
+
+    /// Like [`FaultProxy::add`], after letting `skip` matching requests through.
+    pub fn add_after(
+        &self,
+        method: &'static str,
+        path_contains: &str,
+        skip: usize,
+        fault: Fault,
+        times: usize,
+    ) {
         self.rules.lock().expect("rules").push(Rule {
             method,
             path_contains: path_contains.to_string(),
             fault,
+            skip,
             times,
         });
     }
@@ -193,9 +208,13 @@ async fn handle(
         rules
             .iter_mut()
             .find(|r| r.times > 0 && r.method == method && target.contains(&r.path_contains))
-            .map(|r| {
+            .and_then(|r| {
+                if r.skip > 0 {
+                    r.skip -= 1;
+                    return None;
+                }
                 r.times -= 1;
-                r.fault.clone()
+                Some(r.fault.clone())
             })
     };
     let record = |status: Option<u16>| {

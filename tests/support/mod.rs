@@ -2,10 +2,16 @@
 //! real `argoexec` binary as a child process.
 #![allow(dead_code)]
 
+#[cfg(feature = "azure")]
+pub mod azure_server;
+pub mod conformance;
 pub mod fault_proxy;
+#[cfg(feature = "gcs")]
+pub mod gcs_server;
 pub mod git_server;
 pub mod http_server;
 pub mod kube_server;
+pub mod process;
 pub mod s3_server;
 
 use std::path::{Path, PathBuf};
@@ -220,10 +226,17 @@ impl TestPod {
 
     /// Runs `init` with `template` in ARGO_TEMPLATE.
     pub async fn init(&self, template: &Value) -> Output {
+        self.init_with(template, &[]).await
+    }
+
+    /// Runs `init` with `template` in ARGO_TEMPLATE and more environment.
+    pub async fn init_with(&self, template: &Value, env: &[(&str, &str)]) -> Output {
         let t = template.to_string();
+        let mut env = env.to_vec();
+        env.push(("ARGO_TEMPLATE", &t));
         let mut args = vec!["init"];
         args.extend(LOG_OPTS);
-        self.argoexec(&args, &[("ARGO_TEMPLATE", &t)]).await
+        self.argoexec(&args, &env).await
     }
 
     /// Writes `/var/run/argo/template` and the main exit code, then runs `wait`.
