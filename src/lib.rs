@@ -16,8 +16,11 @@
 pub mod archive;
 pub mod commands;
 pub mod contract;
+pub mod gc;
 pub mod keys;
 pub mod model;
 pub mod report;
+pub mod repository;
 pub mod storage;
+pub mod stream;
 pub mod transfer;
