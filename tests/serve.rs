@@ -30,8 +30,11 @@ struct Served {
 
 impl Served {
     async fn start(pod: &TestPod, extra: &[&str]) -> Self {
-        let repo = write_repository(pod);
-        let repo = repo.to_string_lossy().into_owned();
+        Self::start_with(pod, &write_repository(pod), extra).await
+    }
+
+    async fn start_with(pod: &TestPod, repository: &std::path::Path, extra: &[&str]) -> Self {
+        let repo = repository.to_string_lossy().into_owned();
         let mut args = vec![
             "serve",
             "--repository",
@@ -63,10 +66,7 @@ impl Served {
             .next()
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no address in {first:?}"));
-        assert!(
-            first.starts_with("serving s3://argo-artifacts/art/"),
-            "{first}"
-        );
+        assert!(first.starts_with("serving s3://argo-artifacts/"), "{first}");
         let mut stderr = child.stderr.take().expect("stderr");
         let log = tokio::spawn(async move {
             let mut log = String::new();
@@ -93,13 +93,18 @@ impl Served {
     }
 }
 
+/// An `s3:` repository on the test server, as YAML, with the given key settings.
+fn s3_repository(pod: &TestPod, keys: &str) -> String {
+    format!(
+        "s3:\n  bucket: {BUCKET}\n  endpoint: {}\n  insecure: true\n  accessKeySecret: {{name: {SECRET_NAME}, key: accessKey}}\n  secretKeySecret: {{name: {SECRET_NAME}, key: secretKey}}\n  {keys}\n",
+        pod.s3_addr
+    )
+}
+
 /// The repository file: the shape of an `artifact-repositories` entry, as YAML.
 fn write_repository(pod: &TestPod) -> PathBuf {
     let path = pod.root.path().join("repository.yaml");
-    let yaml = format!(
-        "s3:\n  bucket: {BUCKET}\n  endpoint: {}\n  insecure: true\n  accessKeySecret: {{name: {SECRET_NAME}, key: accessKey}}\n  secretKeySecret: {{name: {SECRET_NAME}, key: secretKey}}\n  keyFormat: \"art/{{{{workflow.name}}}}/{{{{pod.name}}}}\"\n",
-        pod.s3_addr
-    );
+    let yaml = s3_repository(pod, "keyFormat: \"art/{{workflow.name}}/{{pod.name}}\"");
     std::fs::write(&path, yaml).expect("repository file");
     path
 }
@@ -397,6 +402,62 @@ async fn a_narrower_prefix_must_lie_inside_the_repository() {
     assert_eq!(out.status.code(), Some(64));
     assert!(
         pod.termination_log().contains("not a key prefix below"),
+        "{}",
+        pod.termination_log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_artifact_repositories_config_map_can_be_served() {
+    let pod = TestPod::new().await;
+    pod.put("team/wf/pod/a.txt", b"team".to_vec()).await;
+    pod.put("legacy/wf/pod/b.txt", b"legacy".to_vec()).await;
+    // `kubectl get configmap artifact-repositories -o yaml`, as a file: entries are YAML text.
+    let entry = |keys: &str| {
+        s3_repository(&pod, keys)
+            .lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let manifest = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: artifact-repositories\n  annotations:\n    workflows.argoproj.io/default-artifact-repository: team\ndata:\n  team: |\n{}\n  legacy: |\n{}\n",
+        entry("keyFormat: \"team/{{workflow.name}}/{{pod.name}}\""),
+        entry("keyPrefix: legacy"),
+    );
+    let path = pod.root.path().join("artifact-repositories.yaml");
+    std::fs::write(&path, manifest).expect("manifest");
+
+    // The annotated default entry.
+    let served = Served::start_with(&pod, &path, &[]).await;
+    let (status, _, body) = get(served.addr, "/artifacts/team/wf/pod/a.txt", &[]).await;
+    assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"team"[..]));
+    let (status, _, _) = get(served.addr, "/artifacts/legacy/wf/pod/b.txt", &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    served.stop().await;
+
+    // Another entry by `--key`: `keyPrefix` makes `legacy/` the served prefix.
+    let served = Served::start_with(&pod, &path, &["--key", "legacy"]).await;
+    let (status, _, body) = get(served.addr, "/artifacts/legacy/wf/pod/b.txt", &[]).await;
+    assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"legacy"[..]));
+    served.stop().await;
+
+    let out = pod
+        .argoexec(
+            &[
+                "serve",
+                "--repository",
+                &path.to_string_lossy(),
+                "--key",
+                "missing",
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        pod.termination_log()
+            .contains("failed to find any artifact repository"),
         "{}",
         pod.termination_log()
     );

@@ -21,12 +21,12 @@ use crate::report::ApiOptions;
 use crate::report::KubeClient;
 use crate::report::gc::{GcTask, GcTasks, ResultBatch, is_expired};
 
-/// Deletions in flight at once (default 16; each holds one request, a few KiB).
+/// Deletions in flight at once (default 16; about 60 KiB each: request and connection buffers).
 pub const ENV_CONCURRENCY: &str = "ARGOEXEC_GC_CONCURRENCY";
 /// Tasks per list page (default 1: a task can be as large as the API server's object limit,
-/// about 1.5 MiB of JSON, so a page costs up to a few MiB per task once decoded).
+/// about 1.5 MiB of JSON, and costs its text plus ~250 bytes per artifact while processed).
 pub const ENV_LIST_LIMIT: &str = "ARGOEXEC_GC_LIST_LIMIT";
-/// Results per status patch (default 1000, about 100 KiB of JSON).
+/// Results per status patch (default 1000; ~300 bytes per result held until patched).
 pub const ENV_PATCH_BATCH: &str = "ARGOEXEC_GC_PATCH_BATCH";
 
 /// How many times an expired listing is restarted from the beginning.
