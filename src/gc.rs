@@ -509,7 +509,7 @@ impl Deleter {
     async fn driver(&self, location: &ArtifactLocation) -> storage::Result<Arc<dyn Driver>> {
         let mut bucket = location.clone();
         bucket.set_key(String::new());
-        let identity = serde_json::to_string(&bucket).unwrap_or_default();
+        let identity = serde_json::to_string(&bucket).map_err(storage::Error::config)?;
         let cell = {
             let mut drivers = self.drivers.lock().await;
             if drivers.len() >= DRIVER_CACHE && !drivers.contains_key(&identity) {

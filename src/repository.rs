@@ -86,6 +86,9 @@ pub enum RepositoryError {
     /// A key pattern or location field has a variable that cannot be resolved.
     #[error("{0}")]
     Template(#[from] TemplateError),
+    /// A location that does not survive its own encoding (not expected of any valid one).
+    #[error("cannot substitute the variables of the location: {0}")]
+    Encoding(String),
     /// An artifact without a full location, and no archive location to complete it.
     #[error("template artifact location not set")]
     NoArchiveLocation,
@@ -326,10 +329,11 @@ enum Lookup {
 pub fn render_location(
     location: &ArtifactLocation,
     vars: &KeyVariables,
-) -> Result<ArtifactLocation, TemplateError> {
-    let mut value = serde_json::to_value(location).unwrap_or_default();
+) -> Result<ArtifactLocation, RepositoryError> {
+    let encoding = |e: serde_json::Error| RepositoryError::Encoding(e.to_string());
+    let mut value = serde_json::to_value(location).map_err(encoding)?;
     render_strings(&mut value, vars)?;
-    Ok(serde_json::from_value(value).unwrap_or_else(|_| location.clone()))
+    serde_json::from_value(value).map_err(encoding)
 }
 
 fn render_strings(value: &mut serde_json::Value, vars: &KeyVariables) -> Result<(), TemplateError> {
@@ -403,7 +407,7 @@ pub fn archive_location(
         .as_ref()
         .filter(|l| l.has_location())
     {
-        return Ok(Some(render_location(own, vars)?));
+        return render_location(own, vars).map(Some);
     }
     let archive_logs = effective_archive_logs(template, repository, workflow_archive_logs);
     let needed = archive_logs
@@ -420,7 +424,7 @@ pub fn archive_location(
         .and_then(ArtifactRepository::to_location)
         .unwrap_or_default();
     location.archive_logs = Some(archive_logs);
-    Ok(Some(render_location(&location, vars)?))
+    render_location(&location, vars).map(Some)
 }
 
 /// Where an artifact lives (Argo's `Relocate`): its own location when full; a key-only artifact

@@ -112,8 +112,10 @@ fn load_repository(args: &ServeArgs) -> Result<ArtifactRepository, CommandError>
     if value.get("kind").and_then(|k| k.as_str()) != Some("ConfigMap") {
         return ArtifactRepository::from_yaml(&text).map_err(|e| bad(&e));
     }
-    let strings = |field: &str| -> std::collections::BTreeMap<String, String> {
-        serde_json::from_value(value.get(field).cloned().unwrap_or_default()).unwrap_or_default()
+    let strings = |v: Option<&serde_json::Value>, what: &str| match v {
+        None | Some(serde_json::Value::Null) => Ok(Default::default()),
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| bad(&format!("the ConfigMap's {what}: {e}"))),
     };
     let name = value["metadata"]["name"].as_str().unwrap_or_default();
     let mut config_maps = ConfigMaps::default();
@@ -121,12 +123,8 @@ fn load_repository(args: &ServeArgs) -> Result<ArtifactRepository, CommandError>
         "",
         name,
         ConfigMapData {
-            data: strings("data"),
-            annotations: value["metadata"]
-                .get("annotations")
-                .cloned()
-                .and_then(|a| serde_json::from_value(a).ok())
-                .unwrap_or_default(),
+            data: strings(value.get("data"), "data")?,
+            annotations: strings(value["metadata"].get("annotations"), "annotations")?,
         },
     );
     let reference = ArtifactRepositoryRef {
