@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use hyper::Method;
 use serde_json::{Value, json};
-use support::kube_server::{Fault, KubeServer, MERGE_PATCH, Recorded};
-use support::{BUCKET, LOG_OPTS, TestPod, assert_ok};
+use support::kube_server::{Fault, MERGE_PATCH, PodWithApi, Recorded};
+use support::{BUCKET, LOG_OPTS, assert_ok};
 
 const GV: &str = "argoproj.io/v1alpha1";
 const PLURAL: &str = "workflowartifactgctasks";
@@ -23,24 +23,22 @@ const POD_HASH: &str = "2932315447";
 const GC_POD_LIMIT_KIB: u64 = 64 * 1024;
 const NOT_SUPPORTED: &str = "delete not supported for this artifact storage, please check the following issue for details: https://github.com/argoproj/argo-workflows/issues/3102";
 
-struct Setup {
-    pod: TestPod,
-    kube: KubeServer,
-    kubeconfig: String,
+async fn setup() -> PodWithApi {
+    PodWithApi::start(NS).await
 }
 
-async fn setup() -> Setup {
-    let pod = TestPod::new().await;
-    let kube = KubeServer::start().await;
-    let kubeconfig = kube
-        .kubeconfig(pod.root.path(), NS)
-        .to_string_lossy()
-        .into_owned();
-    Setup {
-        pod,
-        kube,
-        kubeconfig,
-    }
+/// Stores this pod's task number `index`, as the controller creates it.
+fn add_task(s: &PodWithApi, index: usize, nodes: Vec<(String, Option<Value>, Vec<Value>)>) {
+    s.kube.insert(
+        GV,
+        NS,
+        PLURAL,
+        task(
+            &format!("wf-artgc-wfcomp-{POD_HASH}-{index}"),
+            POD_HASH,
+            nodes,
+        ),
+    );
 }
 
 /// A GC task as the controller creates it: `<node>: {archiveLocation, artifacts}` per node.
@@ -69,7 +67,7 @@ fn task(name: &str, label: &str, nodes: Vec<(String, Option<Value>, Vec<Value>)>
 
 /// The GC pod's command line and environment (contract section 11): `ARGO_DEADLINE` is the
 /// pod's creation time, `ARGO_TEMPLATE` is `{}`.
-fn gc_command(s: &Setup, env: &[(&str, &str)]) -> tokio::process::Command {
+fn gc_command(s: &PodWithApi, env: &[(&str, &str)]) -> tokio::process::Command {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut args = vec!["artifact", "delete"];
     args.extend(LOG_OPTS);
@@ -331,49 +329,39 @@ async fn results_are_per_artifact_in_argos_shape() {
     let archive = s.pod.archive_location("wf/pod-1");
     let mut missing_bucket = s.pod.s3("whatever.tgz");
     missing_bucket["bucket"] = json!("no-such-bucket");
-    s.kube.insert(
-        GV,
-        NS,
-        PLURAL,
-        task(
-            &format!("wf-artgc-wfcomp-{POD_HASH}-0"),
-            POD_HASH,
-            vec![
-                (
-                    "wf-1".into(),
-                    Some(archive.clone()),
-                    vec![
-                        json!({"name": "tree", "s3": {"key": "dir/"}}),
-                        json!({"name": "single", "s3": {"key": "single.tgz"}}),
-                        json!({"name": "absent", "s3": {"key": "never/written.tgz"}}),
-                        json!({"name": "web", "http": {"url": "http://127.0.0.1:9/file"}}),
-                        json!({"name": "repo", "git": {"repo": "https://example.invalid/r.git"}}),
-                        json!({"name": "elsewhere", "s3": missing_bucket}),
-                    ],
-                ),
-                (
-                    "wf-2".into(),
-                    Some(archive),
-                    vec![json!({"name": "relocated", "s3": {"key": "wf/pod-2/relocated.tgz"}})],
-                ),
-            ],
-        ),
+    add_task(
+        &s,
+        0,
+        vec![
+            (
+                "wf-1".into(),
+                Some(archive.clone()),
+                vec![
+                    json!({"name": "tree", "s3": {"key": "dir/"}}),
+                    json!({"name": "single", "s3": {"key": "single.tgz"}}),
+                    json!({"name": "absent", "s3": {"key": "never/written.tgz"}}),
+                    json!({"name": "web", "http": {"url": "http://127.0.0.1:9/file"}}),
+                    json!({"name": "repo", "git": {"repo": "https://example.invalid/r.git"}}),
+                    json!({"name": "elsewhere", "s3": missing_bucket}),
+                ],
+            ),
+            (
+                "wf-2".into(),
+                Some(archive),
+                vec![json!({"name": "relocated", "s3": {"key": "wf/pod-2/relocated.tgz"}})],
+            ),
+        ],
     );
     // A second task, reached through a continue token that has expired once, and a status
     // patch that fails twice before the server takes it.
-    s.kube.insert(
-        GV,
-        NS,
-        PLURAL,
-        task(
-            &format!("wf-artgc-wfcomp-{POD_HASH}-1"),
-            POD_HASH,
-            vec![(
-                "wf-3".into(),
-                Some(s.pod.archive_location("wf/pod-3")),
-                vec![json!({"name": "late", "s3": {"key": "single.tgz"}})],
-            )],
-        ),
+    add_task(
+        &s,
+        1,
+        vec![(
+            "wf-3".into(),
+            Some(s.pod.archive_location("wf/pod-3")),
+            vec![json!({"name": "late", "s3": {"key": "single.tgz"}})],
+        )],
     );
     s.kube.expire_continue_tokens(1);
     s.kube.fail(Fault::on(Method::PATCH, 503, 2));
@@ -439,19 +427,14 @@ async fn results_are_per_artifact_in_argos_shape() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unlocatable_artifact_stops_the_command_with_exit_64() {
     let s = setup().await;
-    s.kube.insert(
-        GV,
-        NS,
-        PLURAL,
-        task(
-            &format!("wf-artgc-wfcomp-{POD_HASH}-0"),
-            POD_HASH,
-            vec![(
-                "wf-1".into(),
-                None,
-                vec![json!({"name": "orphan", "s3": {"key": "wf/pod/orphan.tgz"}})],
-            )],
-        ),
+    add_task(
+        &s,
+        0,
+        vec![(
+            "wf-1".into(),
+            None,
+            vec![json!({"name": "orphan", "s3": {"key": "wf/pod/orphan.tgz"}})],
+        )],
     );
     let (out, _) = run_measured(gc_command(&s, &[])).await;
     assert_eq!(out.status.code(), Some(64));
@@ -467,19 +450,14 @@ async fn storage_that_cannot_be_opened_stops_the_command() {
     let s = setup().await;
     let mut archive = s.pod.archive_location("wf/pod");
     archive["s3"]["accessKeySecret"]["name"] = json!("not-mounted");
-    s.kube.insert(
-        GV,
-        NS,
-        PLURAL,
-        task(
-            &format!("wf-artgc-wfcomp-{POD_HASH}-0"),
-            POD_HASH,
-            vec![(
-                "wf-1".into(),
-                Some(archive),
-                vec![json!({"name": "out", "s3": {"key": "wf/pod/out.tgz"}})],
-            )],
-        ),
+    add_task(
+        &s,
+        0,
+        vec![(
+            "wf-1".into(),
+            Some(archive),
+            vec![json!({"name": "out", "s3": {"key": "wf/pod/out.tgz"}})],
+        )],
     );
     let (out, _) = run_measured(gc_command(&s, &[])).await;
     assert_eq!(out.status.code(), Some(64));

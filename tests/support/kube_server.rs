@@ -180,6 +180,30 @@ impl KubeServer {
     }
 }
 
+/// A test pod with an API server, and a kubeconfig for it (in the pod's root) whose context
+/// namespace is `namespace`.
+pub struct PodWithApi {
+    pub pod: super::TestPod,
+    pub kube: KubeServer,
+    pub kubeconfig: String,
+}
+
+impl PodWithApi {
+    pub async fn start(namespace: &str) -> Self {
+        let pod = super::TestPod::new().await;
+        let kube = KubeServer::start().await;
+        let kubeconfig = kube
+            .kubeconfig(pod.root.path(), namespace)
+            .to_string_lossy()
+            .into_owned();
+        Self {
+            pod,
+            kube,
+            kubeconfig,
+        }
+    }
+}
+
 fn collection(group_version: &str, ns: &str, plural: &str) -> String {
     format!("{group_version}/namespaces/{ns}/{plural}")
 }
