@@ -77,7 +77,9 @@ measure() {
   local case=$1 tool=$2; shift 2
   local line t
   if [ $# -eq 1 ]; then line=$1; else line=$(printf '%q ' "$@"); fi
-  t=$( { /usr/bin/time -f "%e %M" bash -c "$line" >/dev/null 2>"$work/cmd.err"; } 2>&1 | tail -1) || { echo "FAILED: $case $tool"; cat "$work/cmd.err" "$work/ours.log" 2>/dev/null | tail -20; exit 1; }
+  /usr/bin/time -f "%e %M" -o "$work/time.out" bash -c "$line" >/dev/null 2>"$work/cmd.err" \
+    || { echo "FAILED: $case $tool"; cat "$work/cmd.err" "$work/ours.log" 2>/dev/null | tail -20; exit 1; }
+  t=$(tail -1 "$work/time.out")
   printf '%s\t%s\t%s\t%s\n' "$case" "$tool" ${t} >>"$results"
   printf '  %-28s %-34s %8ss %8s KiB\n' "$case" "$tool" ${t}
 }
