@@ -69,7 +69,7 @@ run() { # name command...
     local name=$1
     shift
     /usr/bin/time -v env ARGOEXEC_ROOT="$root" ARGO_POD_NAME=wf-1-main-123 ARGO_POD_UID=uid-1 \
-        ARGO_WORKFLOW_NAME=wf-1 ARGO_NODE_ID=wf-1-123 STORAGE_EMULATOR_HOST="http://127.0.0.1:$gcs_port" \
+        ARGO_WORKFLOW_NAME=wf-1 ARGO_NODE_ID=wf-1-123 ARGO_DEADLINE=0001-01-01T00:00:00Z STORAGE_EMULATOR_HOST="http://127.0.0.1:$gcs_port" \
         "$bin" "$@" --loglevel info --log-format text --gloglevel 0 >"$work/$name.out" 2>"$work/$name.err" ||
         { cat "$work/$name.err" >&2; exit 1; }
     printf '%-14s peak RSS %6d MiB  wall %s\n' "$name" \

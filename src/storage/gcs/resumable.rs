@@ -19,12 +19,13 @@
 //!   is asked what it persisted (`Content-Range: bytes */*`) and the upload goes on from there.
 //!   A stream that ends with an error abandons the session, and nothing is stored.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use futures::TryStreamExt;
 use reqwest::Method;
 
 use super::error::{from_http, from_response};
 use super::json::{JsonApi, parse_object};
+use crate::storage::buffer::Buffer;
 use crate::storage::retry::Backoff;
 use crate::storage::{ByteStream, Error, ErrorKind, PutOptions, Result};
 
@@ -109,9 +110,11 @@ impl<'a> Upload<'a> {
         // Bytes read from the stream but not yet in a chunk.
         let mut carry = Bytes::new();
         loop {
-            let mut buf = BytesMut::with_capacity(self.chunk);
+            // A mapping of its own, unmapped once the service has the chunk (see buffer.rs).
+            let mut buf = Buffer::with_capacity(self.chunk)
+                .map_err(|e| Error::io(format!("a {} byte upload chunk", self.chunk), e))?;
             let mut ended = false;
-            while buf.len() < self.chunk {
+            while buf.remaining() > 0 {
                 if carry.is_empty() {
                     match body.try_next().await? {
                         Some(b) => carry = b,
@@ -121,8 +124,8 @@ impl<'a> Upload<'a> {
                         }
                     }
                 }
-                let take = carry.len().min(self.chunk - buf.len());
-                buf.extend_from_slice(&carry.split_to(take));
+                let taken = buf.fill(&carry);
+                carry.advance(taken);
             }
             // A full chunk is the last only if nothing follows it.
             if !ended && carry.is_empty() {
