@@ -1,7 +1,9 @@
 //! The conformance suite (tests/support/conformance.rs) against every object store driver, each
 //! on a real server on 127.0.0.1: S3 on the in-process s3s-fs server, GCS on fake-gcs-server,
 //! Azure Blob on Azurite (both started by PID from the tools `scripts/setup-test-tools.sh`
-//! installs). Then what is particular to each backend.
+//! installs), OSS on s3s-fs through its own driver, HTTP and Artifactory on the test tree's HTTP
+//! server. Then what is particular to each backend. The input-only kinds (raw, git) have no
+//! driver to run it on: `tests/drivers_inputs.rs` runs them through `init`.
 
 mod support;
 
@@ -421,5 +423,93 @@ mod azure {
         assert_eq!(keys, ["dir/sub/file.txt"]);
         d.delete("dir").await.expect("delete dir");
         assert!(server.names(CONTAINER, "dir").await.is_empty());
+    }
+}
+
+/// OSS speaks S3's API: the suite runs against the same in-process s3s-fs server, through the
+/// OSS location and driver.
+#[tokio::test(flavor = "multi_thread")]
+async fn oss_conforms() {
+    use argoexec::storage::oss::OssDriver;
+    let pod = TestPod::new().await;
+    let secrets = Secrets::new(pod.roots());
+    let mut json = pod.s3("");
+    let loc = location(json.clone());
+    let driver = OssDriver::new(&loc, &secrets).await.expect("oss driver");
+    conformance::run(Arc::new(driver), Capabilities::object_store("oss", 5 * MIB)).await;
+
+    json["endpoint"] = closed_port_url().trim_start_matches("http://").into();
+    let loc = location(json);
+    let driver = OssDriver::new(&loc, &secrets).await.expect("oss driver");
+    conformance::check_unreachable(Arc::new(driver)).await;
+}
+
+/// HTTP and Artifactory: writes are streaming PUTs, reads are ranged when the server serves
+/// ranges; no listing, deleting or multipart (each a typed NotSupported).
+#[cfg(feature = "http")]
+mod http {
+    use super::*;
+    use argoexec::storage::http::HttpDriver;
+    use support::http_server::{HttpServer, Rules};
+
+    fn caps(name: &'static str) -> Capabilities {
+        Capabilities {
+            multipart: false,
+            streaming_put: true,
+            list: false,
+            delete: false,
+            metadata: false,
+            verifiable_receipts: false,
+            ..Capabilities::object_store(name, MIB)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn http_conforms() {
+        let pod = TestPod::new().await;
+        let secrets = Secrets::new(pod.roots());
+        let server = HttpServer::start(Rules {
+            ranges: true,
+            ..Rules::default()
+        })
+        .await;
+        let loc = location(serde_json::json!({"url": server.url("/conformance")}));
+        let driver = HttpDriver::http(&loc, &secrets).expect("http driver");
+        conformance::run(Arc::new(driver), caps("http")).await;
+
+        let loc = location(serde_json::json!({"url": format!("{}/x", closed_port_url())}));
+        let driver = HttpDriver::http(&loc, &secrets).expect("http driver");
+        conformance::check_unreachable(Arc::new(driver)).await;
+    }
+
+    /// Artifactory always sends basic auth; the server refuses any request without it. It
+    /// serves no ranges, so reads take the single-GET path.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn artifactory_conforms() {
+        use base64::Engine;
+        let pod = TestPod::new().await;
+        pod.write_secret("art", "user", "conformance");
+        pod.write_secret("art", "pass", "p4ss");
+        let secrets = Secrets::new(pod.roots());
+        let basic = base64::engine::general_purpose::STANDARD.encode("conformance:p4ss");
+        let server = HttpServer::start(Rules {
+            authorization: Some(format!("Basic {basic}")),
+            ..Rules::default()
+        })
+        .await;
+        let loc = location(serde_json::json!({
+            "url": server.url("/repo"),
+            "usernameSecret": {"name": "art", "key": "user"},
+            "passwordSecret": {"name": "art", "key": "pass"},
+        }));
+        let driver = HttpDriver::artifactory(&loc, &secrets).expect("artifactory driver");
+        conformance::run(
+            Arc::new(driver),
+            Capabilities {
+                ranged_get: false,
+                ..caps("artifactory")
+            },
+        )
+        .await;
     }
 }

@@ -308,9 +308,9 @@ impl Driver for HttpDriver {
                 let header = format!("bytes={}-{}", r.start, r.end - 1);
                 let res = self.send_get(key, Some(&header)).await?;
                 if res.status() != StatusCode::PARTIAL_CONTENT {
-                    return Err(Error::backend(
+                    // A whole body for a range: this server does not serve ranges.
+                    return Err(Error::not_supported(
                         self.name,
-                        ErrorKind::Request,
                         format!(
                             "the server answered {} to a request for bytes {}..{} of {key}",
                             res.status(),
