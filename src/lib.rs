@@ -12,6 +12,7 @@
 //! * [`transfer`]: the upload and download pipelines, and Argo's input/output artifact rules.
 //! * [`report`]: the Kubernetes client and the WorkflowTaskResult `wait` reports through.
 //! * [`commands`]: `init`, `wait`, `emissary`, `kill`, ...
+//! * [`telemetry`]: Argo-shaped log lines (text or JSON) and per-artifact transfer figures.
 
 pub mod archive;
 pub mod commands;
@@ -20,4 +21,5 @@ pub mod keys;
 pub mod model;
 pub mod report;
 pub mod storage;
+pub mod telemetry;
 pub mod transfer;
