@@ -17,7 +17,8 @@ if [ "$profile" = release ]; then
 else
   cargo build --profile "$profile" --bin argoexec --example s3-server
 fi
-dir=target/$([ "$profile" = dev ] && echo debug || echo "$profile")
+# Outputs live under the target triple .cargo/config.toml names (every binary is static).
+dir=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/$([ "$profile" = dev ] && echo debug || echo "$profile")
 bin=$PWD/$dir/argoexec
 server=$PWD/$dir/examples/s3-server
 
