@@ -71,13 +71,24 @@ pub fn parse_level(s: &str) -> Result<Level, LogSetupError> {
     }
 }
 
+/// The filter directive for `level`: `debug` is for our own lines only. Client libraries stay
+/// at info, because the AWS SDK prints credential identities (access key ids) at debug;
+/// `ARGOEXEC_LOG` overrides this for deliberate debugging of a library.
+pub fn filter_directive(level: Level) -> String {
+    if level == Level::DEBUG {
+        "info,argoexec=debug".to_string()
+    } else {
+        level.as_str().to_ascii_lowercase()
+    }
+}
+
 /// Installs the global subscriber: Argo-shaped lines on stderr at `level`, unless
 /// `ARGOEXEC_LOG` gives filter directives.
 pub fn init_logging(level: &str, format: &str) -> Result<(), LogSetupError> {
     let level = parse_level(level)?;
     let format: LogFormat = format.parse()?;
     let filter = tracing_subscriber::EnvFilter::try_from_env(ENV_FILTER)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.as_str()));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter_directive(level)));
     tracing_subscriber::registry()
         .with(filter)
         .with(ArgoLayer::new(format, std::io::stderr))
@@ -458,6 +469,8 @@ mod tests {
             parse_level("loud").expect_err("bad").to_string(),
             "invalid log level: loud"
         );
+        assert_eq!(filter_directive(Level::DEBUG), "info,argoexec=debug");
+        assert_eq!(filter_directive(Level::WARN), "warn");
         assert_eq!("JSON".parse::<LogFormat>().expect("fmt"), LogFormat::Json);
         assert_eq!(
             "yaml".parse::<LogFormat>().expect_err("bad").to_string(),
