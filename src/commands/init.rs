@@ -1,12 +1,11 @@
 //! `argoexec init`: copy the binary for the user containers, write the template, stage the
 //! script or manifest, load every input artifact.
 
-use std::fs;
 use std::path::PathBuf;
 
 use futures::StreamExt;
 
-use super::pod::{required_env, template_from_env, write_atomic};
+use super::pod::{copy_atomic, required_env, template_from_env, write_atomic};
 use super::{CommandError, Pod};
 use crate::contract::env;
 use crate::model::Template;
@@ -41,11 +40,10 @@ fn copy_binary(pod: &Pod) -> Result<(), CommandError> {
             .map_err(|e| CommandError::failed(format!("cannot find the argoexec binary: {e}")))?,
     };
     let dest = pod.roots.binary_copy();
-    let bytes = fs::read(&src)
-        .map_err(|e| CommandError::failed(format!("cannot read {}: {e}", src.display())))?;
-    write_atomic(&dest, &bytes, 0o555).map_err(|e| {
+    copy_atomic(&src, &dest, 0o555).map_err(|e| {
         CommandError::failed(format!(
-            "failed to copy the binary to {}: {e}",
+            "failed to copy the binary {} to {}: {e}",
+            src.display(),
             dest.display()
         ))
     })?;
