@@ -4,7 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use argoexec::model::{ArtifactLocation, LocationKind, Template};
+use argoexec::keys::template::KeyVariables;
+use argoexec::model::{ArtifactRepository, LocationKind, Template};
+use argoexec::repository::{
+    ConfigMapData, ConfigMaps, Resolver, archive_location, artifact_location,
+};
+use argoexec::transfer::TransferConfig;
 use serde_json::Value;
 
 fn deploy_dir() -> PathBuf {
@@ -95,44 +100,67 @@ fn the_controller_config_switches_the_executor_image() {
     assert!(executor["resources"]["limits"]["memory"].is_string());
 }
 
-/// The annotated default repository of `artifact-repositories`.
-fn default_repository(docs: &[Value]) -> ArtifactLocation {
+const NS: &str = "argo";
+
+/// The `artifact-repositories` ConfigMap, as repository resolution reads it.
+fn config_maps(docs: &[Value]) -> ConfigMaps {
     let repos = find(docs, "ConfigMap", "artifact-repositories");
-    let key = repos["metadata"]["annotations"]["workflows.argoproj.io/default-artifact-repository"]
-        .as_str()
-        .expect("the default repository annotation");
-    let repo = embedded(&repos["data"][key], key);
-    serde_json::from_value(repo).expect("the default repository reads as a location")
+    assert_eq!(repos["metadata"]["namespace"], NS);
+    let mut data = ConfigMapData::default();
+    for (key, text) in repos["data"].as_object().expect("data") {
+        data = data.with_entry(key.as_str(), text.as_str().expect("a string entry"));
+    }
+    for (name, value) in repos["metadata"]["annotations"]
+        .as_object()
+        .expect("annotations")
+    {
+        data = data.with_annotation(name.as_str(), value.as_str().expect("a string"));
+    }
+    let mut maps = ConfigMaps::default();
+    maps.insert(NS, "artifact-repositories", data);
+    maps
+}
+
+/// The repository a workflow without `artifactRepositoryRef` gets, resolved as the controller
+/// resolves it (no controller default: the ConfigMap's annotated entry must be found).
+fn default_repository(docs: &[Value]) -> ArtifactRepository {
+    let resolved = Resolver::new(NS, None)
+        .resolve(None, NS, &config_maps(docs))
+        .expect("the namespace default resolves");
+    assert_eq!(
+        resolved.to_string(),
+        "argo/artifact-repositories#s3-default"
+    );
+    resolved.artifact_repository.expect("the resolved entry")
 }
 
 #[test]
 fn the_default_repository_is_annotated_and_every_repository_reads() {
     let docs = all_documents();
     let default = default_repository(&docs);
-    assert_eq!(default.kind(), Some(LocationKind::S3));
-    let s3 = default.s3.as_ref().expect("s3");
-    assert_eq!(s3.bucket, "argo-artifacts");
-    let repos = find(&docs, "ConfigMap", "artifact-repositories");
-    for (name, text) in repos["data"].as_object().expect("data") {
-        let location: ArtifactLocation =
-            serde_json::from_value(embedded(text, name)).expect("a repository");
+    let s3 = default.s3.as_ref().expect("an s3 repository");
+    assert_eq!(s3.bucket.bucket, "argo-artifacts");
+    assert!(default.is_archive_logs());
+    for (name, text) in config_maps(&docs)
+        .get(NS, "artifact-repositories")
+        .expect("inserted")
+        .data
+        .iter()
+    {
+        let repo = ArtifactRepository::from_yaml(text)
+            .unwrap_or_else(|e| panic!("repository {name}: {e}"));
+        let location = repo.to_location().expect("a store");
         assert!(location.kind().is_some(), "repository {name} names a store");
-        let raw = embedded(text, name);
-        let store = raw
-            .as_object()
-            .expect("map")
-            .iter()
-            .find(|(k, _)| *k != "archiveLogs")
-            .expect("a store")
-            .1;
         assert!(
-            store["keyFormat"].is_string(),
-            "repository {name} keys by workflow and pod"
+            repo.key_pattern()
+                .is_some_and(|k| k.contains("{{workflow.name}}") && k.contains("{{pod.name}}")),
+            "repository {name} keys by workflow and pod: {:?}",
+            repo.key_pattern()
         );
     }
     // The credentials the default repository names exist, with the keys it names.
     let secret = find(&docs, "Secret", "argo-artifacts-s3");
-    for selector in [&s3.access_key_secret, &s3.secret_key_secret] {
+    for selector in [&s3.bucket.access_key_secret, &s3.bucket.secret_key_secret] {
         let selector = selector.as_ref().expect("secret selector");
         assert_eq!(selector.name, "argo-artifacts-s3");
         assert!(
@@ -171,8 +199,17 @@ fn workflow_templates_and_artifacts_read_as_the_executor_reads_them() {
     let default = default_repository(&docs);
     let templates = workflow_templates(&docs);
     assert!(templates.len() >= 6, "{}", templates.len());
+    let vars = KeyVariables {
+        workflow_name: "wf-abc".into(),
+        workflow_namespace: NS.into(),
+        pod_name: "wf-abc-step-1234".into(),
+        ..Default::default()
+    };
     let mut key_only = 0;
     for (name, _, template) in &templates {
+        // The archive location the controller gives this template's pod.
+        let archive = archive_location(template, Some(&default), None, &vars)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         for art in template
             .inputs
             .artifacts
@@ -180,12 +217,17 @@ fn workflow_templates_and_artifacts_read_as_the_executor_reads_them() {
             .chain(&template.outputs.artifacts)
         {
             assert!(!art.path.is_empty(), "{name}/{}: a path", art.name);
+            let placed = artifact_location(art, archive.as_ref())
+                .unwrap_or_else(|e| panic!("{name}/{}: {e}", art.name));
+            assert_eq!(placed.kind(), Some(LocationKind::S3), "{name}/{}", art.name);
             if art.location.has_location_or_key() && !art.location.has_location() {
-                // Key-only: placed in the default repository under exactly its key.
+                // Key-only: in the default repository under exactly its key.
                 key_only += 1;
-                let placed = art.relocated(Some(&default)).expect("relocates");
-                assert_eq!(placed.kind(), Some(LocationKind::S3), "{name}/{}", art.name);
                 assert_eq!(placed.key(), art.location.key(), "{name}/{}", art.name);
+                assert_eq!(
+                    placed.s3.as_ref().map(|s| s.bucket.as_str()),
+                    Some("argo-artifacts")
+                );
             }
         }
     }
@@ -238,21 +280,23 @@ fn mib(quantity: &Value) -> u64 {
     }
 }
 
-/// The env of a container in a podSpecPatch, as a number.
-fn env_number(container: &Value, name: &str) -> Option<u64> {
-    container["env"]
-        .as_array()?
-        .iter()
-        .find(|e| e["name"] == name)?["value"]
-        .as_str()?
-        .parse()
-        .ok()
+/// Peak RSS of the static release binary moving an artifact, less its transfer buffers
+/// (docs/operations.md, "Memory").
+const PROCESS_MIB: u64 = 24;
+
+/// The transfer settings a container of a podSpecPatch runs with: its env over the defaults.
+fn transfer_config(container: &Value) -> TransferConfig {
+    let env = container["env"].as_array().cloned().unwrap_or_default();
+    TransferConfig::from_lookup(|name| {
+        env.iter()
+            .find(|e| e["name"] == name)
+            .and_then(|e| e["value"].as_str())
+            .map(str::to_string)
+    })
 }
 
 #[test]
 fn pod_spec_patches_give_the_executor_its_buffers_and_headroom() {
-    // Measured on the release build (docs/operations.md): the process without buffers.
-    const BASE_MIB: u64 = 24;
     let docs = all_documents();
     let mut patched = 0;
     for (name, raw, _) in workflow_templates(&docs) {
@@ -260,10 +304,7 @@ fn pod_spec_patches_give_the_executor_its_buffers_and_headroom() {
             continue;
         };
         let patch = embedded(patch, &format!("{name} podSpecPatch"));
-        for (list, container, knob, extra) in [
-            ("containers", "wait", "ARGOEXEC_PART_SIZE_MIB", 1),
-            ("initContainers", "init", "ARGOEXEC_DOWNLOAD_CHUNK_MIB", 2),
-        ] {
+        for (list, container) in [("containers", "wait"), ("initContainers", "init")] {
             let Some(c) = patch[list]
                 .as_array()
                 .and_then(|cs| cs.iter().find(|c| c["name"] == container))
@@ -271,18 +312,22 @@ fn pod_spec_patches_give_the_executor_its_buffers_and_headroom() {
                 continue;
             };
             patched += 1;
-            let concurrency = env_number(c, "ARGOEXEC_CONCURRENCY").unwrap_or(4);
-            let buffer = env_number(c, knob).unwrap_or(8);
-            let budget = (concurrency + extra) * buffer;
+            let cfg = transfer_config(c);
+            let budget = match container {
+                "wait" => cfg.upload_budget(),
+                _ => cfg.download_budget(),
+            } >> 20;
             let limit = mib(&c["resources"]["limits"]["memory"]);
             let request = mib(&c["resources"]["requests"]["memory"]);
+            // The buffers at most, the process itself, and half the buffers again of headroom
+            // (allocator slack, TLS and HTTP buffers per connection).
             assert!(
-                limit >= BASE_MIB + budget + budget / 2,
+                limit >= PROCESS_MIB + budget + budget / 2,
                 "{name}/{container}: a {limit}Mi limit for {budget} MiB of buffers"
             );
             assert!(
-                request >= BASE_MIB + budget / 2,
-                "{name}/{container}: {request}Mi"
+                request >= PROCESS_MIB + budget,
+                "{name}/{container}: {request}Mi requested for {budget} MiB of buffers"
             );
         }
     }
