@@ -40,7 +40,8 @@ pub struct Transfer {
     pub direction: Direction,
     pub artifact: String,
     pub key: String,
-    /// Where: the store and bucket (`s3://bucket`), or the local path for inputs.
+    /// Where the bytes went: the object's URL for outputs (`s3://bucket/key`), the local path
+    /// for inputs.
     pub location: String,
     pub bytes: u64,
     pub elapsed: Duration,
