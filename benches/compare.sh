@@ -18,7 +18,8 @@ cases=${BENCH_CASES:-file tgz small big}
 gib=${BENCH_GIB:-2}
 
 cargo build --release --bin argoexec --example s3-server --example floor
-bin=$PWD/target/release/argoexec
+out=$PWD/target/x86_64-unknown-linux-gnu/release  # .cargo/config.toml: static, per target triple
+bin=$out/argoexec
 command -v rclone >/dev/null || { apt-get update -qq && apt-get install -y -qq rclone >/dev/null; }
 command -v aws >/dev/null || { echo "aws cli is needed (pip install awscli)"; exit 1; }
 
@@ -30,7 +31,7 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$work/s3/bench"
-target/release/examples/s3-server "$work/s3" 0 >"$work/server.log" 2>&1 &
+"$out/examples/s3-server" "$work/s3" 0 >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 100); do grep -q "listening on" "$work/server.log" 2>/dev/null && break; sleep 0.1; done
 endpoint=$(sed -n 's/^listening on //p' "$work/server.log")
@@ -94,11 +95,11 @@ if [[ " $cases " == *" file "* ]]; then
   measure "file up" "argoexec-rs" ours_up f file.bin '{"none":{}}' ours
   measure "file up" "aws s3 cp" aws_s3 cp "$pod/mainctrfs/work/file.bin" s3://bench/aws/file.bin
   measure "file up" "rclone copyto" rclone copyto "$pod/mainctrfs/work/file.bin" t:bench/rclone/file.bin
-  measure "file up" "floor (lean SDK client)" target/release/examples/floor up "$pod/mainctrfs/work/file.bin" floor/file.bin
+  measure "file up" "floor (lean SDK client)" "$out/examples/floor" up "$pod/mainctrfs/work/file.bin" floor/file.bin
   measure "file down" "argoexec-rs" ours_down f ours/file.bin '{"none":{}}'
   measure "file down" "aws s3 cp" aws_s3 cp s3://bench/aws/file.bin "$work/aws.bin"
   measure "file down" "rclone copyto" rclone copyto t:bench/rclone/file.bin "$work/rclone.bin"
-  measure "file down" "floor (lean SDK client)" target/release/examples/floor down floor/file.bin "$work/floor.bin"
+  measure "file down" "floor (lean SDK client)" "$out/examples/floor" down floor/file.bin "$work/floor.bin"
   cmp "$pod/argo/inputs/artifacts/f" "$pod/mainctrfs/work/file.bin"
   rm -f "$work"/*.bin "$pod/mainctrfs/work/file.bin"; rm -rf "$pod/argo/inputs"; clear_bucket
 fi

@@ -7,6 +7,9 @@
 #   scripts/demo.sh                 # release build, 512 MiB dataset
 #   DEMO_MIB=2048 scripts/demo.sh   # a bigger dataset
 #   ARGOEXEC_PROFILE=debug scripts/demo.sh   # reuse the test build (what the test suite runs)
+#   ARGOEXEC_BIN=path/to/argoexec ARGOEXEC_PROFILE=debug scripts/demo.sh   # any built binary
+#
+# Each container's peak RSS is printed after its lines (with /usr/bin/time, when installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,8 +20,9 @@ if [ "$profile" = release ]; then
 else
   cargo build --profile "$profile" --bin argoexec --example s3-server
 fi
-dir=target/$([ "$profile" = dev ] && echo debug || echo "$profile")
-bin=$PWD/$dir/argoexec
+# Outputs live under the target triple .cargo/config.toml names (every binary is static).
+dir=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/$([ "$profile" = dev ] && echo debug || echo "$profile")
+bin=${ARGOEXEC_BIN:-$PWD/$dir/argoexec}
 server=$PWD/$dir/examples/s3-server
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/argoexec-demo.XXXXXX")
@@ -51,17 +55,20 @@ location() { # location KEY
   printf '{"endpoint":"%s","bucket":"argo-artifacts","insecure":true,"accessKeySecret":{"name":"s3-creds","key":"accessKey"},"secretKeySecret":{"name":"s3-creds","key":"secretKey"},"key":"%s"}' "$endpoint" "$1"
 }
 logopts=(--loglevel info --log-format text --gloglevel 0)
+peak_rss() { # peak_rss COMMAND...: runs it, then prints its peak RSS
+  if [ -x /usr/bin/time ]; then /usr/bin/time -f "(peak RSS %M KiB)" "$@"; else "$@"; fi
+}
 run_pod() { # run_pod NAME ROOT TEMPLATE MAIN-SCRIPT
   local name=$1 root=$2 template=$3 script=$4
   # No Kubernetes API here: wait prints the WorkflowTaskResult it would report.
   local env=(-u KUBECONFIG -u KUBERNETES_SERVICE_HOST ARGOEXEC_ROOT="$root" ARGO_POD_NAME="$name" ARGO_WORKFLOW_NAME=demo ARGO_WORKFLOW_UID=demo-uid ARGO_NODE_ID="$name"
              ARGO_DEADLINE=0001-01-01T00:00:00Z ARGO_CONTAINER_NAME=main)
   echo "-- $name: init"
-  env "${env[@]}" ARGO_TEMPLATE="$template" "$bin" init "${logopts[@]}" 2>&1 | sed 's/^/   /'
+  peak_rss env "${env[@]}" ARGO_TEMPLATE="$template" "$bin" init "${logopts[@]}" 2>&1 | sed 's/^/   /'
   echo "-- $name: main (through $root/var/run/argo/argoexec emissary)"
-  env "${env[@]}" "$root/var/run/argo/argoexec" emissary "${logopts[@]}" -- sh -c "$script" 2>&1 | sed 's/^/   /'
+  peak_rss env "${env[@]}" "$root/var/run/argo/argoexec" emissary "${logopts[@]}" -- sh -c "$script" 2>&1 | sed 's/^/   /'
   echo "-- $name: wait"
-  env "${env[@]}" ARGO_CONTAINER_NAME=wait "$bin" wait "${logopts[@]}" 2>&1 | sed 's/^/   /'
+  peak_rss env "${env[@]}" ARGO_CONTAINER_NAME=wait "$bin" wait "${logopts[@]}" 2>&1 | sed 's/^/   /'
 }
 
 echo "== step 1: generate a ${mib} MiB dataset, upload it as a tgz"

@@ -13,7 +13,7 @@ scripts/setup-test-tools.sh
 profile=${PROFILE:-debug}
 mib=${MIB:-2048}
 if [[ $profile == release ]]; then cargo build --release --locked; else cargo build --locked; fi
-bin=$PWD/target/$profile/argoexec
+bin=$PWD/target/x86_64-unknown-linux-gnu/$profile/argoexec
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/cloud-rss.XXXXXX")
 pids=()

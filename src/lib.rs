@@ -15,6 +15,7 @@
 //! * [`report`]: the Kubernetes client, the WorkflowTaskResult `wait` reports through, and the
 //!   WorkflowArtifactGCTasks of a GC pod.
 //! * [`commands`]: `init`, `wait`, `emissary`, `kill`, `artifact delete`, `serve`, ...
+//! * [`telemetry`]: Argo-shaped log lines (text or JSON) and per-artifact transfer figures.
 //!
 //! For controllers and servers (docs/library.md):
 //!
@@ -35,4 +36,5 @@ pub mod report;
 pub mod repository;
 pub mod storage;
 pub mod stream;
+pub mod telemetry;
 pub mod transfer;

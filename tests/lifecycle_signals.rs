@@ -2,12 +2,12 @@
 //! child's process group (from the kernel, the signal file, the deadline, the sidecar rule),
 //! exit codes follow Argo's rules, orphans are reaped, background processes are not waited for,
 //! and containerSet dependencies, retries, debug pauses and offloaded arguments behave as the
-//! contract says. The last test runs the emissary as a non-root user in an otherwise empty root.
+//! contract says. (The emissary as a non-root user in the image's own root filesystem is
+//! tests/image.rs.)
 
 mod support;
 
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -450,89 +450,4 @@ async fn a_user_sidecar_stops_itself_once_main_has_finished() {
     assert_ok(&main);
     assert_ok(&finish(sidecar).await);
     assert_eq!(exit_code_file(&pod, "db"), "0");
-}
-
-/// The shared libraries `ldd` lists for `binary` (none for a static binary).
-fn shared_libraries(binary: &Path) -> Vec<PathBuf> {
-    let out = std::process::Command::new("ldd")
-        .arg(binary)
-        .output()
-        .expect("ldd is needed by this test; run scripts/test.sh on a glibc system");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| {
-            let path = match line.split_once("=>") {
-                Some((_, rest)) => rest.split_whitespace().next()?,
-                None => line.split_whitespace().next()?,
-            };
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
-        .collect()
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_emissary_runs_as_a_non_root_user_in_an_empty_root() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test chroots and switches users, so it needs root (the CI container runs as root)"
-    );
-    let jail = tempfile::tempdir().expect("jail");
-    let binary = Path::new(env!("CARGO_BIN_EXE_argoexec"));
-    std::fs::copy(binary, jail.path().join("argoexec")).expect("copy the binary");
-    // The debug build is dynamically linked: it gets its C libraries and nothing else. A
-    // static release binary needs none (ldd then lists nothing).
-    let libraries = shared_libraries(binary);
-    for lib in &libraries {
-        let dest = jail.path().join(lib.strip_prefix("/").expect("absolute"));
-        std::fs::create_dir_all(dest.parent().expect("parent")).expect("lib dir");
-        std::fs::copy(lib, &dest).expect("copy a library");
-    }
-    // The emptyDir the kubelet mounts is world-writable.
-    let var_run_argo = jail.path().join("var/run/argo");
-    std::fs::create_dir_all(&var_run_argo).expect("mkdir");
-    std::fs::set_permissions(
-        &var_run_argo,
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .expect("chmod");
-
-    let out = tokio::process::Command::new("chroot")
-        .args(["--userspec=65534:65534"])
-        .arg(jail.path())
-        .args([
-            "/argoexec",
-            "emissary",
-            "--",
-            "/argoexec",
-            "version",
-            "--short",
-        ])
-        .env_clear()
-        // Only to find `chroot` itself; nothing inside the root uses it.
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("ARGO_CONTAINER_NAME", "main")
-        .env("ARGO_INCLUDE_SCRIPT_OUTPUT", "true")
-        .env(
-            "ARGO_TEMPLATE",
-            json!({"name": "t", "container": {}}).to_string(),
-        )
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("chroot is needed by this test; run scripts/test.sh");
-    assert_ok(&out);
-    let version = format!("argoexec: v{}\n", env!("CARGO_PKG_VERSION"));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), version);
-    let ctr = var_run_argo.join("ctr/main");
-    assert_eq!(
-        std::fs::read_to_string(ctr.join("exitcode")).expect("exit code"),
-        "0"
-    );
-    assert_eq!(
-        std::fs::read_to_string(ctr.join("stdout")).expect("captured"),
-        version
-    );
-    let exit_meta = std::fs::metadata(ctr.join("exitcode")).expect("meta");
-    assert_eq!(exit_meta.uid(), 65534, "written by the unprivileged user");
-    assert_eq!(std::fs::metadata(&ctr).expect("meta").mode() & 0o777, 0o777);
 }

@@ -447,7 +447,7 @@ async fn long_transfers_log_progress_with_rate_and_eta_in_the_chosen_format() {
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
-        .filter(|v: &serde_json::Value| v["message"] == "transfer progress")
+        .filter(|v: &serde_json::Value| v["msg"] == "transfer progress")
         .collect();
     assert!(
         !lines.is_empty(),
@@ -467,4 +467,9 @@ async fn long_transfers_log_progress_with_rate_and_eta_in_the_chosen_format() {
             .contains("artifact 'big'"),
         "{line}"
     );
+    // Argo's slog shape, and the artifact's span names it and its key.
+    assert_eq!(line["level"], "INFO", "{line}");
+    assert_eq!(line["argo"], true, "{line}");
+    assert_eq!(line["artifact"], "big", "{line}");
+    assert_eq!(line["key"], "p/big.bin", "{line}");
 }

@@ -1,15 +1,15 @@
 //! `argoexec init`: copy the binary for the user containers, write the template, stage the
 //! script or manifest, load every input artifact.
 
-use std::fs;
 use std::path::PathBuf;
 
 use futures::StreamExt;
 
-use super::pod::{required_env, template_from_env, write_atomic};
+use super::pod::{copy_atomic, required_env, template_from_env, write_atomic};
 use super::{CommandError, Pod};
 use crate::contract::env;
 use crate::model::Template;
+use crate::telemetry::{Direction, Transfer, metrics};
 use crate::transfer::load::{Loaded, Loader};
 
 pub async fn run(pod: &Pod) -> Result<(), CommandError> {
@@ -40,11 +40,10 @@ fn copy_binary(pod: &Pod) -> Result<(), CommandError> {
             .map_err(|e| CommandError::failed(format!("cannot find the argoexec binary: {e}")))?,
     };
     let dest = pod.roots.binary_copy();
-    let bytes = fs::read(&src)
-        .map_err(|e| CommandError::failed(format!("cannot read {}: {e}", src.display())))?;
-    write_atomic(&dest, &bytes, 0o555).map_err(|e| {
+    copy_atomic(&src, &dest, 0o555).map_err(|e| {
         CommandError::failed(format!(
-            "failed to copy the binary to {}: {e}",
+            "failed to copy the binary {} to {}: {e}",
+            src.display(),
             dest.display()
         ))
     })?;
@@ -102,20 +101,34 @@ async fn load_inputs(pod: &Pod, template: &Template) -> Result<(), CommandError>
         .buffered(pod.transfer.file_concurrency.min(4))
         .collect()
         .await;
+    let mut transfers = Vec::new();
     for (art, result, elapsed) in results {
         match result {
-            Ok(Loaded::Placed { path, bytes }) => tracing::info!(
-                artifact = %art.name,
-                path = %path.display(),
+            Ok(Loaded::Placed {
+                path,
                 bytes,
-                seconds = elapsed.as_secs_f64(),
-                mib_per_s = bytes as f64 / f64::from(1 << 20) / elapsed.as_secs_f64().max(1e-9),
-                "loaded input artifact"
-            ),
+                key,
+                retries,
+            }) => {
+                let transfer = Transfer {
+                    direction: Direction::Input,
+                    artifact: art.name.clone(),
+                    key,
+                    location: path.display().to_string(),
+                    bytes,
+                    elapsed,
+                    retries,
+                    parts: None,
+                    crc32c: None,
+                };
+                transfer.log();
+                transfers.push(transfer);
+            }
             Ok(Loaded::Skipped) => {
                 tracing::info!(artifact = %art.name, "optional input artifact not supplied, skipped")
             }
             Err(e) => {
+                metrics::export_from_env(Direction::Input, &transfers);
                 return Err(CommandError::failed(format!(
                     "artifact {} failed to load: {e}",
                     art.name
@@ -123,5 +136,6 @@ async fn load_inputs(pod: &Pod, template: &Template) -> Result<(), CommandError>
             }
         }
     }
+    metrics::export_from_env(Direction::Input, &transfers);
     Ok(())
 }

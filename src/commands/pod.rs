@@ -70,13 +70,29 @@ pub fn required_env(name: &str) -> Result<String, CommandError> {
 
 /// Writes `data` to `path` atomically (temp name + rename) with `mode`.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    replace_atomic(path, mode, |tmp| fs::write(tmp, data))
+}
+
+/// Copies the file `from` to `path` atomically with `mode`, in the kernel (`copy_file_range`):
+/// the binary `init` copies costs no memory, whatever its size.
+pub fn copy_atomic(from: &Path, path: &Path, mode: u32) -> std::io::Result<()> {
+    replace_atomic(path, mode, |tmp| fs::copy(from, tmp).map(drop))
+}
+
+/// Fills a temporary name beside `path` with `fill`, sets `mode`, then renames it over `path`:
+/// a reader sees the old file or the whole new one.
+fn replace_atomic(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)?;
     }
     let tmp = path.with_extension("argoexec-tmp");
     let _ = fs::remove_file(&tmp);
-    fs::write(&tmp, data)?;
+    fill(&tmp)?;
     fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
     fs::rename(&tmp, path)
 }

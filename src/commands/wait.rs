@@ -22,6 +22,7 @@ use super::{CommandError, Pod, write_termination_log};
 use crate::contract::{self, env, parse_go_duration};
 use crate::model::{NodeResult, Outputs, Template};
 use crate::report::{ApiOptions, TaskResultIdentity, TaskResults};
+use crate::telemetry::{Direction, Transfer, metrics};
 use crate::transfer::Uploader;
 use crate::transfer::save::Saver;
 
@@ -349,10 +350,13 @@ async fn collect_outputs(pod: &Pod, template: &Template, errors: &mut Errors) ->
         uploader: &uploader,
         template,
     };
+    let mut transfers = Vec::new();
     if template.resource.is_some() {
         // Resource templates only report their logs.
+        let artifacts = save_logs(&saver, template, errors, &mut transfers).await;
+        metrics::export_from_env(Direction::Output, &transfers);
         return Outputs {
-            artifacts: save_logs(&saver, template, errors).await,
+            artifacts,
             ..Default::default()
         };
     }
@@ -371,16 +375,9 @@ async fn collect_outputs(pod: &Pod, template: &Template, errors: &mut Errors) ->
     for art in &template.outputs.artifacts {
         match saver.save(art).await {
             Ok(Some(saved)) => {
-                tracing::info!(
-                    artifact = %art.name,
-                    destination = %saved.destination,
-                    bytes = saved.stats.bytes,
-                    parts = saved.stats.parts,
-                    crc32c = format!("{:08x}", saved.stats.crc32c),
-                    seconds = saved.stats.elapsed.as_secs_f64(),
-                    mib_per_s = saved.stats.throughput_mib_s(),
-                    "saved output artifact"
-                );
+                let transfer = saved.transfer();
+                transfer.log();
+                transfers.push(transfer);
                 outputs.artifacts.push(saved.artifact);
             }
             Ok(None) => {
@@ -394,7 +391,8 @@ async fn collect_outputs(pod: &Pod, template: &Template, errors: &mut Errors) ->
     }
     outputs
         .artifacts
-        .extend(save_logs(&saver, template, errors).await);
+        .extend(save_logs(&saver, template, errors, &mut transfers).await);
+    metrics::export_from_env(Direction::Output, &transfers);
     outputs
 }
 
@@ -403,6 +401,7 @@ async fn save_logs(
     saver: &Saver<'_>,
     template: &Template,
     errors: &mut Errors,
+    transfers: &mut Vec<Transfer>,
 ) -> Vec<crate::model::Artifact> {
     let mut logs = Vec::new();
     if !template.archive_logs() {
@@ -410,7 +409,12 @@ async fn save_logs(
     }
     for name in template.main_container_names() {
         match saver.save_log(&name).await {
-            Ok(Some(saved)) => logs.push(saved.artifact),
+            Ok(Some(saved)) => {
+                let transfer = saved.transfer();
+                transfer.log();
+                transfers.push(transfer);
+                logs.push(saved.artifact);
+            }
             Ok(None) => {}
             Err(e) => errors.add(format!("failed to save logs of {name}: {e}")),
         }

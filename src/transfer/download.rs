@@ -15,6 +15,7 @@ use bytes::{Buf, Bytes};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::Result;
 use super::budget::{Budget, Permit};
@@ -191,14 +192,18 @@ impl BlockingReader {
     /// Must be called inside the runtime; read from a blocking thread.
     pub fn new(mut stream: ChunkStream) -> Self {
         let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(async move {
-            while let Some(item) = stream.next().await {
-                let stop = item.is_err();
-                if tx.send(item).await.is_err() || stop {
-                    break;
+        tokio::spawn(
+            async move {
+                while let Some(item) = stream.next().await {
+                    let stop = item.is_err();
+                    if tx.send(item).await.is_err() || stop {
+                        break;
+                    }
                 }
             }
-        });
+            // Retries of ranged reads happen here: keep the caller's artifact span.
+            .in_current_span(),
+        );
         Self {
             rx,
             current: Chunk::unbudgeted(Bytes::new()),

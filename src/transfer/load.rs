@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
+use tracing::Instrument;
 
 use super::budget::Budget;
 use super::download::{self, BlockingReader, ChunkStream};
@@ -23,12 +24,18 @@ use crate::keys;
 use crate::model::ArchiveStrategy;
 use crate::model::{Artifact, LocationKind, Template};
 use crate::storage::{self, ByteStream, Driver, Secrets};
+use crate::telemetry::artifact_span;
 
 /// What happened to one input artifact.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Loaded {
-    /// Placed at `path`.
-    Placed { path: PathBuf, bytes: u64 },
+    /// Placed at `path`: `bytes` from `key`, after `retries` repeated storage requests.
+    Placed {
+        path: PathBuf,
+        bytes: u64,
+        key: String,
+        retries: u64,
+    },
     /// Optional and not there: skipped, as Argo does.
     Skipped,
 }
@@ -69,8 +76,14 @@ impl<'a> Loader<'a> {
         }
     }
 
-    /// Loads one input artifact.
+    /// Loads one input artifact; its log lines carry its name and key.
     pub async fn load(&self, art: &Artifact) -> Result<Loaded> {
+        self.load_inner(art)
+            .instrument(artifact_span(&art.name))
+            .await
+    }
+
+    async fn load_inner(&self, art: &Artifact) -> Result<Loaded> {
         let name = &art.name;
         if !art.location.has_location_or_key() {
             if art.optional {
@@ -84,6 +97,9 @@ impl<'a> Loader<'a> {
         let location = art
             .relocated(self.template.archive_location.as_ref())
             .map_err(|e| Error::Invalid(format!("failed to load artifact '{name}': {e}")))?;
+        let key = location.key().unwrap_or_default();
+        tracing::Span::current().record("key", key.as_str());
+        let mut retries = 0;
         let dest = self.destination(art, &path);
         // Our own emptyDir may hold a result of an earlier, interrupted run: start clean. On a
         // user volume only our temporary names are ours to remove.
@@ -113,14 +129,16 @@ impl<'a> Loader<'a> {
             Some(LocationKind::Git) => clone_git(&location, self.secrets, &dest).await,
             _ => {
                 let driver = storage::open(&location, self.secrets).await?;
-                let key = location.key().unwrap_or_default();
-                self.fetch(
-                    driver,
-                    &key,
-                    &dest,
-                    art.archive.as_ref().map(|a| a.strategy()),
-                )
-                .await
+                let fetched = self
+                    .fetch(
+                        Arc::clone(&driver),
+                        &key,
+                        &dest,
+                        art.archive.as_ref().map(|a| a.strategy()),
+                    )
+                    .await;
+                retries = driver.retry_count();
+                fetched
             }
         };
         let bytes = match outcome {
@@ -135,7 +153,12 @@ impl<'a> Loader<'a> {
             chmod(&dest, mode as u32, art.recurse_mode)
                 .map_err(|e| Error::io(format!("chmod {}", dest.display()), e))?;
         }
-        Ok(Loaded::Placed { path: dest, bytes })
+        Ok(Loaded::Placed {
+            path: dest,
+            bytes,
+            key,
+            retries,
+        })
     }
 
     /// Fetches `key` into `dest`: the object itself, or every object below `key/` when the key

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 /// Shared counter of one artifact's transfer; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Progress {
@@ -49,7 +51,8 @@ impl Progress {
             return (progress, None);
         };
         let done = Arc::clone(&progress.done);
-        let task = tokio::spawn(async move {
+        let task = tokio::spawn(
+            async move {
             let started = Instant::now();
             let mut ticks =
                 tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -71,7 +74,9 @@ impl Progress {
                     }
                 }
             }
-        });
+        }
+            .in_current_span(),
+        );
         (progress, Some(ProgressGuard { task }))
     }
 

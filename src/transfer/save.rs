@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tokio::runtime::Handle;
+use tracing::Instrument;
 
 use super::progress::{self, Progress};
 use super::upload::{PartWriter, UploadStats, Uploader};
@@ -22,6 +23,7 @@ use crate::keys;
 use crate::model::ArchiveStrategy;
 use crate::model::{Artifact, ArtifactLocation, Template};
 use crate::storage::{self, Driver, PutOptions, Secrets};
+use crate::telemetry::{Direction, Transfer, artifact_span};
 
 /// One saved output: what to report, where it went, how it went.
 #[derive(Debug, Clone)]
@@ -31,6 +33,25 @@ pub struct Saved {
     pub key: String,
     pub destination: String,
     pub stats: UploadStats,
+    /// Requests the storage retry layer sent again during this upload.
+    pub retries: u64,
+}
+
+impl Saved {
+    /// The figures of this upload, for its final log line and the metrics file.
+    pub fn transfer(&self) -> Transfer {
+        Transfer {
+            direction: Direction::Output,
+            artifact: self.artifact.name.clone(),
+            key: self.key.clone(),
+            location: self.destination.clone(),
+            bytes: self.stats.bytes,
+            elapsed: self.stats.elapsed,
+            retries: self.retries,
+            parts: Some(self.stats.parts),
+            crc32c: Some(self.stats.crc32c),
+        }
+    }
 }
 
 /// Saves output artifacts of one template.
@@ -74,7 +95,11 @@ pub fn output_location(
 impl Saver<'_> {
     /// Saves one output artifact; `None` when it is optional and absent.
     pub async fn save(&self, art: &Artifact) -> Result<Option<Saved>> {
-        match self.save_inner(art).await {
+        match self
+            .save_inner(art)
+            .instrument(artifact_span(&art.name))
+            .await
+        {
             Err(e) if e.is_not_found() && art.optional => Ok(None),
             other => other.map(Some),
         }
@@ -85,6 +110,7 @@ impl Saver<'_> {
         let (reported, location) =
             output_location(art, &path, self.template.archive_location.as_ref())?;
         let key = location.key().unwrap_or_default();
+        tracing::Span::current().record("key", key.as_str());
         let driver = storage::open(&location, self.secrets).await?;
         let destination = format!("{}/{}", driver.describe(), key);
         let strategy = art.archive_strategy();
@@ -112,11 +138,11 @@ impl Saver<'_> {
         };
         let stats = if shared {
             saver
-                .save_from_tree(driver, &key, &source, &path, strategy)
+                .save_from_tree(Arc::clone(&driver), &key, &source, &path, strategy)
                 .await?
         } else {
             saver
-                .save_from_emissary(driver, &key, &source, art, strategy)
+                .save_from_emissary(Arc::clone(&driver), &key, &source, art, strategy)
                 .await?
         };
         if stats.bytes == 0 {
@@ -127,6 +153,7 @@ impl Saver<'_> {
             key,
             destination,
             stats,
+            retries: driver.retry_count(),
         })
     }
 
@@ -214,13 +241,20 @@ impl Saver<'_> {
     /// Uploads a main container's log (`/var/run/argo/ctr/<name>/combined`) as
     /// `<archive key>/<name>.log`, reported as `<name>-logs`. `None` when there is no log.
     pub async fn save_log(&self, container: &str) -> Result<Option<Saved>> {
+        let name = format!("{container}-logs");
+        self.save_log_inner(container, name.clone())
+            .instrument(artifact_span(&name))
+            .await
+    }
+
+    async fn save_log_inner(&self, container: &str, name: String) -> Result<Option<Saved>> {
         let log = self.roots.container_dir(container).join("combined");
         if !log.exists() {
             tracing::warn!(container, "no combined log to archive");
             return Ok(None);
         }
         let art = Artifact {
-            name: format!("{container}-logs"),
+            name,
             ..Default::default()
         };
         let archive = self
@@ -233,17 +267,22 @@ impl Saver<'_> {
             &archive.key().unwrap_or_default(),
             &format!("{container}.log"),
         ]);
+        tracing::Span::current().record("key", key.as_str());
         let mut reported = art;
         reported.location = archive.key_only(key.clone());
         let location = reported.relocated(Some(archive)).map_err(Error::Invalid)?;
         let driver = storage::open(&location, self.secrets).await?;
         let destination = format!("{}/{}", driver.describe(), key);
-        let stats = self.uploader.upload_file(driver, &key, &log).await?;
+        let stats = self
+            .uploader
+            .upload_file(Arc::clone(&driver), &key, &log)
+            .await?;
         Ok(Some(Saved {
             artifact: reported,
             key,
             destination,
             stats,
+            retries: driver.retry_count(),
         }))
     }
 }

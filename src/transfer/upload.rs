@@ -20,6 +20,7 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use super::budget::Budget;
 use super::config::TransferConfig;
@@ -49,13 +50,6 @@ pub struct UploadStats {
     pub elapsed: Duration,
     /// Parts an interrupted earlier attempt had stored, verified and not sent again.
     pub resumed_parts: u32,
-}
-
-impl UploadStats {
-    /// MiB per second over the whole upload.
-    pub fn throughput_mib_s(&self) -> f64 {
-        self.bytes as f64 / (1 << 20) as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
 }
 
 /// The sink a producer writes an object into; cuts it into parts per the [`PartPlan`].
@@ -260,9 +254,11 @@ impl Uploader {
         };
         let concurrency = self.cfg.concurrency;
         let journal_dir = self.journal_dir.clone();
-        let consumer = tokio::spawn(async move {
-            consume(driver, key, opts, rx, concurrency, plan, journal_dir).await
-        });
+        // The consumer logs retries and resumes: in the caller's span, so they name the artifact.
+        let consumer = tokio::spawn(
+            async move { consume(driver, key, opts, rx, concurrency, plan, journal_dir).await }
+                .in_current_span(),
+        );
         (writer, consumer)
     }
 
