@@ -8,12 +8,14 @@
 #   DEMO_MIB=2048 scripts/demo.sh   # a bigger dataset
 #   ARGOEXEC_PROFILE=debug scripts/demo.sh   # reuse the test build (what the test suite runs)
 #   ARGOEXEC_BIN=path/to/argoexec ARGOEXEC_PROFILE=debug scripts/demo.sh   # any built binary
+# (`debug` and cargo's own name for it, `dev`, are the same profile.)
 #
 # Each container's peak RSS is printed after its lines (with /usr/bin/time, when installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 profile=${ARGOEXEC_PROFILE:-release}
+[ "$profile" = debug ] && profile=dev
 mib=${DEMO_MIB:-512}
 if [ "$profile" = release ]; then
   cargo build --release --bin argoexec --example s3-server

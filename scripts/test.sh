@@ -3,7 +3,7 @@
 # (into .work/tools, once), checks formatting, runs every test against real servers on
 # 127.0.0.1 (cargo-nextest: one process per test, each bounded in time by
 # .config/nextest.toml), the doctests, then clippy with warnings denied, with and without the
-# optional drivers. CI runs exactly this (.ci/run).
+# optional drivers, and the API documentation with warnings denied. CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,4 +18,6 @@ fi
 cargo nextest run --locked --profile "${NEXTEST_PROFILE:-default}"
 cargo test --locked --doc
 cargo clippy --locked --all-targets -- -D warnings
+# The library's documentation builds without a warning (reuses clippy's checked dependencies).
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps
 cargo clippy --locked --no-default-features --lib -- -D warnings
