@@ -28,6 +28,7 @@
 pub mod archive;
 pub mod commands;
 pub mod contract;
+pub mod expr;
 pub mod gc;
 pub mod keys;
 pub mod model;
