@@ -34,6 +34,7 @@ pub mod keys;
 pub mod model;
 pub mod report;
 pub mod repository;
+pub mod resource;
 pub mod storage;
 pub mod stream;
 pub mod transfer;

@@ -3,6 +3,7 @@
 
 pub mod artifact_delete;
 pub mod cli;
+pub mod data;
 pub mod emissary;
 pub mod init;
 pub mod kill;
@@ -116,8 +117,8 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
             artifact_delete::run(&pod, &api_options(&cli.globals)).await
         }
         Command::Serve(args) => serve::run(&pod, &args).await,
+        Command::Data { .. } => data::run(&pod, &api_options(&cli.globals)).await,
         Command::Resource { .. }
-        | Command::Data { .. }
         | Command::Agent(_)
         | Command::Supervisor => Err(CommandError::failed(
             "this argoexec command is not supported by argoexec-rs yet",
