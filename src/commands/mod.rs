@@ -8,6 +8,7 @@ pub mod emissary;
 pub mod init;
 pub mod kill;
 pub mod pod;
+pub mod resource;
 pub mod serve;
 pub mod wait;
 pub mod watch;
@@ -118,8 +119,10 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         }
         Command::Serve(args) => serve::run(&pod, &args).await,
         Command::Data { .. } => data::run(&pod, &api_options(&cli.globals)).await,
-        Command::Resource { .. }
-        | Command::Agent(_)
+        Command::Resource { action } => {
+            resource::run(&pod, &api_options(&cli.globals), &action).await
+        }
+        Command::Agent(_)
         | Command::Supervisor => Err(CommandError::failed(
             "this argoexec command is not supported by argoexec-rs yet",
         )),
