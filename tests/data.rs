@@ -26,7 +26,10 @@ async fn run_data(env: &PodWithApi, template: &Value) -> std::process::Output {
     let mut args = vec!["data", data.as_str()];
     args.extend(LOG_OPTS);
     env.pod
-        .argoexec(&args, &[("ARGO_TEMPLATE", &t), ("KUBECONFIG", &env.kubeconfig)])
+        .argoexec(
+            &args,
+            &[("ARGO_TEMPLATE", &t), ("KUBECONFIG", &env.kubeconfig)],
+        )
         .await
 }
 
@@ -40,7 +43,13 @@ fn summary(requests: &[Recorded]) -> Vec<(String, String, String)> {
 #[tokio::test]
 async fn lists_filters_maps_and_reports_the_result() {
     let env = PodWithApi::start(NS).await;
-    for key in ["in/a.pdf", "in/b.txt", "in/sub/c.pdf", "inbox/d.pdf", "other/e.pdf"] {
+    for key in [
+        "in/a.pdf",
+        "in/b.txt",
+        "in/sub/c.pdf",
+        "inbox/d.pdf",
+        "other/e.pdf",
+    ] {
         env.pod.put(key, b"x".to_vec()).await;
     }
     let mut source = json!({"name": "files", "s3": env.pod.s3("in")});
@@ -60,7 +69,11 @@ async fn lists_filters_maps_and_reports_the_result() {
         summary(&requests),
         vec![
             ("POST".into(), RESULTS.into(), JSON.into()),
-            ("PATCH".into(), format!("{RESULTS}/wf-1-123"), MERGE_PATCH.into()),
+            (
+                "PATCH".into(),
+                format!("{RESULTS}/wf-1-123"),
+                MERGE_PATCH.into()
+            ),
         ]
     );
     let created = requests[0].body.clone().expect("body");
@@ -79,7 +92,9 @@ async fn lists_filters_maps_and_reports_the_result() {
     assert_eq!(created["outputs"]["parameters"][0]["value"], "as given");
     assert_eq!(
         requests[1].body,
-        Some(json!({"metadata": {"labels": {"workflows.argoproj.io/report-outputs-completed": "true"}}}))
+        Some(
+            json!({"metadata": {"labels": {"workflows.argoproj.io/report-outputs-completed": "true"}}})
+        )
     );
     let stored = env
         .kube
@@ -109,7 +124,11 @@ async fn a_bad_expression_fails_the_step_and_still_completes_the_result() {
     // (and finds no result: the failed pod is what the controller goes by).
     assert_eq!(
         summary(&env.kube.requests()),
-        vec![("PATCH".into(), format!("{RESULTS}/wf-1-123"), MERGE_PATCH.into())]
+        vec![(
+            "PATCH".into(),
+            format!("{RESULTS}/wf-1-123"),
+            MERGE_PATCH.into()
+        )]
     );
 }
 

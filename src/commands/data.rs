@@ -51,7 +51,11 @@ pub async fn run(pod: &Pod, api: &ApiOptions) -> Result<(), CommandError> {
     outcome.and(finalized)
 }
 
-async fn produce(pod: &Pod, template: &Template, results: &TaskResults) -> Result<(), CommandError> {
+async fn produce(
+    pod: &Pod,
+    template: &Template,
+    results: &TaskResults,
+) -> Result<(), CommandError> {
     let result = process(pod, template)
         .await
         .map_err(|e| CommandError::failed(format!("unable to process data template: {e}")))?;
@@ -76,8 +80,7 @@ async fn process(pod: &Pod, template: &Template) -> Result<String, String> {
     };
     let Some(artifact) = &data.source.artifact_paths else {
         return Err(
-            "unable to process data source: no valid source is used for data template"
-                .to_string(),
+            "unable to process data source: no valid source is used for data template".to_string(),
         );
     };
     let keys = list_artifact_paths(pod, template, artifact)

@@ -122,8 +122,7 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Resource { action } => {
             resource::run(&pod, &api_options(&cli.globals), &action).await
         }
-        Command::Agent(_)
-        | Command::Supervisor => Err(CommandError::failed(
+        Command::Agent(_) | Command::Supervisor => Err(CommandError::failed(
             "this argoexec command is not supported by argoexec-rs yet",
         )),
     }

@@ -119,7 +119,9 @@ async fn execute(
     let client = KubeClient::connect(api_options)
         .await
         .map_err(|e| e.to_string())?
-        .ok_or("resource templates need the Kubernetes API (in-cluster configuration or --kubeconfig)")?;
+        .ok_or(
+            "resource templates need the Kubernetes API (in-cluster configuration or --kubeconfig)",
+        )?;
     let api = ResourceApi::new(client);
     let manifest = std::fs::read_to_string(&manifest_path)
         .map_err(|e| format!("open {}: {e}", manifest_path.display()))?;
@@ -149,7 +151,11 @@ fn stage_manifest(
     template: &Template,
     resource: &ResourceTemplate,
 ) -> Result<std::path::PathBuf, String> {
-    if let Some(from) = resource.manifest_from.as_ref().and_then(|m| m.artifact.as_ref()) {
+    if let Some(from) = resource
+        .manifest_from
+        .as_ref()
+        .and_then(|m| m.artifact.as_ref())
+    {
         tracing::info!(name = from.name, "manifest already staged");
         let path = template
             .inputs
@@ -234,7 +240,11 @@ impl Flags {
             [] => None,
             [one] => match one.split_once('/') {
                 Some((t, n)) => Some((t.to_string(), n.to_string())),
-                None => return Err(format!("resource {one:?} needs a name: TYPE NAME or TYPE/NAME")),
+                None => {
+                    return Err(format!(
+                        "resource {one:?} needs a name: TYPE NAME or TYPE/NAME"
+                    ));
+                }
             },
             [t, n] => Some((t.clone(), n.clone())),
             more => return Err(format!("too many resource arguments: {}", more.join(" "))),
@@ -283,7 +293,10 @@ impl Request {
             let (type_name, name) = flags.target.clone().ok_or_else(|| {
                 format!("{action} needs the resource in the flags (TYPE NAME) when the manifest does not name it")
             })?;
-            let t = api.discover_type(&type_name).await.map_err(|e| e.to_string())?;
+            let t = api
+                .discover_type(&type_name)
+                .await
+                .map_err(|e| e.to_string())?;
             (t, None, name)
         } else {
             if flags.target.is_some() {
@@ -304,8 +317,15 @@ impl Request {
                 .await
                 .map_err(|e| e.to_string())?;
             let meta = &document["metadata"];
-            let namespace = meta["namespace"].as_str().filter(|n| !n.is_empty()).map(str::to_string);
-            (t, namespace, meta["name"].as_str().unwrap_or_default().to_string())
+            let namespace = meta["namespace"]
+                .as_str()
+                .filter(|n| !n.is_empty())
+                .map(str::to_string);
+            (
+                t,
+                namespace,
+                meta["name"].as_str().unwrap_or_default().to_string(),
+            )
         };
         if let (Some(from_manifest), Some(flag)) = (&namespace, &flags.namespace)
             && from_manifest != flag
@@ -376,12 +396,19 @@ impl Request {
                 api.request(Method::POST, &self.collection(), ct, self.body.clone())
                     .await
             }
-            "replace" => api.request(Method::PUT, &self.item(), ct, self.body.clone()).await,
-            "patch" => api.request(Method::PATCH, &self.item(), ct, self.body.clone()).await,
+            "replace" => {
+                api.request(Method::PUT, &self.item(), ct, self.body.clone())
+                    .await
+            }
+            "patch" => {
+                api.request(Method::PATCH, &self.item(), ct, self.body.clone())
+                    .await
+            }
             "apply" => {
                 let manager = flags.field_manager.as_deref().unwrap_or(FIELD_MANAGER);
                 let uri = format!("{}?fieldManager={manager}&force=true", self.item());
-                api.request(Method::PATCH, &uri, ct, self.body.clone()).await
+                api.request(Method::PATCH, &uri, ct, self.body.clone())
+                    .await
             }
             _ => return self.delete(api, flags).await.map(|()| None),
         };
@@ -514,9 +541,16 @@ async fn wait_for_conditions(
                     }
                 }
                 let matched = success.0.iter().filter(|r| r.matches(&object)).count();
-                tracing::info!(matched, total = success.0.len(), "success conditions matched");
+                tracing::info!(
+                    matched,
+                    total = success.0.len(),
+                    "success conditions matched"
+                );
                 if matched == success.0.len() {
-                    tracing::info!(resource = live.full_name, "Returning from successful wait for resource");
+                    tracing::info!(
+                        resource = live.full_name,
+                        "Returning from successful wait for resource"
+                    );
                     return Ok(());
                 }
             }

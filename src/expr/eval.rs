@@ -257,7 +257,13 @@ fn binary(op: &str, left: &Node, right: &Node, scope: &Scope<'_>) -> Result<Valu
                 boolean(&l, op)? || boolean(&eval(right, scope)?, op)?,
             ));
         }
-        "??" => return if l.is_null() { eval(right, scope) } else { Ok(l) },
+        "??" => {
+            return if l.is_null() {
+                eval(right, scope)
+            } else {
+                Ok(l)
+            };
+        }
         _ => {}
     }
     let r = eval(right, scope)?;
@@ -268,9 +274,9 @@ fn binary(op: &str, left: &Node, right: &Node, scope: &Scope<'_>) -> Result<Valu
         "<" | ">" | "<=" | ">=" => {
             let ordering = match (num(&l), num(&r), &l, &r) {
                 (Some(Num::Int(a)), Some(Num::Int(b)), _, _) => a.cmp(&b),
-                (Some(a), Some(b), _, _) => as_f64(&a)
-                    .partial_cmp(&as_f64(&b))
-                    .ok_or_else(mismatch)?,
+                (Some(a), Some(b), _, _) => {
+                    as_f64(&a).partial_cmp(&as_f64(&b)).ok_or_else(mismatch)?
+                }
                 (_, _, Value::String(a), Value::String(b)) => a.cmp(b),
                 _ => return Err(mismatch()),
             };
@@ -398,8 +404,7 @@ fn call(name: &str, args: &[Node], scope: &Scope<'_>) -> Result<Value> {
                 _ => return Err(format!("{name}() takes 1 argument")),
             }))
         }
-        "trimPrefix" | "trimSuffix" | "hasPrefix" | "hasSuffix" | "indexOf" | "split"
-        | "join" => {
+        "trimPrefix" | "trimSuffix" | "hasPrefix" | "hasSuffix" | "indexOf" | "split" | "join" => {
             arity(2)?;
             let (a, b) = (arg(0)?, arg(1)?);
             let b = string(&b, name)?;
@@ -426,10 +431,9 @@ fn call(name: &str, args: &[Node], scope: &Scope<'_>) -> Result<Value> {
         "replace" => {
             arity(3)?;
             let (s, old, new) = (arg(0)?, arg(1)?, arg(2)?);
-            Ok(Value::String(string(&s, name)?.replace(
-                string(&old, name)?,
-                string(&new, name)?,
-            )))
+            Ok(Value::String(
+                string(&s, name)?.replace(string(&old, name)?, string(&new, name)?),
+            ))
         }
         "string" => {
             arity(1)?;
@@ -506,7 +510,10 @@ fn call(name: &str, args: &[Node], scope: &Scope<'_>) -> Result<Value> {
                 array(&items, name)?.iter().rev().cloned().collect(),
             ))
         }
-        _ => Err(format!("{name}() is not supported with {} argument(s)", args.len())),
+        _ => Err(format!(
+            "{name}() is not supported with {} argument(s)",
+            args.len()
+        )),
     }
 }
 

@@ -50,9 +50,15 @@ pub fn tokenize(src: &str) -> Result<Vec<Spanned>, (usize, String)> {
             }
             let text = src[start..i].replace('_', "");
             let tok = if float {
-                Tok::Float(text.parse().map_err(|_| (start, format!("bad number {text}")))?)
+                Tok::Float(
+                    text.parse()
+                        .map_err(|_| (start, format!("bad number {text}")))?,
+                )
             } else {
-                Tok::Int(text.parse().map_err(|_| (start, format!("bad number {text}")))?)
+                Tok::Int(
+                    text.parse()
+                        .map_err(|_| (start, format!("bad number {text}")))?,
+                )
             };
             out.push((start, tok));
         } else if c == b'"' || c == b'\'' || c == b'`' {

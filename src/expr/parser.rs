@@ -87,9 +87,10 @@ impl Parser<'_> {
     }
 
     fn offset(&self) -> usize {
-        self.tokens
-            .get(self.pos)
-            .map_or_else(|| self.tokens.last().map_or(0, |(o, _)| *o + 1), |(o, _)| *o)
+        self.tokens.get(self.pos).map_or_else(
+            || self.tokens.last().map_or(0, |(o, _)| *o + 1),
+            |(o, _)| *o,
+        )
     }
 
     fn is_op(&self, op: &str) -> bool {

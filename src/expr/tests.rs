@@ -14,23 +14,50 @@ fn files() -> serde_json::Map<String, Value> {
 fn argos_data_transformations() {
     // The cases of Argo's workflow/data tests.
     let cases = [
-        ("filter(data, {# endsWith '.py'})", json!(["foo.py", "goo/foo.py"])),
-        ("filter(data, {# contains '/'})", json!(["goo/foo.py", "moo/bar.pdf"])),
-        ("filter(data, {not(# contains '/')})", json!(["foo.py", "bar.pdf"])),
+        (
+            "filter(data, {# endsWith '.py'})",
+            json!(["foo.py", "goo/foo.py"]),
+        ),
+        (
+            "filter(data, {# contains '/'})",
+            json!(["goo/foo.py", "moo/bar.pdf"]),
+        ),
+        (
+            "filter(data, {not(# contains '/')})",
+            json!(["foo.py", "bar.pdf"]),
+        ),
         (
             "map(data, {# + '.processed'})",
-            json!(["foo.py.processed", "bar.pdf.processed", "goo/foo.py.processed", "moo/bar.pdf.processed"]),
+            json!([
+                "foo.py.processed",
+                "bar.pdf.processed",
+                "goo/foo.py.processed",
+                "moo/bar.pdf.processed"
+            ]),
         ),
-        ("filter(data, {# endsWith \".pdf\"})", json!(["bar.pdf", "moo/bar.pdf"])),
+        (
+            "filter(data, {# endsWith \".pdf\"})",
+            json!(["bar.pdf", "moo/bar.pdf"]),
+        ),
         ("filter(data, # startsWith 'goo')", json!(["goo/foo.py"])),
         ("len(filter(data, {# matches '^[a-z]+\\\\.py$'}))", json!(1)),
-        ("map(filter(data, {!(# contains '/')}), {upper(#)})", json!(["FOO.PY", "BAR.PDF"])),
+        (
+            "map(filter(data, {!(# contains '/')}), {upper(#)})",
+            json!(["FOO.PY", "BAR.PDF"]),
+        ),
         ("data[1:3]", json!(["bar.pdf", "goo/foo.py"])),
         ("data[-1]", json!("moo/bar.pdf")),
-        ("count(data, {# endsWith '.pdf'}) == 2 ? 'two' : 'other'", json!("two")),
+        (
+            "count(data, {# endsWith '.pdf'}) == 2 ? 'two' : 'other'",
+            json!("two"),
+        ),
     ];
     for (expression, want) in cases {
-        assert_eq!(evaluate(expression, &files()).expect(expression), want, "{expression}");
+        assert_eq!(
+            evaluate(expression, &files()).expect(expression),
+            want,
+            "{expression}"
+        );
     }
 }
 
@@ -42,16 +69,29 @@ fn http_success_conditions() {
     }));
     for (expression, want) in [
         ("response.statusCode == 201", true),
-        ("response.statusCode >= 200 && response.statusCode < 300", true),
+        (
+            "response.statusCode >= 200 && response.statusCode < 300",
+            true,
+        ),
         ("response.statusCode in [200, 202]", false),
-        ("response.body contains 'ok' and request.method == \"GET\"", true),
-        ("response.headers['Content-Type'][0] startsWith 'application/'", true),
+        (
+            "response.body contains 'ok' and request.method == \"GET\"",
+            true,
+        ),
+        (
+            "response.headers['Content-Type'][0] startsWith 'application/'",
+            true,
+        ),
         ("response.missing ?? 'x' == 'x'", true),
         ("not (response.statusCode != 201)", true),
         ("2 ** 3 == 8 && 7 % 4 == 3 && 7 / 2 == 3.5", true),
     ] {
         let program = Program::compile(expression).expect(expression);
-        assert_eq!(program.run_bool(&scope).expect(expression), want, "{expression}");
+        assert_eq!(
+            program.run_bool(&scope).expect(expression),
+            want,
+            "{expression}"
+        );
     }
 }
 
@@ -60,9 +100,15 @@ fn errors_name_the_expression_and_the_cause() {
     let e = evaluate("map(data, {# + '.processed'}", &files()).unwrap_err();
     assert!(matches!(e, Error::Parse { .. }), "{e}");
     let e = evaluate("sortBy(data, #)", &files()).unwrap_err();
-    assert!(e.to_string().contains("unsupported function sortBy()"), "{e}");
+    assert!(
+        e.to_string().contains("unsupported function sortBy()"),
+        "{e}"
+    );
     let e = evaluate("data + 1", &files()).unwrap_err();
-    assert!(e.to_string().contains("invalid operation: array + int"), "{e}");
+    assert!(
+        e.to_string().contains("invalid operation: array + int"),
+        "{e}"
+    );
     let e = Program::compile("len(data)")
         .expect("compile")
         .run_bool(&files())
@@ -77,7 +123,10 @@ fn precedence_follows_expr_lang() {
     let e = env(json!({"a": 1, "b": 2}));
     assert_eq!(evaluate("1 + 2 * 3", &e).expect("eval"), json!(7));
     assert_eq!(evaluate("2 ** 3 ** 2", &e).expect("eval"), json!(512.0));
-    assert_eq!(evaluate("a < b or a > b and false", &e).expect("eval"), json!(true));
+    assert_eq!(
+        evaluate("a < b or a > b and false", &e).expect("eval"),
+        json!(true)
+    );
     assert_eq!(evaluate("-a + b", &e).expect("eval"), json!(1));
     assert_eq!(evaluate("'x' not in ['y']", &e).expect("eval"), json!(true));
 }

@@ -206,7 +206,8 @@ impl ResourceApi {
             candidates.push((String::new(), "v1".to_string()));
         }
         let groups: ApiGroupList =
-            serde_json::from_value(self.request(http::Method::GET, "/apis", None, None).await?)?;
+            serde_json::from_value(self.request(http::Method::GET, "/apis", None, None).await?)
+                .map_err(Error::from)?;
         for g in groups.groups {
             let preferred = g
                 .preferred_version
@@ -278,7 +279,10 @@ mod tests {
             plural: "configmaps".into(),
             namespaced: true,
         };
-        assert_eq!(cm.collection(Some("argo")), "/api/v1/namespaces/argo/configmaps");
+        assert_eq!(
+            cm.collection(Some("argo")),
+            "/api/v1/namespaces/argo/configmaps"
+        );
         let crd = ResourceType {
             group: "apiextensions.k8s.io".into(),
             version: "v1".into(),

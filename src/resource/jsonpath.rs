@@ -190,7 +190,13 @@ mod tests {
 
     #[test]
     fn malformed_templates_are_errors() {
-        for bad in ["{.metadata.name", "{range .items[*]}{.name}", "{end}", "{}", "{.a[?(}"] {
+        for bad in [
+            "{.metadata.name",
+            "{range .items[*]}{.name}",
+            "{end}",
+            "{}",
+            "{.a[?(}",
+        ] {
             assert!(render(bad, &object()).is_err(), "{bad}");
         }
     }

@@ -235,7 +235,10 @@ fn requirement(tokens: &[Token], pos: &mut usize) -> Result<Requirement, String>
     let done = matches!(tokens.get(*pos), None | Some(Token::Comma));
     if negated || done {
         if negated && !done {
-            return Err(format!("found {:?}, expected: ',' or 'end of string'", tokens[*pos]));
+            return Err(format!(
+                "found {:?}, expected: ',' or 'end of string'",
+                tokens[*pos]
+            ));
         }
         let operator = if negated {
             Operator::DoesNotExist
@@ -346,7 +349,9 @@ fn validate_key(key: &str) -> Result<(), String> {
             && p.len() <= 253
             && p.split('.').all(|label| {
                 !label.is_empty()
-                    && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                     && !label.starts_with('-')
                     && !label.ends_with('-')
             })
