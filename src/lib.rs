@@ -25,6 +25,8 @@
 //!   Argo's names and labels, and the deletion of one artifact.
 //! * [`stream`]: streaming reads of any artifact through any driver, with byte ranges.
 
+#[cfg(feature = "http")]
+pub mod agent;
 pub mod archive;
 pub mod commands;
 pub mod contract;

@@ -1,6 +1,8 @@
 //! The sub-commands. Each reads its inputs, calls the pipelines, and reports; no storage or
 //! archive logic lives here.
 
+#[cfg(feature = "http")]
+pub mod agent;
 pub mod artifact_delete;
 pub mod cli;
 pub mod data;
@@ -122,7 +124,17 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Resource { action } => {
             resource::run(&pod, &api_options(&cli.globals), &action).await
         }
-        Command::Agent(_) | Command::Supervisor => Err(CommandError::failed(
+        #[cfg(feature = "http")]
+        Command::Agent(cli::AgentCommand::Init) => agent::init(&pod),
+        #[cfg(feature = "http")]
+        Command::Agent(cli::AgentCommand::Main) => {
+            agent::main(&pod, &api_options(&cli.globals)).await
+        }
+        #[cfg(not(feature = "http"))]
+        Command::Agent(_) => Err(CommandError::failed(
+            "argoexec-rs was built without the `http` feature, which the agent needs",
+        )),
+        Command::Supervisor => Err(CommandError::failed(
             "this argoexec command is not supported by argoexec-rs yet",
         )),
     }

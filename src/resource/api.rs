@@ -250,6 +250,22 @@ impl ResourceApi {
     }
 }
 
+/// A failed call as client-go's error prints it: the status' message for an API status, the
+/// client error otherwise.
+pub fn status_message(e: &Error) -> String {
+    let mut inner = e;
+    while let Error::GaveUp { last, .. } = inner {
+        inner = last;
+    }
+    match inner {
+        Error::Request {
+            source: kube::Error::Api(status),
+            ..
+        } => status.message.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// kubectl's rendering of a failed call: `Error from server (NotFound): ...` for an API
 /// status, the client error otherwise.
 pub fn kubectl_message(e: &Error) -> String {
