@@ -12,6 +12,7 @@ pub mod kill;
 pub mod pod;
 pub mod resource;
 pub mod serve;
+pub mod supervisor;
 pub mod wait;
 pub mod watch;
 
@@ -134,8 +135,6 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Agent(_) => Err(CommandError::failed(
             "argoexec-rs was built without the `http` feature, which the agent needs",
         )),
-        Command::Supervisor => Err(CommandError::failed(
-            "this argoexec command is not supported by argoexec-rs yet",
-        )),
+        Command::Supervisor => supervisor::run(&pod, &api_options(&cli.globals)).await,
     }
 }
