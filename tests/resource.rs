@@ -36,6 +36,7 @@ fn job_template() -> Value {
         "outputs": {"parameters": [
             {"name": "job-name", "valueFrom": {"jsonPath": "{.metadata.name}"}},
             {"name": "job-obj", "valueFrom": {"jsonPath": "{.status}"}},
+            {"name": "job-jq", "valueFrom": {"jqFilter": ".metadata.ownerReferences[0] | {kind, name}"}},
         ]},
     })
 }
@@ -91,7 +92,7 @@ fn collapse_polls(lines: Vec<String>) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn create_waits_for_success_and_reports_json_path_outputs() {
+async fn create_waits_for_success_and_reports_json_path_and_jq_outputs() {
     let env = PodWithApi::start(NS).await;
     let child = command(&env, "create", &job_template())
         .spawn()
@@ -165,6 +166,10 @@ async fn create_waits_for_success_and_reports_json_path_outputs() {
         )
         .expect("json"),
         json!({"succeeded": 1, "active": 0})
+    );
+    assert_eq!(
+        report["outputs"]["parameters"][2]["value"],
+        r#"{"kind":"Workflow","name":"wf-1"}"#
     );
     assert!(report["outputs"].get("artifacts").is_none());
     assert_eq!(
@@ -457,5 +462,35 @@ async fn refusals_name_their_cause() {
     assert_eq!(
         env.pod.termination_log(),
         "no matches for kind \"Gadget\" in version \"example.com/v1\""
+    );
+}
+
+#[tokio::test]
+async fn a_manifest_from_an_input_artifact_gets_the_owner_reference() {
+    let env = PodWithApi::start(NS).await;
+    let path = env.pod.path("/inputs/manifest.yaml");
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(
+        &path,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-artifact\ndata:\n  k: v\n",
+    )
+    .expect("manifest");
+    let template = json!({
+        "name": "cm",
+        "inputs": {"artifacts": [{"name": "manifest", "path": "/inputs/manifest.yaml"}]},
+        "resource": {"action": "create", "setOwnerReference": true, "manifestFrom": {"artifact": {"name": "manifest"}}},
+    });
+    assert_ok(&run(&env, "create", &template).await);
+    let stored = env
+        .kube
+        .object("v1", NS, "configmaps", "from-artifact")
+        .expect("created");
+    assert_eq!(
+        stored["metadata"]["ownerReferences"],
+        json!([{"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "name": "wf-1", "uid": "wf-uid-1", "controller": true, "blockOwnerDeletion": true}])
+    );
+    assert!(
+        !env.pod.path("/tmp/manifest.yaml").exists(),
+        "nothing staged for manifestFrom"
     );
 }

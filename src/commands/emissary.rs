@@ -744,52 +744,6 @@ fn archive_to(src: &Path, dest: &Path, level: u32, threads: usize) -> std::io::R
     fs::rename(&tmp, dest)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn look_path_finds_programs_on_path_and_reports_misses_as_go_does() {
-        assert!(look_path("sh").expect("sh is on PATH").is_absolute());
-        let err = look_path("no-such-program-anywhere").expect_err("missing");
-        assert_eq!(
-            err.to_string(),
-            "failed to find name in PATH: exec: \"no-such-program-anywhere\": executable file not found in $PATH"
-        );
-        let dir = tempfile::tempdir().expect("tempdir");
-        let plain = dir.path().join("not-executable");
-        fs::write(&plain, "x").expect("write");
-        assert!(look_path(plain.to_str().expect("utf-8")).is_err());
-    }
-
-    #[test]
-    fn retry_counts_accept_ints_and_strings() {
-        use crate::model::ContainerSetRetryStrategy;
-        let with = |v: serde_json::Value| ContainerSetRetryStrategy {
-            retries: Some(v),
-            ..Default::default()
-        };
-        assert_eq!(with(serde_json::json!(2)).retry_count(), 2);
-        assert_eq!(with(serde_json::json!("3")).retry_count(), 3);
-        assert_eq!(with(serde_json::json!("x")).retry_count(), 0);
-    }
-
-    #[test]
-    fn the_signal_file_is_consumed_only_once_it_holds_a_number() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("signal");
-        fs::write(&file, "").expect("write");
-        assert_eq!(take_signal_file(&file), None);
-        assert!(
-            file.exists(),
-            "a half-written file is left for the next event"
-        );
-        fs::write(&file, "15").expect("write");
-        assert_eq!(take_signal_file(&file), Some(Signal::SIGTERM));
-        assert!(!file.exists());
-    }
-}
-
 /// How the init-less layout's user container ends when the supervisor's pre-main work failed
 /// or cannot be relied on: exit code 65, so the controller blames pre-main, not the user's
 /// command (Argo's `ExitCodeSupervisorPreMainFailure`).
@@ -934,4 +888,50 @@ fn refuse_clearing_volumes(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn look_path_finds_programs_on_path_and_reports_misses_as_go_does() {
+        assert!(look_path("sh").expect("sh is on PATH").is_absolute());
+        let err = look_path("no-such-program-anywhere").expect_err("missing");
+        assert_eq!(
+            err.to_string(),
+            "failed to find name in PATH: exec: \"no-such-program-anywhere\": executable file not found in $PATH"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plain = dir.path().join("not-executable");
+        fs::write(&plain, "x").expect("write");
+        assert!(look_path(plain.to_str().expect("utf-8")).is_err());
+    }
+
+    #[test]
+    fn retry_counts_accept_ints_and_strings() {
+        use crate::model::ContainerSetRetryStrategy;
+        let with = |v: serde_json::Value| ContainerSetRetryStrategy {
+            retries: Some(v),
+            ..Default::default()
+        };
+        assert_eq!(with(serde_json::json!(2)).retry_count(), 2);
+        assert_eq!(with(serde_json::json!("3")).retry_count(), 3);
+        assert_eq!(with(serde_json::json!("x")).retry_count(), 0);
+    }
+
+    #[test]
+    fn the_signal_file_is_consumed_only_once_it_holds_a_number() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("signal");
+        fs::write(&file, "").expect("write");
+        assert_eq!(take_signal_file(&file), None);
+        assert!(
+            file.exists(),
+            "a half-written file is left for the next event"
+        );
+        fs::write(&file, "15").expect("write");
+        assert_eq!(take_signal_file(&file), Some(Signal::SIGTERM));
+        assert!(!file.exists());
+    }
 }

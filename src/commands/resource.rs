@@ -5,13 +5,14 @@
 //! or the `manifestFrom` input artifact's path); run the action (`get`, `create`, `apply`,
 //! `delete`, `patch`, `replace`) on the one object of the manifest; unless deleting, poll the
 //! live object until `successCondition` holds or `failureCondition` does (every
-//! `RESOURCE_STATE_CHECK_INTERVAL`, default 5 s); read the output parameters (`jsonPath`) from
+//! `RESOURCE_STATE_CHECK_INTERVAL`, default 5 s); read the output parameters from
 //! it and report them; label the result complete (unless logs are archived: then the wait
 //! container reports). The first failure is the container's message, exit 64.
 //!
 //! Differences from kubectl, on purpose: `apply` is a server-side apply (field manager
 //! `argoexec`, conflicts forced) rather than kubectl's client-side three-way merge; only the
 //! kubectl flags listed in [`Flags`] are understood, any other is refused by name.
+//! Output parameters: `jsonPath` (kubectl's templates) and `jqFilter` (jq, through jaq).
 
 use std::time::{Duration, SystemTime};
 
@@ -24,7 +25,7 @@ use crate::contract::{self, env, parse_go_duration};
 use crate::model::{NodeResult, Outputs, Template};
 use crate::report::{ApiOptions, ErrorKind, KubeClient, TaskResultIdentity, TaskResults};
 use crate::resource::api::{self, ResourceApi, ResourceType, kubectl_message};
-use crate::resource::{jsonpath, selector};
+use crate::resource::{jq, jsonpath, selector};
 
 /// Poll period of the conditions (Go duration; Argo's variable and default).
 pub const ENV_CHECK_INTERVAL: &str = "RESOURCE_STATE_CHECK_INTERVAL";
@@ -44,6 +45,8 @@ struct ResourceTemplate {
     manifest: String,
     #[serde(default)]
     manifest_from: Option<ManifestFrom>,
+    #[serde(default)]
+    set_owner_reference: bool,
     #[serde(default)]
     success_condition: String,
     #[serde(default)]
@@ -277,12 +280,20 @@ impl Request {
         } else {
             resource.merge_strategy.as_str()
         };
-        let document: Value = if manifest.trim().is_empty() {
+        let mut document: Value = if manifest.trim().is_empty() {
             Value::Null
         } else {
             serde_saphyr::from_str(manifest)
                 .map_err(|e| format!("the manifest is not one YAML or JSON document: {e}"))?
         };
+        // The controller adds the owner reference to an inline `manifest` only; a
+        // `manifestFrom` artifact gets it here (Argo drops it silently).
+        if resource.set_owner_reference
+            && resource.manifest_from.is_some()
+            && matches!(action, "create" | "apply" | "replace")
+        {
+            add_owner_reference(&mut document);
+        }
         // `kubectl patch TYPE NAME --patch-file`: the target from the flags when the manifest
         // is a JSON patch or names no kind.
         let from_flags = match action {
@@ -462,6 +473,33 @@ impl Request {
     }
 }
 
+/// Adds the workflow (`ARGO_WORKFLOW_NAME`, `ARGO_WORKFLOW_UID`) as the controlling owner,
+/// unless it already is an owner.
+fn add_owner_reference(document: &mut Value) {
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    let (name, uid) = (var(env::WORKFLOW_NAME), var(env::WORKFLOW_UID));
+    let Some(metadata) = document.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let owners = metadata
+        .entry("ownerReferences")
+        .or_insert_with(|| json!([]));
+    let Some(owners) = owners.as_array_mut() else {
+        return;
+    };
+    if uid.is_empty() || owners.iter().any(|o| o["uid"] == json!(uid)) {
+        return;
+    }
+    owners.push(json!({
+        "apiVersion": format!("{}/{}", crate::model::API_GROUP, crate::model::API_VERSION),
+        "kind": "Workflow",
+        "name": name,
+        "uid": uid,
+        "controller": true,
+        "blockOwnerDeletion": true,
+    }));
+}
+
 /// The object the action left, as the rest of the command refers to it.
 #[derive(Debug)]
 struct Live {
@@ -603,24 +641,24 @@ async fn save_parameters(
                 .filter(|s| !s.is_empty())
                 .map(str::to_string)
         };
-        let value = if let Some(path) = text("jsonPath") {
-            let object = api
-                .request(Method::GET, &live.path, None, None)
-                .await
-                .map_err(|e| kubectl_message(&e))?;
-            jsonpath::render(&path, &object).map_err(|e| {
+        let (json_path, jq_filter) = (text("jsonPath"), text("jqFilter"));
+        if json_path.is_none() && jq_filter.is_none() {
+            continue;
+        }
+        let object = api
+            .request(Method::GET, &live.path, None, None)
+            .await
+            .map_err(|e| kubectl_message(&e))?;
+        let value = match (json_path, jq_filter) {
+            (Some(path), _) => jsonpath::render(&path, &object).map_err(|e| {
                 format!(
                     "error executing jsonpath {path:?} for output parameter '{}': {e}",
                     param.name
                 )
-            })?
-        } else if text("jqFilter").is_some() {
-            return Err(format!(
-                "output parameter '{}': jqFilter is not supported by argoexec-rs; use jsonPath",
-                param.name
-            ));
-        } else {
-            continue;
+            })?,
+            (None, Some(filter)) => jq::filter(&object.to_string(), &filter)
+                .map_err(|e| format!("output parameter '{}': {e}", param.name))?,
+            (None, None) => continue,
         };
         tracing::info!(name = param.name, value, "Saved output parameter");
         param.value = Some(value);
@@ -654,7 +692,7 @@ mod tests {
         assert_eq!(f.propagation.as_deref(), Some("Orphan"));
         assert!(f.no_wait);
         assert_eq!(f.grace_period, Some(0));
-        let e = flags(&["--dry-run=client"]).unwrap_err();
+        let e = flags(&["--dry-run=client"]).expect_err("an error");
         assert!(e.contains("--dry-run is not supported"), "{e}");
         assert!(flags(&["just-a-type"]).is_err());
         assert!(flags(&["a", "b", "c"]).is_err());

@@ -97,14 +97,14 @@ fn http_success_conditions() {
 
 #[test]
 fn errors_name_the_expression_and_the_cause() {
-    let e = evaluate("map(data, {# + '.processed'}", &files()).unwrap_err();
+    let e = evaluate("map(data, {# + '.processed'}", &files()).expect_err("an error");
     assert!(matches!(e, Error::Parse { .. }), "{e}");
-    let e = evaluate("sortBy(data, #)", &files()).unwrap_err();
+    let e = evaluate("sortBy(data, #)", &files()).expect_err("an error");
     assert!(
         e.to_string().contains("unsupported function sortBy()"),
         "{e}"
     );
-    let e = evaluate("data + 1", &files()).unwrap_err();
+    let e = evaluate("data + 1", &files()).expect_err("an error");
     assert!(
         e.to_string().contains("invalid operation: array + int"),
         "{e}"
@@ -112,9 +112,9 @@ fn errors_name_the_expression_and_the_cause() {
     let e = Program::compile("len(data)")
         .expect("compile")
         .run_bool(&files())
-        .unwrap_err();
+        .expect_err("an error");
     assert!(e.to_string().contains("to bool"), "{e}");
-    let e = evaluate("nothing.here", &files()).unwrap_err();
+    let e = evaluate("nothing.here", &files()).expect_err("an error");
     assert!(e.to_string().contains("unknown name nothing"), "{e}");
 }
 
