@@ -235,7 +235,7 @@ impl ResourceApi {
                     && (r.name == lower
                         || r.singular_name == lower
                         || r.kind.to_ascii_lowercase() == lower
-                        || r.short_names.iter().any(|s| *s == lower))
+                        || r.short_names.contains(&lower))
             }) {
                 return Ok(ResourceType {
                     group,

@@ -56,8 +56,8 @@ fn query<'v>(path: &str, current: &'v Value) -> Result<Vec<&'v Value>, String> {
     let path = path.trim();
     let rfc = if path.starts_with('$') {
         path.to_string()
-    } else if path.starts_with('@') {
-        format!("${}", &path[1..])
+    } else if let Some(relative) = path.strip_prefix('@') {
+        format!("${relative}")
     } else if path.starts_with('.') || path.starts_with('[') {
         format!("${path}")
     } else {

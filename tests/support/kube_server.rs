@@ -47,80 +47,78 @@ pub const APPLY_PATCH: &str = "application/apply-patch+yaml";
 
 type Body = BoxBody<Bytes, std::convert::Infallible>;
 
-/// `(group, version, plural, singular, kind, namespaced, short names)` of the resources the
-/// discovery endpoints list.
-pub const RESOURCES: &[(&str, &str, &str, &str, &str, bool, &[&str])] = &[
-    (
-        "",
-        "v1",
-        "configmaps",
-        "configmap",
-        "ConfigMap",
-        true,
-        &["cm"],
-    ),
-    ("", "v1", "secrets", "secret", "Secret", true, &[]),
-    ("", "v1", "pods", "pod", "Pod", true, &["po"]),
-    (
-        "",
-        "v1",
-        "namespaces",
-        "namespace",
-        "Namespace",
-        false,
-        &["ns"],
-    ),
-    ("batch", "v1", "jobs", "job", "Job", true, &[]),
-    (
-        "apps",
-        "v1",
-        "deployments",
-        "deployment",
-        "Deployment",
-        true,
-        &["deploy"],
-    ),
-    (
+/// A resource the discovery endpoints list.
+#[derive(Debug, Clone, Copy)]
+pub struct Served {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub plural: &'static str,
+    pub kind: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+}
+
+const fn served(
+    group: &'static str,
+    version: &'static str,
+    plural: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+    short_names: &'static [&'static str],
+) -> Served {
+    Served {
+        group,
+        version,
+        plural,
+        kind,
+        namespaced,
+        short_names,
+    }
+}
+
+pub const RESOURCES: &[Served] = &[
+    served("", "v1", "configmaps", "ConfigMap", true, &["cm"]),
+    served("", "v1", "secrets", "Secret", true, &[]),
+    served("", "v1", "pods", "Pod", true, &["po"]),
+    served("", "v1", "namespaces", "Namespace", false, &["ns"]),
+    served("batch", "v1", "jobs", "Job", true, &[]),
+    served("apps", "v1", "deployments", "Deployment", true, &["deploy"]),
+    served(
         "apiextensions.k8s.io",
         "v1",
         "customresourcedefinitions",
-        "customresourcedefinition",
         "CustomResourceDefinition",
         false,
         &["crd", "crds"],
     ),
-    (
+    served(
         "argoproj.io",
         "v1alpha1",
         "workflows",
-        "workflow",
         "Workflow",
         true,
         &["wf"],
     ),
-    (
+    served(
         "argoproj.io",
         "v1alpha1",
         "workflowtaskresults",
-        "workflowtaskresult",
         "WorkflowTaskResult",
         true,
         &[],
     ),
-    (
+    served(
         "argoproj.io",
         "v1alpha1",
         "workflowtasksets",
-        "workflowtaskset",
         "WorkflowTaskSet",
         true,
         &["wfts"],
     ),
-    (
+    served(
         "argoproj.io",
         "v1alpha1",
         "workflowartifactgctasks",
-        "workflowartifactgctask",
         "WorkflowArtifactGCTask",
         true,
         &["wfat"],
@@ -457,11 +455,13 @@ fn route(path: &str) -> Option<Target> {
 fn discovery(group: &str, version: &str) -> Option<Value> {
     let resources: Vec<Value> = RESOURCES
         .iter()
-        .filter(|r| r.0 == group && r.1 == version)
-        .map(|(_, _, plural, singular, kind, namespaced, short)| {
-            json!({"name": plural, "singularName": singular, "namespaced": namespaced,
-                   "kind": kind, "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
-                   "shortNames": short})
+        .filter(|r| r.group == group && r.version == version)
+        .map(|r| {
+            // Every singular name served here is the kind in lower case.
+            let singular = r.kind.to_ascii_lowercase();
+            json!({"name": r.plural, "singularName": singular, "namespaced": r.namespaced,
+                   "kind": r.kind, "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
+                   "shortNames": r.short_names})
         })
         .collect();
     let group_version = if group.is_empty() {
@@ -477,8 +477,8 @@ fn discovery(group: &str, version: &str) -> Option<Value> {
 fn groups() -> Value {
     let mut names: Vec<(&str, &str)> = RESOURCES
         .iter()
-        .filter(|r| !r.0.is_empty())
-        .map(|r| (r.0, r.1))
+        .filter(|r| !r.group.is_empty())
+        .map(|r| (r.group, r.version))
         .collect();
     names.dedup();
     let groups: Vec<Value> = names
