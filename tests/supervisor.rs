@@ -175,3 +175,28 @@ async fn a_failed_pre_main_stops_main_with_65_and_is_reported() {
         )
     );
 }
+
+#[tokio::test]
+async fn main_presumes_a_silent_supervisor_dead() {
+    let env = PodWithApi::start(NS).await;
+    let mut args = vec!["emissary"];
+    args.extend(LOG_OPTS);
+    args.extend(["--", "true"]);
+    let main = env
+        .pod
+        .argoexec(
+            &args,
+            &[
+                ("ARGO_WAIT_FOR_READY", "true"),
+                ("ARGO_CONTAINER_NAME", "main"),
+                ("ARGOEXEC_SUPERVISOR_HEARTBEAT_TIMEOUT", "1s"),
+            ],
+        )
+        .await;
+    assert_eq!(main.status.code(), Some(65));
+    let stderr = String::from_utf8_lossy(&main.stderr);
+    assert!(
+        stderr.contains("supervisor presumed dead: status marker never appeared within 1s"),
+        "{stderr}"
+    );
+}

@@ -108,7 +108,7 @@ pub async fn execute(
 ) -> NodeResult {
     match run(template, clients, secrets).await {
         Ok(result) => result,
-        Err(message) => NodeResult::failed(message),
+        Err(message) => super::failed(message),
     }
 }
 

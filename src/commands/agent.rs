@@ -124,7 +124,7 @@ impl Runner {
                 Ok(h) => h,
                 Err(e) => {
                     return (
-                        NodeResult::failed(format!("invalid http template: {e}")),
+                        agent::failed(format!("invalid http template: {e}")),
                         Duration::ZERO,
                     );
                 }
@@ -147,11 +147,11 @@ impl Runner {
                         };
                         return (node, requeue);
                     }
-                    Err(e) => return (NodeResult::failed(e), Duration::ZERO),
+                    Err(e) => return (agent::failed(e), Duration::ZERO),
                 }
             }
             return (
-                NodeResult::failed("no plugin executed the template"),
+                agent::failed("no plugin executed the template"),
                 Duration::ZERO,
             );
         }

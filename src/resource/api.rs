@@ -250,36 +250,31 @@ impl ResourceApi {
     }
 }
 
-/// A failed call as client-go's error prints it: the status' message for an API status, the
-/// client error otherwise.
-pub fn status_message(e: &Error) -> String {
-    let mut inner = e;
-    while let Error::GaveUp { last, .. } = inner {
-        inner = last;
-    }
-    match inner {
+/// The API status a failed call carries, through any retries.
+fn api_status(e: &Error) -> Option<&kube::core::Status> {
+    match e {
+        Error::GaveUp { last, .. } => api_status(last),
         Error::Request {
             source: kube::Error::Api(status),
             ..
-        } => status.message.clone(),
-        other => other.to_string(),
+        } => Some(status),
+        _ => None,
     }
 }
 
+/// A failed call as client-go's error prints it: the status' message for an API status, the
+/// error otherwise.
+pub fn status_message(e: &Error) -> String {
+    api_status(e).map_or_else(|| e.to_string(), |s| s.message.clone())
+}
+
 /// kubectl's rendering of a failed call: `Error from server (NotFound): ...` for an API
-/// status, the client error otherwise.
+/// status, the error otherwise.
 pub fn kubectl_message(e: &Error) -> String {
-    let mut inner = e;
-    while let Error::GaveUp { last, .. } = inner {
-        inner = last;
-    }
-    match inner {
-        Error::Request {
-            source: kube::Error::Api(status),
-            ..
-        } => format!("Error from server ({}): {}", status.reason, status.message),
-        other => other.to_string(),
-    }
+    api_status(e).map_or_else(
+        || e.to_string(),
+        |s| format!("Error from server ({}): {}", s.reason, s.message),
+    )
 }
 
 #[cfg(test)]
