@@ -5,7 +5,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::kube_server::{JSON, MERGE_PATCH, PodWithApi, Recorded};
+use support::kube_server::{JSON, MERGE_PATCH, PodWithApi, summary};
 use support::{LOG_OPTS, assert_ok};
 
 const GV: &str = "argoproj.io/v1alpha1";
@@ -31,13 +31,6 @@ async fn run_data(env: &PodWithApi, template: &Value) -> std::process::Output {
             &[("ARGO_TEMPLATE", &t), ("KUBECONFIG", &env.kubeconfig)],
         )
         .await
-}
-
-fn summary(requests: &[Recorded]) -> Vec<(String, String, String)> {
-    requests
-        .iter()
-        .map(|r| (r.method.clone(), r.path.clone(), r.content_type.clone()))
-        .collect()
 }
 
 #[tokio::test]

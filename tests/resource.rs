@@ -222,6 +222,20 @@ fn configmap_template(action: &str, strategy: &str, manifest: &str, flags: &[&st
     })
 }
 
+/// Runs a configmap template that must succeed.
+async fn run_ok(env: &PodWithApi, action: &str, manifest: &str) {
+    assert_ok(&run(env, action, &configmap_template(action, "", manifest, &[])).await);
+}
+
+/// The first request with `method` whose path starts with `prefix`.
+fn first_request(env: &PodWithApi, method: &str, prefix: &str) -> Recorded {
+    env.kube
+        .requests()
+        .into_iter()
+        .find(|r| r.method == method && r.path.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {method} {prefix}"))
+}
+
 fn seed_configmap(env: &PodWithApi) {
     env.kube.insert(
         "v1",
@@ -319,20 +333,8 @@ async fn strategic_patch_of_a_custom_resource_fails_with_the_servers_answer() {
 async fn apply_get_replace_and_delete() {
     let env = PodWithApi::start(NS).await;
     let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: my-cm\ndata:\n  a: \"1\"\n";
-    assert_ok(
-        &run(
-            &env,
-            "apply",
-            &configmap_template("apply", "", manifest, &[]),
-        )
-        .await,
-    );
-    let apply = env
-        .kube
-        .requests()
-        .into_iter()
-        .find(|r| r.method == "PATCH" && r.path.starts_with(CONFIGMAPS))
-        .expect("apply");
+    run_ok(&env, "apply", manifest).await;
+    let apply = first_request(&env, "PATCH", CONFIGMAPS);
     assert_eq!(apply.path, format!("{CONFIGMAPS}/my-cm"));
     assert_eq!(apply.query, "fieldManager=argoexec&force=true");
     assert_eq!(apply.content_type, APPLY_PATCH);
@@ -361,20 +363,8 @@ async fn apply_get_replace_and_delete() {
 
     let replaced =
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: my-cm\ndata:\n  z: \"26\"\n";
-    assert_ok(
-        &run(
-            &env,
-            "replace",
-            &configmap_template("replace", "", replaced, &[]),
-        )
-        .await,
-    );
-    let put = env
-        .kube
-        .requests()
-        .into_iter()
-        .find(|r| r.method == "PUT")
-        .expect("put");
+    run_ok(&env, "replace", replaced).await;
+    let put = first_request(&env, "PUT", CONFIGMAPS);
     assert_eq!(
         (put.path.as_str(), put.content_type.as_str()),
         (format!("{CONFIGMAPS}/my-cm").as_str(), JSON)
@@ -386,21 +376,9 @@ async fn apply_get_replace_and_delete() {
         json!({"z": "26"})
     );
 
-    assert_ok(
-        &run(
-            &env,
-            "delete",
-            &configmap_template("delete", "", replaced, &[]),
-        )
-        .await,
-    );
+    run_ok(&env, "delete", replaced).await;
     assert!(env.kube.object("v1", NS, "configmaps", "my-cm").is_none());
-    let delete = env
-        .kube
-        .requests()
-        .into_iter()
-        .find(|r| r.method == "DELETE")
-        .expect("delete");
+    let delete = first_request(&env, "DELETE", CONFIGMAPS);
     assert_eq!(
         delete.body,
         Some(
@@ -408,14 +386,7 @@ async fn apply_get_replace_and_delete() {
         )
     );
     // Deleting what is not there succeeds (`--ignore-not-found`).
-    assert_ok(
-        &run(
-            &env,
-            "delete",
-            &configmap_template("delete", "", replaced, &[]),
-        )
-        .await,
-    );
+    run_ok(&env, "delete", replaced).await;
 }
 
 #[tokio::test]

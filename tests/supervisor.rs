@@ -8,7 +8,7 @@ mod support;
 use std::process::Stdio;
 
 use serde_json::{Value, json};
-use support::kube_server::{JSON, MERGE_PATCH, PodWithApi};
+use support::kube_server::{JSON, MERGE_PATCH, PodWithApi, summary};
 use support::{LOG_OPTS, assert_ok, finish};
 
 const NS: &str = "argo";
@@ -110,12 +110,8 @@ async fn ready_releases_main_and_the_outputs_are_reported() {
     );
 
     let requests = env.kube.requests();
-    let summary: Vec<(String, String, String)> = requests
-        .iter()
-        .map(|r| (r.method.clone(), r.path.clone(), r.content_type.clone()))
-        .collect();
     assert_eq!(
-        summary,
+        summary(&requests),
         vec![
             ("POST".into(), RESULTS.into(), JSON.into()),
             (

@@ -146,6 +146,14 @@ pub struct Recorded {
     pub body: Option<Value>,
 }
 
+/// `(method, path, content type)` of each request: the sequence tests compare with Argo's.
+pub fn summary(requests: &[Recorded]) -> Vec<(String, String, String)> {
+    requests
+        .iter()
+        .map(|r| (r.method.clone(), r.path.clone(), r.content_type.clone()))
+        .collect()
+}
+
 /// Answer the next `times` requests with this `method` (any when `None`) with `status`.
 #[derive(Debug, Clone)]
 pub struct Fault {
