@@ -465,3 +465,31 @@ async fn a_manifest_from_an_input_artifact_gets_the_owner_reference() {
         "nothing staged for manifestFrom"
     );
 }
+
+#[tokio::test]
+async fn sigterm_ends_the_wait_and_the_result_is_still_completed() {
+    let env = PodWithApi::start(NS).await;
+    let mut template = job_template();
+    template["resource"]["manifest"] =
+        json!(job_manifest().replace("generateName: pi-job-", "name: pi-job"));
+    let child = command(&env, "create", &template).spawn().expect("spawn");
+    eventually("a condition poll", || {
+        env.kube
+            .requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.path == format!("{JOBS}/pi-job"))
+    })
+    .await;
+    let pid = nix::unistd::Pid::from_raw(child.id().expect("pid") as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let out = finish(child).await;
+    assert_eq!(out.status.code(), Some(64));
+    assert_eq!(
+        env.pod.termination_log(),
+        "context canceled: SIGTERM received"
+    );
+    assert_eq!(
+        env.kube.requests().last().and_then(|r| r.body.clone()),
+        Some(json!({"metadata": {"labels": {COMPLETED: "true"}}}))
+    );
+}

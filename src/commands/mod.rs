@@ -136,5 +136,10 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
             "argoexec-rs was built without the `http` feature, which the agent needs",
         )),
         Command::Supervisor => supervisor::run(&pod, &api_options(&cli.globals)).await,
+        Command::ArtifactPluginInit { .. } | Command::ArtifactPluginSidecar { .. } => {
+            Err(CommandError::failed(
+                "artifact plugins are not supported by argoexec-rs yet (artifact-plugin-init / artifact-plugin-sidecar)",
+            ))
+        }
     }
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use http::Method;
 use serde_json::{Value, json};
+use tokio::signal::unix::{SignalKind, signal};
 
 use super::pod::{required_env, template_from_env_or_file, write_atomic};
 use super::{CommandError, Pod};
@@ -77,7 +78,15 @@ pub async fn run(pod: &Pod, api: &ApiOptions, action: &str) -> Result<(), Comman
     if let Err(e) = results.initialize().await {
         errors.push(e.to_string());
     }
-    if let Err(e) = execute(pod, api, &template, action, &results).await {
+    // SIGTERM (the pod stopping) ends the action, as a cancelled context ends Argo's; the
+    // result is still labelled complete.
+    let mut sigterm = signal(SignalKind::terminate())
+        .map_err(|e| CommandError::failed(format!("cannot handle SIGTERM: {e}")))?;
+    let outcome = tokio::select! {
+        outcome = execute(pod, api, &template, action, &results) => outcome,
+        _ = sigterm.recv() => Err("context canceled: SIGTERM received".to_string()),
+    };
+    if let Err(e) = outcome {
         tracing::error!(error = %e, "executor error");
         errors.push(e);
     }
