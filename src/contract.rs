@@ -32,6 +32,18 @@ pub mod env {
     pub const DEBUG_PAUSE_AFTER: &str = "ARGO_DEBUG_PAUSE_AFTER";
     pub const ARTIFACT_POD_NAME: &str = "ARGO_ARTIFACT_POD_NAME";
     pub const REMOVE_LOCAL_ART_PATH: &str = "REMOVE_LOCAL_ART_PATH";
+    /// Set on the init-less layout's `supervisor` (contract section 13).
+    pub const INITLESS_POD: &str = "ARGO_INITLESS_POD";
+    /// Set on the init-less layout's user containers: wait for the supervisor's status marker.
+    pub const WAIT_FOR_READY: &str = "ARGO_WAIT_FOR_READY";
+}
+
+/// Whether this container belongs to an init-less pod (contract section 13): the supervisor
+/// carries `ARGO_INITLESS_POD=true`, the user containers `ARGO_WAIT_FOR_READY=true`.
+pub fn initless_pod() -> bool {
+    [env::INITLESS_POD, env::WAIT_FOR_READY]
+        .iter()
+        .any(|name| std::env::var(name).as_deref() == Ok("true"))
 }
 
 /// The value of `ARGO_TEMPLATE` that means "read the template from the offload file".
@@ -86,6 +98,11 @@ impl Roots {
     /// `/var/run/argo/argoexec`: the binary `init` copies for the user containers.
     pub fn binary_copy(&self) -> PathBuf {
         self.path("/var/run/argo/argoexec")
+    }
+
+    /// `/var/run/argo/status`: the init-less supervisor's status marker (contract section 13).
+    pub fn status_marker(&self) -> PathBuf {
+        self.path("/var/run/argo/status")
     }
 
     /// `/var/run/argo/template`: the template JSON written by `init`, read by `wait`.

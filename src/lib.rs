@@ -26,14 +26,18 @@
 //!   Argo's names and labels, and the deletion of one artifact.
 //! * [`stream`]: streaming reads of any artifact through any driver, with byte ranges.
 
+#[cfg(feature = "http")]
+pub mod agent;
 pub mod archive;
 pub mod commands;
 pub mod contract;
+pub mod expr;
 pub mod gc;
 pub mod keys;
 pub mod model;
 pub mod report;
 pub mod repository;
+pub mod resource;
 pub mod storage;
 pub mod stream;
 pub mod telemetry;

@@ -65,6 +65,18 @@ pub enum Command {
     Agent(AgentCommand),
     /// Init-less pod layout: pre-main work, then everything wait does.
     Supervisor,
+    /// Artifact-plugin init container (not supported yet: fails saying so).
+    #[command(name = "artifact-plugin-init", hide = true)]
+    ArtifactPluginInit {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Artifact-plugin sidecar (not supported yet: fails saying so).
+    #[command(name = "artifact-plugin-sidecar", hide = true)]
+    ArtifactPluginSidecar {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Serve the artifacts of one repository over HTTP, read-only (not part of Argo's
     /// executor: a local inspection tool, see docs/library.md).
     Serve(ServeArgs),

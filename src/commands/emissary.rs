@@ -84,12 +84,6 @@ async fn supervise(
     // Handlers first: from here on a signal is forwarded or answered, never fatal to us.
     let signals = Signals::install()?;
     let args = with_args_file(pod, args)?;
-    let template = template_from_file_or_env(&pod.roots)?.template;
-    // Orphans of the user's process become ours even when we are not PID 1 (a pod sharing its
-    // process namespace), so their zombies are reaped here too. Best effort.
-    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
-        tracing::debug!(error = %e, "cannot become a child subreaper");
-    }
     let mut emissary = Emissary {
         pod,
         name,
@@ -97,6 +91,22 @@ async fn supervise(
         signals,
         terminating: false,
     };
+    let initless = flag(env::WAIT_FOR_READY);
+    if initless && let Err(e) = emissary.wait_for_supervisor().await {
+        return Err(pre_main_failure(e));
+    }
+    let template = template_from_file_or_env(&pod.roots)?.template;
+    if initless
+        && name == "main"
+        && let Err(e) = stage_input_artifacts(pod, &template)
+    {
+        return Err(pre_main_failure(e));
+    }
+    // Orphans of the user's process become ours even when we are not PID 1 (a pod sharing its
+    // process namespace), so their zombies are reaped here too. Best effort.
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::debug!(error = %e, "cannot become a child subreaper");
+    }
     for dependency in template.dependencies_of(name) {
         *code = emissary.wait_for_dependency(dependency).await?;
         if *code != 0 {
@@ -259,7 +269,7 @@ impl Emissary<'_> {
         let dep_dir = self.pod.roots.container_dir(dependency);
         create_shared_dir(&dep_dir)
             .map_err(|e| CommandError::failed(format!("failed to create dependency dir: {e}")))?;
-        self.wait_until(&dep_dir, || {
+        self.wait_until(&dep_dir, None, || {
             fs::read_to_string(&exit_file)
                 .ok()
                 .and_then(|text| text.trim().parse::<i32>().ok())
@@ -271,7 +281,7 @@ impl Emissary<'_> {
     async fn debug_pause(&mut self, marker: &str) -> Result<(), CommandError> {
         let path = self.dir.join(marker);
         tracing::info!(path = %path.display(), "debug pause: waiting for the marker file");
-        self.wait_until(self.dir, || path.exists().then_some(()))
+        self.wait_until(self.dir, None, || path.exists().then_some(()))
             .await
     }
 
@@ -281,6 +291,7 @@ impl Emissary<'_> {
     async fn wait_until<T>(
         &mut self,
         dir: &Path,
+        poll: Option<Duration>,
         mut ready: impl FnMut() -> Option<T>,
     ) -> Result<T, CommandError> {
         let signal_file = self.dir.join("signal");
@@ -294,11 +305,19 @@ impl Emissary<'_> {
             }
             tokio::select! {
                 _ = watch.changed() => {}
+                () = sleep_or_never(poll) => {}
                 sig = self.signals.forwarded.next() => if is_terminating(sig) {
                     return Err(CommandError::Exited(128 + sig as i32));
                 },
             }
         }
+    }
+}
+
+async fn sleep_or_never(period: Option<Duration>) {
+    match period {
+        Some(p) => tokio::time::sleep(p).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -673,7 +692,9 @@ fn stage_outputs(pod: &Pod, template: &Template) -> Result<(), CommandError> {
     }
     for art in &template.outputs.artifacts {
         let path = art.path.as_str();
-        if path.is_empty() || template.is_output_on_shared_mount(path) || !Path::new(path).exists()
+        if path.is_empty()
+            || template.is_output_on_shared_mount(path, contract::initless_pod())
+            || !Path::new(path).exists()
         {
             continue;
         }
@@ -721,6 +742,152 @@ fn archive_to(src: &Path, dest: &Path, level: u32, threads: usize) -> std::io::R
     file.set_permissions(fs::Permissions::from_mode(0o644))?;
     file.sync_all()?;
     fs::rename(&tmp, dest)
+}
+
+/// How the init-less layout's user container ends when the supervisor's pre-main work failed
+/// or cannot be relied on: exit code 65, so the controller blames pre-main, not the user's
+/// command (Argo's `ExitCodeSupervisorPreMainFailure`).
+fn pre_main_failure(message: String) -> CommandError {
+    tracing::error!(error = %message, "supervisor failed before main container started");
+    CommandError::Exited(super::supervisor::PRE_MAIN_FAILURE_CODE)
+}
+
+impl Emissary<'_> {
+    /// Init-less layout: holds until the supervisor's status marker says `READY` (an error
+    /// for `FAILED`, or for a marker that never appears or stops being refreshed).
+    async fn wait_for_supervisor(&mut self) -> Result<(), String> {
+        let marker = self.pod.roots.status_marker();
+        let timeout = super::supervisor::heartbeat_timeout();
+        let started = std::time::SystemTime::now();
+        tracing::info!(path = %marker.display(), "waiting for supervisor status marker");
+        let dir = self.pod.roots.var_run_argo();
+        let outcome = self
+            .wait_until(&dir, Some(super::supervisor::STATUS_POLL), || {
+                super::supervisor::evaluate_status(&marker, timeout, started)
+            })
+            .await
+            .map_err(|e| format!("stopped while waiting for the supervisor: {e}"))?;
+        if outcome.is_ok() {
+            tracing::info!("supervisor is ready");
+        }
+        outcome
+    }
+}
+
+/// Init-less layout, `main` only: links each input artifact the supervisor placed in
+/// `/argo/inputs/artifacts/<name>` to its path (the legacy layout mounts them instead).
+/// Replacing what is at a path is refused when that would clear a user volume.
+fn stage_input_artifacts(pod: &Pod, template: &Template) -> Result<(), String> {
+    let original = std::env::current_dir().map_err(|e| {
+        format!("failed to read working directory before staging input artifacts: {e}")
+    })?;
+    // Linking may replace the working directory itself: step off it meanwhile.
+    std::env::set_current_dir(pod.roots.var_run_argo()).map_err(|e| {
+        format!("failed to leave working directory before staging input artifacts: {e}")
+    })?;
+    link_input_artifacts(pod, template)?;
+    std::env::set_current_dir(&original).map_err(|e| {
+        format!(
+            "failed to re-enter working directory {:?} after staging input artifacts (an input artifact staged at the workingDir path must be a directory): {e}",
+            original.display()
+        )
+    })
+}
+
+fn link_input_artifacts(pod: &Pod, template: &Template) -> Result<(), String> {
+    for art in &template.inputs.artifacts {
+        let src = pod.roots.input_artifact(&art.name);
+        match fs::symlink_metadata(&src) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::info!(
+                    name = art.name,
+                    path = art.path,
+                    "no input-artifacts entry (optional or overlap) — skipping symlink"
+                );
+                continue;
+            }
+            Err(e) => {
+                return Err(format!(
+                    "failed to stat input artifact {:?} at {}: {e}",
+                    art.name,
+                    src.display()
+                ));
+            }
+        }
+        if art.path.is_empty() {
+            continue;
+        }
+        // The user's path, as the user's process sees it (like output paths).
+        let dst = PathBuf::from(&art.path);
+        if let Some(parent) = dst.parent() {
+            fs::create_dir_all(parent).map_err(|e| {
+                format!(
+                    "failed to create parent directory for artifact {:?} at {}: {e}",
+                    art.name, art.path
+                )
+            })?;
+        }
+        if fs::symlink_metadata(&dst).is_ok() {
+            refuse_clearing_volumes(template, art, &dst)?;
+            let cleared = if dst.is_dir() && !dst.is_symlink() {
+                fs::remove_dir_all(&dst)
+            } else {
+                fs::remove_file(&dst)
+            };
+            cleared.map_err(|e| {
+                format!(
+                    "failed to clear existing path for artifact {:?} at {}: {e}",
+                    art.name, art.path
+                )
+            })?;
+        }
+        std::os::unix::fs::symlink(&src, &dst).map_err(|e| {
+            format!(
+                "failed to symlink input artifact {:?} ({} -> {}): {e}",
+                art.name,
+                art.path,
+                src.display()
+            )
+        })?;
+        tracing::debug!(name = art.name, src = %src.display(), dst = art.path, "linked input artifact");
+    }
+    Ok(())
+}
+
+/// What is at `dst` may be cleared only if neither it nor anything under it is a user volume.
+fn refuse_clearing_volumes(
+    template: &Template,
+    art: &crate::model::Artifact,
+    dst: &Path,
+) -> Result<(), String> {
+    let parent = dst.parent().unwrap_or(dst);
+    let real_parent = fs::canonicalize(parent).map_err(|e| {
+        format!(
+            "failed to resolve parent of artifact path {:?} at {}: {e}",
+            art.name, art.path
+        )
+    })?;
+    let resolved = real_parent.join(dst.file_name().unwrap_or_default());
+    let resolved_text = resolved.to_string_lossy().into_owned();
+    for mount in template.volume_mounts() {
+        let declared = PathBuf::from(&mount.mount_path);
+        let mount_path = fs::canonicalize(&declared).unwrap_or(declared);
+        let inside = resolved.starts_with(&mount_path);
+        let contains = mount_path.starts_with(&resolved);
+        if inside || contains {
+            let relation = if inside {
+                "inside volume mount"
+            } else {
+                "which contains volume mount"
+            };
+            return Err(format!(
+                "refusing to stage input artifact {:?} at {}: it resolves to {resolved_text} {relation} {:?} ({}), and clearing it would destroy the mounted volume; change the artifact path or volume mount so they do not overlap",
+                art.name, art.path, mount.name, mount.mount_path
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -52,7 +52,7 @@ fn copy_binary(pod: &Pod) -> Result<(), CommandError> {
 }
 
 /// Writes the script source (script templates) and the manifest (resource templates).
-fn stage_files(pod: &Pod, template: &Template) -> Result<(), CommandError> {
+pub(super) fn stage_files(pod: &Pod, template: &Template) -> Result<(), CommandError> {
     if let Some(script) = template.script.as_ref().filter(|s| !s.source.is_empty()) {
         let path = pod.roots.staging_script();
         write_atomic(&path, script.source.as_bytes(), 0o755).map_err(|e| {
@@ -74,7 +74,7 @@ fn stage_files(pod: &Pod, template: &Template) -> Result<(), CommandError> {
 }
 
 /// Loads the inputs, several at once; the first failure in template order is the error.
-async fn load_inputs(pod: &Pod, template: &Template) -> Result<(), CommandError> {
+pub(super) async fn load_inputs(pod: &Pod, template: &Template) -> Result<(), CommandError> {
     let loader = Loader::new(&pod.roots, &pod.secrets, &pod.transfer, template);
     let plugins: Vec<&str> = template
         .inputs

@@ -1,13 +1,18 @@
 //! The sub-commands. Each reads its inputs, calls the pipelines, and reports; no storage or
 //! archive logic lives here.
 
+#[cfg(feature = "http")]
+pub mod agent;
 pub mod artifact_delete;
 pub mod cli;
+pub mod data;
 pub mod emissary;
 pub mod init;
 pub mod kill;
 pub mod pod;
+pub mod resource;
 pub mod serve;
+pub mod supervisor;
 pub mod wait;
 pub mod watch;
 
@@ -116,11 +121,25 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
             artifact_delete::run(&pod, &api_options(&cli.globals)).await
         }
         Command::Serve(args) => serve::run(&pod, &args).await,
-        Command::Resource { .. }
-        | Command::Data { .. }
-        | Command::Agent(_)
-        | Command::Supervisor => Err(CommandError::failed(
-            "this argoexec command is not supported by argoexec-rs yet",
+        Command::Data { .. } => data::run(&pod, &api_options(&cli.globals)).await,
+        Command::Resource { action } => {
+            resource::run(&pod, &api_options(&cli.globals), &action).await
+        }
+        #[cfg(feature = "http")]
+        Command::Agent(cli::AgentCommand::Init) => agent::init(&pod),
+        #[cfg(feature = "http")]
+        Command::Agent(cli::AgentCommand::Main) => {
+            agent::main(&pod, &api_options(&cli.globals)).await
+        }
+        #[cfg(not(feature = "http"))]
+        Command::Agent(_) => Err(CommandError::failed(
+            "argoexec-rs was built without the `http` feature, which the agent needs",
         )),
+        Command::Supervisor => supervisor::run(&pod, &api_options(&cli.globals)).await,
+        Command::ArtifactPluginInit { .. } | Command::ArtifactPluginSidecar { .. } => {
+            Err(CommandError::failed(
+                "artifact plugins are not supported by argoexec-rs yet (artifact-plugin-init / artifact-plugin-sidecar)",
+            ))
+        }
     }
 }

@@ -119,3 +119,12 @@ pub fn create_dir_all_with_mode(path: &Path, mode: u32) -> std::io::Result<()> {
 pub fn create_shared_dir(path: &Path) -> std::io::Result<()> {
     create_dir_all_with_mode(path, 0o777)
 }
+
+/// `ARGO_TEMPLATE` when set, else `/var/run/argo/template`: how Argo's executor `Init` finds
+/// the template of commands that run as the main container (`resource`, `data`).
+pub fn template_from_env_or_file(roots: &Roots) -> Result<LoadedTemplate, CommandError> {
+    if std::env::var_os(env::TEMPLATE).is_some() {
+        return template_from_env(roots);
+    }
+    template_from_file(roots)
+}

@@ -35,8 +35,20 @@ const AFTER_KILL: Duration = Duration::from_secs(10);
 
 pub async fn run(pod: &Pod, api: &ApiOptions) -> Result<(), CommandError> {
     required_env(env::POD_NAME)?;
-    let deadline = deadline()?;
     let template = template_from_file(&pod.roots)?.template;
+    post_main(pod, api, &template, None).await
+}
+
+/// Everything after main started, shared with the init-less `supervisor` (Argo's `PostMain`).
+/// `pre_main_failure` is the supervisor's failure before main: then main never ran its
+/// command, so only its logs are saved; the failure stays the container's message.
+pub(super) async fn post_main(
+    pod: &Pod,
+    api: &ApiOptions,
+    template: &Template,
+    pre_main_failure: Option<String>,
+) -> Result<(), CommandError> {
+    let deadline = deadline()?;
     // From here on SIGTERM only ends the wait for main: outputs are still saved and reported.
     let mut sigterm = signal(SignalKind::terminate())
         .map_err(|e| CommandError::failed(format!("cannot handle SIGTERM: {e}")))?;
@@ -46,6 +58,10 @@ pub async fn run(pod: &Pod, api: &ApiOptions) -> Result<(), CommandError> {
             .map_err(CommandError::failed)?,
     );
     let mut errors = Errors::default();
+    let outputs_expected = pre_main_failure.is_none();
+    if let Some(failure) = pre_main_failure {
+        errors.add(failure);
+    }
     if let Err(e) = results.initialize().await {
         errors.add(e);
     }
@@ -62,7 +78,7 @@ pub async fn run(pod: &Pod, api: &ApiOptions) -> Result<(), CommandError> {
         None => String::new(),
     };
 
-    let outputs = collect_outputs(pod, &template, &mut errors).await;
+    let outputs = collect_outputs(pod, template, outputs_expected, &mut errors).await;
     let report = NodeResult {
         outputs: Some(outputs),
         progress: last_progress,
@@ -342,7 +358,12 @@ fn read_progress(file: &Path) -> Option<String> {
 /// Script result, output parameters, output artifacts and logs, with failures added to `errors`
 /// as Argo groups them: one for the result, one for the parameters (the first failing parameter
 /// stops the rest), one for all artifacts together, one per container log.
-async fn collect_outputs(pod: &Pod, template: &Template, errors: &mut Errors) -> Outputs {
+async fn collect_outputs(
+    pod: &Pod,
+    template: &Template,
+    outputs_expected: bool,
+    errors: &mut Errors,
+) -> Outputs {
     let uploader = Uploader::new(pod.transfer.clone()).with_journal_dir(pod.roots.resume_dir());
     let saver = Saver {
         roots: &pod.roots,
@@ -362,6 +383,11 @@ async fn collect_outputs(pod: &Pod, template: &Template, errors: &mut Errors) ->
     }
     let mut outputs = template.outputs.clone();
     outputs.artifacts.clear();
+    if !outputs_expected {
+        // Main never ran its command: there is nothing to collect but its logs.
+        outputs.artifacts = save_logs(&saver, template, errors).await;
+        return outputs;
+    }
     if std::env::var(env::INCLUDE_SCRIPT_OUTPUT).as_deref() == Ok("true") && template.has_output() {
         match read_result(&pod.roots.container_dir("main").join("stdout")) {
             Ok(result) => outputs.result = Some(result),

@@ -225,15 +225,20 @@ impl Template {
             .any(|m| path_is_under(path, &m.mount_path))
     }
 
-    /// Like [`Template::is_on_shared_mount`], but input artifact paths count too (outputs only:
-    /// an output path under an input path is on the input-artifacts emptyDir).
-    pub fn is_output_on_shared_mount(&self, path: &str) -> bool {
-        self.is_on_shared_mount(path)
-            || self
-                .inputs
-                .artifacts
-                .iter()
-                .any(|a| path_is_under(path, &a.path))
+    /// Like [`Template::is_on_shared_mount`], but, in the legacy layout, input artifact paths
+    /// count too: an output at or under an input path is on the input-artifacts emptyDir,
+    /// mirrored into wait (unless it is an optional input that was not supplied). In the
+    /// init-less layout (`initless`) inputs are symlinks main may have replaced, so such
+    /// outputs come from the emissary's archive instead, as in Argo.
+    pub fn is_output_on_shared_mount(&self, path: &str, initless: bool) -> bool {
+        if self.is_on_shared_mount(path) {
+            return true;
+        }
+        !initless
+            && self.inputs.artifacts.iter().any(|a| {
+                let unsupplied = a.optional && !a.location.has_location_or_key();
+                (path == a.path && !unsupplied) || path_is_under(path, &a.path) && path != a.path
+            })
     }
 }
 

@@ -114,7 +114,9 @@ impl Saver<'_> {
         let driver = storage::open(&location, self.secrets).await?;
         let destination = format!("{}/{}", driver.describe(), key);
         let strategy = art.archive_strategy();
-        let shared = self.template.is_output_on_shared_mount(&path);
+        let shared = self
+            .template
+            .is_output_on_shared_mount(&path, crate::contract::initless_pod());
         let source = if shared {
             self.roots.main_ctr_fs(&path)
         } else {

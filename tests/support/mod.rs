@@ -5,6 +5,7 @@
 #[cfg(feature = "azure")]
 pub mod azure_server;
 pub mod conformance;
+pub mod echo_server;
 pub mod fault_proxy;
 #[cfg(feature = "gcs")]
 pub mod gcs_server;
