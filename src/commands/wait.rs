@@ -385,7 +385,8 @@ async fn collect_outputs(
     outputs.artifacts.clear();
     if !outputs_expected {
         // Main never ran its command: there is nothing to collect but its logs.
-        outputs.artifacts = save_logs(&saver, template, errors).await;
+        outputs.artifacts = save_logs(&saver, template, errors, &mut transfers).await;
+        metrics::export_from_env(Direction::Output, &transfers);
         return outputs;
     }
     if std::env::var(env::INCLUDE_SCRIPT_OUTPUT).as_deref() == Ok("true") && template.has_output() {
