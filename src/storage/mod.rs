@@ -36,6 +36,7 @@ pub mod oss;
 pub mod retry;
 pub mod s3;
 pub mod secrets;
+pub mod timeouts;
 pub mod verify;
 
 pub use error::{Error, ErrorKind, Result};
