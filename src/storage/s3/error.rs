@@ -3,7 +3,7 @@
 //! Classification reads typed fields only: the SDK error variant, the HTTP status and the S3
 //! error code (a protocol field, `<Code>` in the response), never a message text.
 
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::result::ConnectorError;
 
 use crate::storage::{Error, ErrorKind};
@@ -34,7 +34,7 @@ const EXPIRED: &[&str] = &[
 pub fn classify<E, R>(err: SdkError<E, R>, key: &str) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + HttpStatus,
+    R: std::fmt::Debug + HttpStatus + 'static,
 {
     let status = err.raw_response().map(HttpStatus::status);
     let kind = match &err {
@@ -77,9 +77,25 @@ where
                 None => format!("{code}{status}"),
             }
         }
-        other => DisplayErrorContext(other).to_string(),
+        other => causes(other),
     };
     Error::backend(DRIVER, kind, detail)
+}
+
+/// The messages of `err` and of its sources, joined by `: `, each said once (the SDK's own
+/// context printer appends a `Debug` dump of the whole chain).
+fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = e.source();
+    }
+    out
 }
 
 fn connector_kind(c: Option<&ConnectorError>) -> ErrorKind {

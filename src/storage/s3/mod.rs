@@ -43,6 +43,8 @@ enum Encryption {
 pub struct S3Driver {
     client: aws_sdk_s3::Client,
     bucket: String,
+    /// Where the bucket is, for messages: `s3://bucket` on AWS, else the endpoint's URL of it.
+    described: String,
     encryption: Encryption,
     /// Ask the server to verify and keep a whole-object CRC32C on multipart uploads (S3's
     /// `FULL_OBJECT` checksums). On for AWS; off for other endpoints unless
@@ -126,9 +128,16 @@ impl S3Driver {
                 Ok("false") => false,
                 _ => endpoint.is_aws(),
             };
+        let described = match endpoint.url.as_deref() {
+            Some(url) if !endpoint.is_aws() => {
+                format!("{}/{}", url.trim_end_matches('/'), loc.bucket)
+            }
+            _ => format!("s3://{}", loc.bucket),
+        };
         let driver = Self {
             client,
             bucket: loc.bucket.clone(),
+            described,
             encryption,
             full_object_checksum,
             list_page_size: None,
@@ -242,7 +251,7 @@ impl Driver for S3Driver {
     }
 
     fn describe(&self) -> String {
-        format!("s3://{}", self.bucket)
+        self.described.clone()
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
