@@ -1,4 +1,36 @@
-//! Object keys: Go's `path.Join`/`path.Clean` semantics, and the key of each output artifact.
+//! Object keys: Go's `path.Join`/`path.Clean` semantics, Argo's key templates ([`template`]),
+//! and the key of each output artifact ([`output_key`]).
+
+pub mod template;
+
+use crate::model::{Artifact, ArtifactLocation};
+use crate::transfer::save;
+
+/// The key an output artifact is stored under (contract section 6): its own key when it has
+/// one (used verbatim), else `<archive key>/<file name>` with the file name Argo derives from
+/// the archive strategy (`<name>.tgz`, `<name>.zip`, or the path's base name for `none`).
+///
+/// ```
+/// use argoexec::keys::output_key;
+/// use argoexec::model::{Artifact, ArtifactLocation, S3Artifact};
+///
+/// let archive = ArtifactLocation {
+///     s3: Some(S3Artifact { bucket: "b".into(), endpoint: "e".into(),
+///                           key: "art/wf-abc/wf-abc-main-1234".into(), ..Default::default() }),
+///     ..Default::default()
+/// };
+/// let out = Artifact { name: "result".into(), path: "/tmp/r.txt".into(), ..Default::default() };
+/// assert_eq!(output_key(&out, Some(&archive))?, "art/wf-abc/wf-abc-main-1234/result.tgz");
+/// # Ok::<(), argoexec::transfer::Error>(())
+/// ```
+pub fn output_key(
+    art: &Artifact,
+    archive: Option<&ArtifactLocation>,
+) -> crate::transfer::Result<String> {
+    let path = crate::transfer::validate_path(&art.name, &art.path)?;
+    let (_, location) = save::output_location(art, &path, archive)?;
+    Ok(location.key().unwrap_or_default())
+}
 
 /// Go's `path.Clean` for slash-separated keys: collapses `//`, drops `.`, resolves `..`, removes
 /// a trailing `/`, keeps a leading one; an empty result is `.`.

@@ -33,8 +33,15 @@ fn fail(e: &CommandError) -> ! {
 }
 
 fn init_tracing(level: &str, format: &str) {
+    // `--loglevel debug|trace` is for our own logs: client libraries stay at info, because the
+    // AWS SDK prints credential identities (access key ids) at debug. `ARGOEXEC_LOG` (an
+    // EnvFilter directive) overrides this for deliberate debugging of a library.
+    let directive = match level {
+        "debug" | "trace" => format!("info,argoexec={level}"),
+        other => other.to_string(),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ARGOEXEC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directive));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -1,5 +1,8 @@
 //! The command line, shaped like Argo's so the controller's exact command lines parse.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand};
 
 /// A drop-in, streaming replacement for the Argo Workflows executor.
@@ -62,12 +65,37 @@ pub enum Command {
     Agent(AgentCommand),
     /// Init-less pod layout: pre-main work, then everything wait does.
     Supervisor,
+    /// Serve the artifacts of one repository over HTTP, read-only (not part of Argo's
+    /// executor: a local inspection tool, see docs/library.md).
+    Serve(ServeArgs),
     /// Print the version.
     Version {
         /// Print only the version number.
         #[arg(long)]
         short: bool,
     },
+}
+
+/// `argoexec serve` options.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// The repository: a YAML or JSON file holding one repository (the shape of an
+    /// `artifact-repositories` entry, e.g. `s3: {bucket: .., endpoint: ..}`), or a ConfigMap
+    /// manifest holding such entries. Secrets are read from `/argo/secret/<name>/<key>` (under
+    /// `ARGOEXEC_ROOT` when set).
+    #[arg(long, env = "ARGOEXEC_SERVE_REPOSITORY")]
+    pub repository: PathBuf,
+    /// The ConfigMap entry to serve when `--repository` is a ConfigMap (default: the entry its
+    /// `workflows.argoproj.io/default-artifact-repository` annotation names).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Address to listen on. Loopback by default: the server has no authentication.
+    #[arg(long, env = "ARGOEXEC_SERVE_LISTEN", default_value = "127.0.0.1:2747")]
+    pub listen: SocketAddr,
+    /// Serve only keys starting with this (it must lie below the repository's own prefix, the
+    /// literal start of its key format).
+    #[arg(long)]
+    pub prefix: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,15 +1,17 @@
 //! The sub-commands. Each reads its inputs, calls the pipelines, and reports; no storage or
 //! archive logic lives here.
 
+pub mod artifact_delete;
 pub mod cli;
 pub mod emissary;
 pub mod init;
 pub mod kill;
 pub mod pod;
+pub mod serve;
 pub mod wait;
 pub mod watch;
 
-pub use cli::{Cli, Command};
+pub use cli::{ArtifactCommand, Cli, Command};
 
 use crate::contract::Roots;
 use crate::report::ApiOptions;
@@ -110,8 +112,11 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
             print_version(short);
             Ok(())
         }
-        Command::Artifact(_)
-        | Command::Resource { .. }
+        Command::Artifact(ArtifactCommand::Delete) => {
+            artifact_delete::run(&pod, &api_options(&cli.globals)).await
+        }
+        Command::Serve(args) => serve::run(&pod, &args).await,
+        Command::Resource { .. }
         | Command::Data { .. }
         | Command::Agent(_)
         | Command::Supervisor => Err(CommandError::failed(

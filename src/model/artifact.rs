@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::gc::PodMetadata;
 use super::location::ArtifactLocation;
 
 /// How an artifact's bytes are packed before storage (`archive:`).
@@ -63,10 +64,12 @@ impl ArchiveStrategyWire {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ArtifactGc {
+    /// `OnWorkflowCompletion`, `OnWorkflowDeletion`, `Never`, or empty (inherit).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub strategy: String,
+    /// Labels and annotations of the pod that deletes these artifacts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_metadata: Option<serde_json::Value>,
+    pub pod_metadata: Option<PodMetadata>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub service_account_name: String,
 }

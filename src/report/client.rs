@@ -232,6 +232,12 @@ impl KubeClient {
         &self.namespace
     }
 
+    /// The underlying client, for requests the typed APIs do not shape (pages decoded into
+    /// our own types, responses discarded unparsed).
+    pub fn raw(&self) -> &kube::Client {
+        &self.client
+    }
+
     /// A namespaced API for a resource the typed clients do not know (Argo's CRDs).
     pub fn api(&self, resource: &ApiResource) -> Api<DynamicObject> {
         Api::namespaced_with(self.client.clone(), &self.namespace, resource)

@@ -312,8 +312,18 @@ fn built_without(kind: LocationKind, feature: &str) -> Error {
     )
 }
 
-/// Opens the driver for a location: the backend, wrapped with integrity checks and retries.
+/// Opens the driver for a location: the backend, wrapped with integrity checks and retries
+/// (Argo's executor backoff, [`retry::Backoff::from_env`]).
 pub async fn open(location: &ArtifactLocation, secrets: &Secrets) -> Result<Arc<dyn Driver>> {
+    open_with_backoff(location, secrets, retry::Backoff::from_env()).await
+}
+
+/// [`open`] with another retry policy (artifact GC retries deletes per `RETRY_BACKOFF_*`).
+pub async fn open_with_backoff(
+    location: &ArtifactLocation,
+    secrets: &Secrets,
+    backoff: retry::Backoff,
+) -> Result<Arc<dyn Driver>> {
     let kind = location
         .kind()
         .ok_or_else(|| Error::config(crate::contract::STORAGE_NOT_CONFIGURED))?;
@@ -371,8 +381,5 @@ pub async fn open(location: &ArtifactLocation, secrets: &Secrets) -> Result<Arc<
         LocationKind::Azure => return Err(built_without(kind, "azure")),
     };
     let verified = Arc::new(verify::Verified::new(backend));
-    Ok(Arc::new(retry::Retrying::new(
-        verified,
-        retry::Backoff::from_env(),
-    )))
+    Ok(Arc::new(retry::Retrying::new(verified, backoff)))
 }

@@ -38,6 +38,21 @@ impl Chunk {
             _permit: None,
         }
     }
+
+    /// The bytes, still holding their budget share until the last clone is dropped: for
+    /// consumers that pass them on (an HTTP body frees them only once they are written).
+    pub fn into_bytes(self) -> Bytes {
+        if self._permit.is_none() {
+            return self.bytes;
+        }
+        Bytes::from_owner(self)
+    }
+}
+
+impl AsRef<[u8]> for Chunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 /// Chunks of one object, in order.
@@ -65,19 +80,49 @@ pub async fn open(
     budget: &Budget,
 ) -> Result<(ObjectMeta, ChunkStream)> {
     let meta = driver.head(key).await?;
-    let expected = meta.crc32c;
+    let body = open_object(driver, key, &meta, cfg, budget).await?;
+    Ok((meta, body))
+}
+
+/// The whole object `key` whose head is `meta`, checked against its recorded CRC32C.
+pub async fn open_object(
+    driver: Arc<dyn Driver>,
+    key: &str,
+    meta: &ObjectMeta,
+    cfg: &TransferConfig,
+    budget: &Budget,
+) -> Result<ChunkStream> {
     let described = format!("{}/{key}", driver.describe());
-    if meta.size <= cfg.download_chunk || cfg.concurrency <= 1 || !driver.serves_ranges(key) {
-        let stream = driver.get(key, None).await?;
-        return Ok((meta, verified(chunks(stream.body), expected, described)));
+    let body = read_range(driver, key, meta.size, 0..meta.size, cfg, budget).await?;
+    Ok(verified(body, meta.crc32c, described))
+}
+
+/// The bytes `range` of `key` (an object of `size` bytes, from a head), in order: one read
+/// when the range is at most one chunk, else `cfg.concurrency` ranged reads in flight, each
+/// paid for from `budget`. Not checked against the whole-object CRC (a part cannot be).
+pub async fn read_range(
+    driver: Arc<dyn Driver>,
+    key: &str,
+    size: u64,
+    range: Range<u64>,
+    cfg: &TransferConfig,
+    budget: &Budget,
+) -> Result<ChunkStream> {
+    let len = range.end.saturating_sub(range.start);
+    if len <= cfg.download_chunk || cfg.concurrency <= 1 || !driver.serves_ranges(key) {
+        let whole = range.start == 0 && range.end >= size;
+        let stream = driver.get(key, (!whole).then_some(range)).await?;
+        return Ok(chunks(stream.body));
     }
     let key = key.to_string();
     let budget = budget.clone();
-    let body = futures::stream::iter(ranges(meta.size, cfg.download_chunk))
+    let offset = range.start;
+    let body = futures::stream::iter(ranges(len, cfg.download_chunk))
         .map(move |r| {
             let driver = Arc::clone(&driver);
             let key = key.clone();
             let budget = budget.clone();
+            let r = r.start + offset..r.end + offset;
             async move {
                 let permit = budget
                     .acquire(r.end - r.start)
@@ -92,7 +137,7 @@ pub async fn open(
         })
         .buffered(cfg.concurrency)
         .boxed();
-    Ok((meta, verified(body, expected, described)))
+    Ok(body)
 }
 
 /// Checks the bytes against the object's recorded whole-object CRC32C, when it has one: a

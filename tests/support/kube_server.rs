@@ -3,7 +3,9 @@
 //!
 //! Served, for any `/apis/<group>/<version>/namespaces/<ns>/<plural>`:
 //! * `POST` the collection (`application/json`): create; 409 `AlreadyExists` if the name is taken.
-//! * `GET` the collection, with an optional `labelSelector` of `key=value` terms: list.
+//! * `GET` the collection, with an optional `labelSelector` of `key=value` terms: list, paged
+//!   by name with `limit` and `continue` (the token is the last name of the previous page;
+//!   [`KubeServer::expire_continue_tokens`] makes tokens answer 410 `Expired`).
 //! * `GET`, `PATCH` (`application/merge-patch+json`, RFC 7386) one object, and `PATCH` its
 //!   `/status` subresource (only the patch's `status` is applied); 404 `NotFound` if absent.
 //!
@@ -66,6 +68,8 @@ struct State {
     requests: Vec<Recorded>,
     faults: Vec<Fault>,
     resource_version: u64,
+    /// Continue tokens still to refuse with 410 Expired.
+    expired_tokens: usize,
 }
 
 pub struct KubeServer {
@@ -149,6 +153,12 @@ impl KubeServer {
         }
     }
 
+    /// The next `times` requests carrying a continue token get 410 `Expired`, as an API server
+    /// answers a token older than its compaction window.
+    pub fn expire_continue_tokens(&self, times: usize) {
+        self.lock().expired_tokens = times;
+    }
+
     /// Queues a failure (after any already queued).
     pub fn fail(&self, fault: Fault) {
         self.lock().faults.push(fault);
@@ -167,6 +177,30 @@ impl KubeServer {
         let path = dir.join("kubeconfig");
         std::fs::write(&path, config.to_string()).expect("write kubeconfig");
         path
+    }
+}
+
+/// A test pod with an API server, and a kubeconfig for it (in the pod's root) whose context
+/// namespace is `namespace`.
+pub struct PodWithApi {
+    pub pod: super::TestPod,
+    pub kube: KubeServer,
+    pub kubeconfig: String,
+}
+
+impl PodWithApi {
+    pub async fn start(namespace: &str) -> Self {
+        let pod = super::TestPod::new().await;
+        let kube = KubeServer::start().await;
+        let kubeconfig = kube
+            .kubeconfig(pod.root.path(), namespace)
+            .to_string_lossy()
+            .into_owned();
+        Self {
+            pod,
+            kube,
+            kubeconfig,
+        }
     }
 }
 
@@ -405,29 +439,55 @@ async fn handle(state: &Mutex<State>, req: Request<Incoming>) -> Response<Full<B
             respond(201, &stored)
         }
         (&Method::GET, None, None) => {
-            let selector = url::form_urlencoded::parse(query.as_bytes())
-                .find(|(k, _)| k == "labelSelector")
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default();
-            let items: Vec<Value> = state
+            let param = |name: &str| {
+                url::form_urlencoded::parse(query.as_bytes())
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.into_owned())
+                    .filter(|v| !v.is_empty())
+            };
+            let selector = param("labelSelector").unwrap_or_default();
+            let after = param("continue");
+            if after.is_some() && state.expired_tokens > 0 {
+                state.expired_tokens -= 1;
+                return status(
+                    410,
+                    "Expired",
+                    "The provided continue parameter is too old to display a consistent list result."
+                        .into(),
+                    json!({}),
+                );
+            }
+            let limit = param("limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .unwrap_or(usize::MAX);
+            let mut matching = state
                 .objects
                 .get(&key)
                 .into_iter()
-                .flat_map(|c| c.values())
-                .filter(|o| matches_selector(o, &selector))
-                .cloned()
+                .flat_map(|c| c.iter())
+                .filter(|(name, _)| after.as_deref().is_none_or(|a| name.as_str() > a))
+                .filter(|(_, o)| matches_selector(o, &selector));
+            let items: Vec<(String, Value)> = matching
+                .by_ref()
+                .take(limit)
+                .map(|(n, o)| (n.clone(), o.clone()))
                 .collect();
+            let more = matching.next().is_some();
             let kind = items
                 .first()
-                .and_then(|o| o["kind"].as_str())
+                .and_then(|(_, o)| o["kind"].as_str())
                 .map_or_else(|| "List".to_string(), |k| format!("{k}List"));
+            let mut metadata = json!({"resourceVersion": state.resource_version.to_string()});
+            if more && let Some((last, _)) = items.last() {
+                metadata["continue"] = json!(last);
+            }
             respond(
                 200,
                 &json!({
                     "apiVersion": r.group_version,
                     "kind": kind,
-                    "metadata": {"resourceVersion": state.resource_version.to_string()},
-                    "items": items,
+                    "metadata": metadata,
+                    "items": items.into_iter().map(|(_, o)| o).collect::<Vec<_>>(),
                 }),
             )
         }

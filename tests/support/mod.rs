@@ -253,6 +253,20 @@ impl TestPod {
         self.argoexec(&args, env).await
     }
 
+    /// Records an entity tag for an object written straight into the server's data directory:
+    /// without one, s3s-fs computes the MD5 of the whole object on every read of it (ranged
+    /// reads included), which makes multi-GiB objects quadratic to stream.
+    pub fn record_etag(&self, key: &str, etag: &str) {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let info = self.data.path().join(format!(
+            ".bucket-{}.object-{}.internal.json",
+            b64(BUCKET),
+            b64(key)
+        ));
+        std::fs::write(info, json!({"e_tag": etag}).to_string()).expect("internal info");
+    }
+
     pub fn termination_log(&self) -> String {
         std::fs::read_to_string(self.roots().termination_log()).unwrap_or_default()
     }
