@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    ByteStream, Driver, Error, GetStream, ListPage, MultipartLimits, ObjectMeta, Part, PartReceipt,
+    ByteStream, Driver, GetStream, ListPage, MultipartLimits, ObjectMeta, Part, PartReceipt,
     PutOptions, Result,
 };
 use crate::contract::parse_go_duration;
@@ -130,9 +130,7 @@ fn random_unit() -> f64 {
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Retries every operation of the wrapped driver per a [`Backoff`]. A backend failure that
-/// ends the retrying names the operation and the object (`get range <where>/<key>: <cause>`),
-/// so the message says where it happened whatever the caller adds.
+/// Retries every operation of the wrapped driver per a [`Backoff`].
 #[derive(Debug)]
 pub struct Retrying {
     inner: Arc<dyn Driver>,
@@ -153,28 +151,6 @@ impl Retrying {
     pub fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
     }
-
-    /// Runs `op` per the backoff; a backend failure is returned with `what` and the object
-    /// in front of it.
-    async fn attempt<T, F, Fut>(&self, what: &str, key: &str, op: F) -> Result<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
-        let result = self.backoff.run(what, &self.retries, op).await;
-        result.map_err(|e| self.located(what, key, e))
-    }
-
-    fn located(&self, what: &str, key: &str, e: Error) -> Error {
-        match e {
-            Error::Backend { .. } => e.context(format!(
-                "{what} {}/{}",
-                self.inner.describe(),
-                key.trim_start_matches('/')
-            )),
-            other => other,
-        }
-    }
 }
 
 #[async_trait]
@@ -192,7 +168,9 @@ impl Driver for Retrying {
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
-        self.attempt("head", key, || self.inner.head(key)).await
+        self.backoff
+            .run("head", &self.retries, || self.inner.head(key))
+            .await
     }
 
     fn serves_ranges(&self, key: &str) -> bool {
@@ -200,35 +178,44 @@ impl Driver for Retrying {
     }
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetStream> {
-        self.attempt("get", key, || self.inner.get(key, range.clone()))
+        self.backoff
+            .run("get", &self.retries, || self.inner.get(key, range.clone()))
             .await
     }
 
     async fn get_bytes(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        self.attempt("get range", key, || {
-            self.inner.get_bytes(key, range.clone())
-        })
-        .await
+        self.backoff
+            .run("get range", &self.retries, || {
+                self.inner.get_bytes(key, range.clone())
+            })
+            .await
     }
 
     async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> Result<()> {
-        self.attempt("put", key, || self.inner.put(key, data.clone(), opts))
+        self.backoff
+            .run("put", &self.retries, || {
+                self.inner.put(key, data.clone(), opts)
+            })
             .await
     }
 
     /// A stream can be consumed once, so a streaming write is attempted once.
     async fn put_stream(&self, key: &str, body: ByteStream, opts: &PutOptions) -> Result<()> {
-        let result = self.inner.put_stream(key, body, opts).await;
-        result.map_err(|e| self.located("put", key, e))
+        self.inner.put_stream(key, body, opts).await
     }
 
     async fn list(&self, prefix: &str, page: Option<String>) -> Result<ListPage> {
-        self.attempt("list", prefix, || self.inner.list(prefix, page.clone()))
+        self.backoff
+            .run("list", &self.retries, || {
+                self.inner.list(prefix, page.clone())
+            })
             .await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        self.attempt("delete", key, || self.inner.delete(key)).await
+        self.backoff
+            .run("delete", &self.retries, || self.inner.delete(key))
+            .await
     }
 
     fn multipart_limits(&self) -> Option<MultipartLimits> {
@@ -236,17 +223,19 @@ impl Driver for Retrying {
     }
 
     async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String> {
-        self.attempt("create multipart upload", key, || {
-            self.inner.create_multipart(key, opts)
-        })
-        .await
+        self.backoff
+            .run("create multipart upload", &self.retries, || {
+                self.inner.create_multipart(key, opts)
+            })
+            .await
     }
 
     async fn put_part(&self, key: &str, upload_id: &str, part: &Part) -> Result<PartReceipt> {
-        self.attempt("upload part", key, || {
-            self.inner.put_part(key, upload_id, part)
-        })
-        .await
+        self.backoff
+            .run("upload part", &self.retries, || {
+                self.inner.put_part(key, upload_id, part)
+            })
+            .await
     }
 
     async fn complete_multipart(
@@ -255,21 +244,26 @@ impl Driver for Retrying {
         upload_id: &str,
         parts: &[PartReceipt],
     ) -> Result<()> {
-        self.attempt("complete multipart upload", key, || {
-            self.inner.complete_multipart(key, upload_id, parts)
-        })
-        .await
+        self.backoff
+            .run("complete multipart upload", &self.retries, || {
+                self.inner.complete_multipart(key, upload_id, parts)
+            })
+            .await
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
-        self.attempt("abort multipart upload", key, || {
-            self.inner.abort_multipart(key, upload_id)
-        })
-        .await
+        self.backoff
+            .run("abort multipart upload", &self.retries, || {
+                self.inner.abort_multipart(key, upload_id)
+            })
+            .await
     }
 
     async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<PartReceipt>> {
-        self.attempt("list parts", key, || self.inner.list_parts(key, upload_id))
+        self.backoff
+            .run("list parts", &self.retries, || {
+                self.inner.list_parts(key, upload_id)
+            })
             .await
     }
 }

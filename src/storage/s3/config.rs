@@ -133,6 +133,13 @@ pub(crate) fn builder(loc: &S3Artifact, secrets: &Secrets) -> Result<aws_sdk_s3:
         )
         .http_client(http_client(loc, secrets)?);
     if let Some(url) = &endpoint.url {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| Error::config(format!("the S3 endpoint {url:?} is not valid: {e}")))?;
+        if parsed.host().is_none() {
+            return Err(Error::config(format!(
+                "the S3 endpoint {url:?} has no host"
+            )));
+        }
         builder = builder.endpoint_url(url);
     }
     if endpoint

@@ -3,6 +3,7 @@
 use std::ops::Range;
 
 use async_trait::async_trait;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as SdkBody;
 use aws_sdk_s3::types::{
     BucketLocationConstraint, ChecksumAlgorithm, ChecksumMode, ChecksumType,
@@ -55,6 +56,24 @@ pub struct S3Driver {
 }
 
 impl S3Driver {
+    /// A failure of the request `op` on `key`, named with where it happened (`head
+    /// http://127.0.0.1:9000/bucket/key: <cause>`), so the message says where whatever the
+    /// caller adds around it.
+    fn failed<E, R>(&self, op: &str, key: &str, err: SdkError<E, R>) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + error::HttpStatus + 'static,
+    {
+        let at = match key.trim_start_matches('/') {
+            "" => self.described.clone(),
+            k => format!("{}/{k}", self.described),
+        };
+        match classify(err, key) {
+            e @ Error::Backend { .. } => e.context(format!("{op} {at}")),
+            other => other,
+        }
+    }
+
     /// Connects to the location's bucket, creating it first when `createBucketIfNotPresent`
     /// asks (an existing bucket is fine).
     pub async fn new(loc: &S3Artifact, secrets: &Secrets) -> Result<Self> {
@@ -128,10 +147,14 @@ impl S3Driver {
                 Ok("false") => false,
                 _ => endpoint.is_aws(),
             };
-        let described = match endpoint.url.as_deref() {
-            Some(url) if !endpoint.is_aws() => {
-                format!("{}/{}", url.trim_end_matches('/'), loc.bucket)
-            }
+        // Scheme, host and port only: an endpoint URL could carry user info.
+        let described = match endpoint.url.as_deref().map(url::Url::parse) {
+            Some(Ok(url)) if !endpoint.is_aws() => format!(
+                "{}://{}/{}",
+                url.scheme(),
+                &url[url::Position::BeforeHost..url::Position::AfterPort],
+                loc.bucket
+            ),
             _ => format!("s3://{}", loc.bucket),
         };
         let driver = Self {
@@ -179,7 +202,7 @@ impl S3Driver {
             {
                 Ok(())
             }
-            Err(e) => Err(classify(e, &self.bucket)),
+            Err(e) => Err(self.failed("create bucket", "", e)),
         }
     }
 
@@ -263,7 +286,7 @@ impl Driver for S3Driver {
             .checksum_mode(ChecksumMode::Enabled)
             .send()
             .await
-            .map_err(|e| classify(e, key))?;
+            .map_err(|e| self.failed("head", key, e))?;
         let mut meta = ObjectMeta {
             key: key.to_string(),
             size: out.content_length().unwrap_or_default().max(0) as u64,
@@ -287,7 +310,7 @@ impl Driver for S3Driver {
             .set_range(Self::ranged(&range))
             .send()
             .await
-            .map_err(|e| classify(e, key))?;
+            .map_err(|e| self.failed("get", key, e))?;
         // With a range, the total size is after the '/' of Content-Range.
         let size = out
             .content_range()
@@ -342,7 +365,7 @@ impl Driver for S3Driver {
             .disable_payload_signing()
             .send()
             .await
-            .map_err(|e| classify(e, key))?;
+            .map_err(|e| self.failed("put", key, e))?;
         Ok(())
     }
 
@@ -356,7 +379,7 @@ impl Driver for S3Driver {
             .set_continuation_token(page)
             .send()
             .await
-            .map_err(|e| classify(e, prefix))?;
+            .map_err(|e| self.failed("list", prefix, e))?;
         let objects = out
             .contents()
             .iter()
@@ -384,7 +407,7 @@ impl Driver for S3Driver {
             .key(key)
             .send()
             .await
-            .map_err(|e| classify(e, key))?;
+            .map_err(|e| self.failed("delete", key, e))?;
         Ok(())
     }
 
@@ -408,7 +431,7 @@ impl Driver for S3Driver {
         let out = with_encryption!(req, &self.encryption)
             .send()
             .await
-            .map_err(|e| classify(e, key))?;
+            .map_err(|e| self.failed("create multipart upload", key, e))?;
         out.upload_id().map(str::to_string).ok_or_else(|| {
             Error::backend(
                 "s3",
@@ -432,7 +455,7 @@ impl Driver for S3Driver {
             .disable_payload_signing()
             .send()
             .await
-            .map_err(|e| classify(e, key))?;
+            .map_err(|e| self.failed("upload part", key, e))?;
         let server_crc32c = out.checksum_crc32_c().and_then(decode_crc);
         Ok(PartReceipt {
             number: part.number,
@@ -482,7 +505,9 @@ impl Driver for S3Driver {
                 .checksum_crc32_c(encode_crc(whole))
                 .checksum_type(ChecksumType::FullObject);
         }
-        req.send().await.map_err(|e| classify(e, key))?;
+        req.send()
+            .await
+            .map_err(|e| self.failed("complete multipart upload", key, e))?;
         Ok(())
     }
 
@@ -494,7 +519,7 @@ impl Driver for S3Driver {
             .upload_id(upload_id)
             .send()
             .await
-            .map_err(|e| classify(e, key))?;
+            .map_err(|e| self.failed("abort multipart upload", key, e))?;
         Ok(())
     }
 
@@ -511,7 +536,7 @@ impl Driver for S3Driver {
                 .set_part_number_marker(marker.take())
                 .send()
                 .await
-                .map_err(|e| classify(e, key))?;
+                .map_err(|e| self.failed("list parts", key, e))?;
             out.extend(page.parts().iter().filter_map(|p| {
                 Some(PartReceipt {
                     number: u32::try_from(p.part_number()?).ok()?,
