@@ -104,7 +104,7 @@ impl<'a> Loader<'a> {
                 place_stream(
                     body,
                     &dest,
-                    art.archive.as_ref().map(|a| a.strategy()),
+                    art.archive.as_ref().and_then(|a| a.declared()),
                     self.config.max_unpacked_bytes,
                 )
                 .await
@@ -118,7 +118,7 @@ impl<'a> Loader<'a> {
                     driver,
                     &key,
                     &dest,
-                    art.archive.as_ref().map(|a| a.strategy()),
+                    art.archive.as_ref().and_then(|a| a.declared()),
                 )
                 .await
             }
