@@ -447,10 +447,12 @@ impl BlackHole {
     }
 }
 
-/// TLS on 127.0.0.1 in front of a plain server: terminates with `cert`/`key` and forwards the
-/// bytes both ways. Stops when dropped.
+/// TLS on 127.0.0.1 in front of a plain server: terminates with the server certificate of
+/// `pki` and forwards the bytes both ways; counts the connections it accepted (one per
+/// attempt of a client that does not reuse them). Stops when dropped.
 pub struct TlsFront {
     pub addr: SocketAddr,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -470,8 +472,11 @@ impl TlsFront {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind tls");
         let addr = listener.local_addr().expect("addr");
+        let accepted: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let counter = Arc::clone(&accepted);
         let task = tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     // A client that does not trust the certificate fails the handshake here.
@@ -485,6 +490,15 @@ impl TlsFront {
                 });
             }
         });
-        Self { addr, task }
+        Self {
+            addr,
+            accepted,
+            task,
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
