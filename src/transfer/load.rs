@@ -307,7 +307,8 @@ fn place_blocking(
             // A zip's directory is at its end: it needs a seekable local copy.
             write_file(reader, &tmp)?;
             fs::create_dir_all(&tmpdir).map_err(io_err("creating", &tmpdir))?;
-            let result = archive::zip::unzip(&tmp, &tmpdir).map_err(Error::from_archive);
+            let result =
+                archive::zip::unzip(&tmp, &tmpdir, max_unpacked).map_err(Error::from_archive);
             let _ = fs::remove_file(&tmp);
             result?;
             archive::place(&tmpdir, dest).map_err(io_err("placing", dest))
