@@ -126,8 +126,11 @@ impl<'a> Loader<'a> {
         let bytes = match outcome {
             Ok(b) => b,
             Err(e) if e.is_not_found() && art.optional => return Ok(Loaded::Skipped),
-            Err(e) => {
+            Err(mut e) => {
                 let _ = clear_stale(&dest, false);
+                if let Error::NoSpace { dir, free, .. } = &mut e {
+                    *free = free_bytes(dir);
+                }
                 return Err(e);
             }
         };
@@ -163,12 +166,19 @@ impl<'a> Loader<'a> {
                         return Ok(n);
                     }
                 }
-                place_stream(body, dest, strategy, self.config.max_unpacked_bytes).await?;
+                place_stream(body, dest, strategy, self.config.max_unpacked_bytes)
+                    .await
+                    .map_err(|e| {
+                        e.no_space(&object(&driver, key), Some(meta.size), parent(dest))
+                    })?;
                 Ok(meta.size)
             }
             // A store that cannot list (HTTP) has no directories: the key is simply absent.
             Err(e) if e.is_not_found() => match self.fetch_dir(&driver, key, dest).await {
                 Ok(Some(n)) => Ok(n),
+                Err(full @ Error::Io { .. }) => {
+                    Err(full.no_space(&object(&driver, key), None, parent(dest)))
+                }
                 Ok(None) | Err(Error::Storage(storage::Error::NotSupported { .. })) => Err(e),
                 Err(other) => Err(other),
             },
@@ -211,6 +221,22 @@ impl<'a> Loader<'a> {
         fs::rename(&tmp, dest).map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))?;
         Ok(Some(total))
     }
+}
+
+/// `<store>/<key>`, for messages.
+fn object(driver: &Arc<dyn Driver>, key: &str) -> String {
+    format!("{}/{}", driver.describe(), key.trim_start_matches('/'))
+}
+
+/// The directory an artifact is placed in.
+fn parent(dest: &Path) -> &Path {
+    dest.parent().unwrap_or(dest)
+}
+
+/// Bytes an unprivileged writer may still use on the filesystem of `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(st.blocks_available().saturating_mul(st.fragment_size()))
 }
 
 /// A git input: cloned into `<dest>.tmp`, then renamed into place (a directory with its `.git`).
