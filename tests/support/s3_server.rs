@@ -11,6 +11,10 @@ use s3s::{S3, S3Request, S3Response, S3Result};
 
 pub const ACCESS_KEY: &str = "argoexec-test-access";
 pub const SECRET_KEY: &str = "argoexec-test-secret";
+/// A second identity whose keys are marker strings, for the scan that proves no secret is
+/// ever printed (tests/secrets_scan.rs).
+pub const MARKER_ACCESS_KEY: &str = "AKIAMARKERACCESS7Q2W";
+pub const MARKER_SECRET_KEY: &str = "marker-s3-secret-9d4e1f";
 
 /// s3s-fs with two fixes towards S3's behaviour: a key that is a directory on its disk
 /// (because longer keys live below it) is answered `NoSuchKey` instead of HTTP 500, and
@@ -110,7 +114,9 @@ pub async fn serve(root: &Path, listener: tokio::net::TcpListener) -> std::io::R
         root: root.to_path_buf(),
     };
     let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-    builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+    let mut auth = s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY);
+    auth.register(MARKER_ACCESS_KEY.into(), MARKER_SECRET_KEY.into());
+    builder.set_auth(auth);
     let service = builder.build();
     loop {
         let (socket, _) = listener.accept().await?;
