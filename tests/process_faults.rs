@@ -242,8 +242,7 @@ fn assert_disk_full(pod: &TestPod, out: &std::process::Output, left: &str, objec
     let dir = pod.roots().input_artifact("big");
     let dir = dir.parent().expect("dir").display().to_string();
     let expected_start = format!(
-        "artifact big failed to load: not enough space at {dir} for http://{}/argo-artifacts/{object} (",
-        pod.s3_addr
+        "artifact big failed to load: not enough space at {dir} for s3://argo-artifacts/{object} ("
     );
     assert!(
         message.starts_with(&expected_start),

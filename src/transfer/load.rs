@@ -24,6 +24,11 @@ use crate::model::ArchiveStrategy;
 use crate::model::{Artifact, LocationKind, Template};
 use crate::storage::{self, ByteStream, Driver, Secrets};
 
+/// Attempts in all at fetching an object whose bytes fail the whole-object check. The check
+/// can only be made at the end, and an unpack cannot resume mid-archive, so the object is
+/// fetched again from its start.
+const WHOLE_OBJECT_ATTEMPTS: u32 = 3;
+
 /// What happened to one input artifact.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Loaded {
@@ -114,13 +119,20 @@ impl<'a> Loader<'a> {
             _ => {
                 let driver = storage::open(&location, self.secrets).await?;
                 let key = location.key().unwrap_or_default();
-                self.fetch(
-                    driver,
-                    &key,
-                    &dest,
-                    art.archive.as_ref().and_then(|a| a.declared()),
-                )
-                .await
+                let strategy = art.archive.as_ref().and_then(|a| a.declared());
+                let mut attempt = 1;
+                loop {
+                    match self.fetch(Arc::clone(&driver), &key, &dest, strategy).await {
+                        Err(e) if e.is_corrupt_download() && attempt < WHOLE_OBJECT_ATTEMPTS => {
+                            tracing::warn!(artifact = %name, attempt, error = %e, "corrupt download, fetching the object again");
+                            clear_stale(&dest, false).map_err(|e| {
+                                Error::io(format!("clearing {}", dest.display()), e)
+                            })?;
+                            attempt += 1;
+                        }
+                        other => break other,
+                    }
+                }
             }
         };
         let bytes = match outcome {

@@ -92,6 +92,12 @@ impl Error {
         }
     }
 
+    /// Whether the bytes of a download failed the whole-object check: fetching the object
+    /// again can succeed.
+    pub fn is_corrupt_download(&self) -> bool {
+        matches!(self, Self::Storage(e) if e.kind() == Some(storage::ErrorKind::Integrity))
+    }
+
     /// Whether the artifact is simply not there (what `optional: true` forgives).
     pub fn is_not_found(&self) -> bool {
         match self {

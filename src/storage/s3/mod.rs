@@ -16,7 +16,7 @@ use futures::StreamExt;
 
 use super::{
     Driver, Error, ErrorKind, GetStream, ListPage, MultipartLimits, ObjectMeta, Part, PartReceipt,
-    PutOptions, Result, Secrets,
+    PutOptions, Result, Secrets, cause_chain,
 };
 use crate::model::S3Artifact;
 
@@ -44,8 +44,9 @@ enum Encryption {
 pub struct S3Driver {
     client: aws_sdk_s3::Client,
     bucket: String,
-    /// Where the bucket is, for messages: `s3://bucket` on AWS, else the endpoint's URL of it.
-    described: String,
+    /// Where the bucket is, for error messages: `s3://bucket` on AWS, else the endpoint's URL
+    /// of it (which server failed matters there; [`Driver::describe`] stays `s3://bucket`).
+    located: String,
     encryption: Encryption,
     /// Ask the server to verify and keep a whole-object CRC32C on multipart uploads (S3's
     /// `FULL_OBJECT` checksums). On for AWS; off for other endpoints unless
@@ -65,8 +66,8 @@ impl S3Driver {
         R: std::fmt::Debug + error::HttpStatus + 'static,
     {
         let at = match key.trim_start_matches('/') {
-            "" => self.described.clone(),
-            k => format!("{}/{k}", self.described),
+            "" => self.located.clone(),
+            k => format!("{}/{k}", self.located),
         };
         match classify(err, key) {
             e @ Error::Backend { .. } => e.context(format!("{op} {at}")),
@@ -148,7 +149,7 @@ impl S3Driver {
                 _ => endpoint.is_aws(),
             };
         // Scheme, host and port only: an endpoint URL could carry user info.
-        let described = match endpoint.url.as_deref().map(url::Url::parse) {
+        let located = match endpoint.url.as_deref().map(url::Url::parse) {
             Some(Ok(url)) if !endpoint.is_aws() => format!(
                 "{}://{}/{}",
                 url.scheme(),
@@ -160,7 +161,7 @@ impl S3Driver {
         let driver = Self {
             client,
             bucket: loc.bucket.clone(),
-            described,
+            located,
             encryption,
             full_object_checksum,
             list_page_size: None,
@@ -274,7 +275,7 @@ impl Driver for S3Driver {
     }
 
     fn describe(&self) -> String {
-        self.described.clone()
+        format!("s3://{}", self.bucket)
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
@@ -327,7 +328,7 @@ impl Driver for S3Driver {
         if range.is_none() {
             meta.crc32c = meta.crc32c_from_metadata();
         }
-        let owned_key = key.to_string();
+        let at = format!("get {}/{}", self.located, key.trim_start_matches('/'));
         let body = futures::stream::unfold(Some(out.body), |body| async move {
             let mut body = body?;
             match body.next().await {
@@ -336,14 +337,14 @@ impl Driver for S3Driver {
                     Err(Error::backend(
                         "s3",
                         ErrorKind::Network,
-                        format!("reading the response body failed: {e}"),
+                        format!("reading the response body failed: {}", cause_chain(&e)),
                     )),
                     None,
                 )),
                 None => None,
             }
         })
-        .map(move |r| r.map_err(|e| e.context(&owned_key)))
+        .map(move |r| r.map_err(|e| e.context(&at)))
         .boxed();
         Ok(GetStream { meta, body })
     }
