@@ -370,3 +370,13 @@ pub fn snapshot(dir: &Path) -> Vec<(String, String, Vec<u8>)> {
     walk(dir, dir, &mut out);
     out
 }
+
+/// [`snapshot`] of a directory, or one `("", "file", content)` entry for a file.
+pub fn snapshot_or_file(path: &Path) -> Vec<(String, String, Vec<u8>)> {
+    if path.is_dir() {
+        snapshot(path)
+    } else {
+        let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        vec![(String::new(), "file".into(), data)]
+    }
+}
