@@ -264,3 +264,82 @@ async fn the_step_deadline_stops_retrying_long_before_the_attempts_run_out() {
         "a few attempts within 3 s, not 1,000: {heads}"
     );
 }
+
+/// Stores `data` under `key` with its whole-object CRC32C in the metadata, as our own
+/// single-request uploads record it.
+async fn put_with_crc(pod: &TestPod, key: &str, data: Vec<u8>) {
+    let crc = format!("{:08x}", crc32c::crc32c(&data));
+    pod.client()
+        .await
+        .put_object()
+        .bucket(support::BUCKET)
+        .key(key)
+        .metadata(argoexec::storage::CRC32C_METADATA, crc)
+        .body(data.into())
+        .send()
+        .await
+        .expect("put");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_download_corrupted_in_flight_is_fetched_again_and_placed_intact() {
+    let pod = TestPod::new().await;
+    // A raw file, corrupted in its second range: found by the whole-object check at the end.
+    let raw = support::pseudo_random(12 << 20, 8);
+    put_with_crc(&pod, "c/raw.bin", raw.clone()).await;
+    // A tgz of three ranges, stored without compression, corrupted in its first tar header and
+    // loaded as `archive: tar` (detection would take it for a plain file): the unpacker fails
+    // first (header checksum), and the rest of the download says why.
+    let tree = pod.root.path().join("tree");
+    support::make_tree(&tree);
+    std::fs::write(tree.join("big.bin"), support::pseudo_random(9 << 20, 9)).expect("big");
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::none(),
+    ));
+    tar.append_dir_all("tree", &tree).expect("tar");
+    let tgz = tar.into_inner().expect("tar").finish().expect("gz");
+    put_with_crc(&pod, "c/tree.tgz", tgz).await;
+
+    let proxy = FaultProxy::start(pod.s3_addr).await;
+    proxy.add_after(
+        "GET",
+        "c/raw.bin",
+        1,
+        Fault::CorruptResponse { offset: 1000 },
+        1,
+    );
+    proxy.add(
+        "GET",
+        "c/tree.tgz",
+        Fault::CorruptResponse { offset: 30 },
+        1,
+    );
+    let template = json!({
+        "name": "consume",
+        "inputs": {"artifacts": [
+            {"name": "raw", "path": "/in/raw", "archive": {"none": {}}, "s3": pod.s3_via(proxy.addr, "c/raw.bin")},
+            {"name": "tree", "path": "/in/tree", "archive": {"tar": {}}, "s3": pod.s3_via(proxy.addr, "c/tree.tgz")},
+        ]},
+    });
+    // One range at a time, so the first GET of each object is its first range.
+    let out = pod
+        .init_with(&template, &[RANGES, ("ARGOEXEC_CONCURRENCY", "1")])
+        .await;
+    assert_ok(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        log.matches("corrupt download, fetching the object again")
+            .count(),
+        2,
+        "{log}"
+    );
+    assert!(loaded(&pod, "raw") == raw, "content intact");
+    let placed = pod.roots().input_artifact("tree");
+    for file in ["big.bin", "a.txt", "sub/b.bin"] {
+        assert!(
+            std::fs::read(placed.join(file)).ok() == std::fs::read(tree.join(file)).ok(),
+            "{file} intact"
+        );
+    }
+}

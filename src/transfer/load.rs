@@ -317,7 +317,33 @@ async fn place_stream(
 }
 
 fn place_blocking(
-    reader: BlockingReader,
+    mut reader: BlockingReader,
+    dest: &Path,
+    strategy: Option<ArchiveStrategy>,
+    max_unpacked: Option<u64>,
+) -> Result<()> {
+    place_from(&mut reader, dest, strategy, max_unpacked).map_err(|e| corrupt_or(&mut reader, e))
+}
+
+/// What to say about a failed placement: when the rest of the download fails the whole-object
+/// check, the object arrived corrupt, and that (a transient `Integrity` error, answered by
+/// fetching it again) is the cause, whatever the damaged bytes made the unpacker say first (a
+/// tar header checksum, a deflate error...). Reads what is left of the download to know.
+fn corrupt_or(reader: &mut BlockingReader, e: Error) -> Error {
+    if e.is_corrupt_download() {
+        return e;
+    }
+    match io::copy(reader, &mut io::sink()) {
+        Err(drained) => match Error::from_pipeline("reading", drained) {
+            corrupt if corrupt.is_corrupt_download() => corrupt,
+            _ => e,
+        },
+        Ok(_) => e,
+    }
+}
+
+fn place_from(
+    reader: &mut BlockingReader,
     dest: &Path,
     strategy: Option<ArchiveStrategy>,
     max_unpacked: Option<u64>,
@@ -339,7 +365,7 @@ fn place_blocking(
         archive::place(&tmpdir, dest).map_err(io_err("placing", dest))
     };
     match strategy {
-        Some(ArchiveStrategy::Tar { .. }) => untar(&mut { reader }),
+        Some(ArchiveStrategy::Tar { .. }) => untar(reader),
         Some(ArchiveStrategy::None) => copy_to(reader, &tmp, dest),
         Some(ArchiveStrategy::Zip) => {
             // A zip's directory is at its end: it needs a seekable local copy.
