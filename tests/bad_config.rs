@@ -26,17 +26,7 @@ fn consume(location: Value) -> Value {
 /// naming the artifact and every one of `parts`.
 async fn init_fails(pod: &TestPod, template: &Value, parts: &[&str]) -> String {
     let out = pod.init_with(template, &[MANY_ATTEMPTS]).await;
-    assert_eq!(
-        out.status.code(),
-        Some(64),
-        "stderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let message = pod.termination_log();
-    assert!(
-        !message.trim().is_empty() && !message.trim().contains('\n'),
-        "one line: {message:?}"
-    );
+    let message = support::failure(pod, &out);
     for p in ["artifact in failed to load"].iter().chain(parts) {
         assert!(message.contains(p), "{p:?} missing from {message:?}");
     }

@@ -4,47 +4,15 @@
 
 mod support;
 
-use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::Path;
 
 use serde_json::{Value, json};
+use support::archives::{RawEntry, gzip, raw_tar};
 use support::{TestPod, assert_ok};
 use tar::EntryType;
 
-/// One raw tar entry: name, type, data, link target. Names and targets are written into the
-/// header as they are, so hostile ones survive the tar builder's own checks.
-type Entry<'a> = (&'a str, EntryType, &'a [u8], Option<&'a str>);
-
-fn tar_of(entries: &[Entry]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, kind, data, link) in entries {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(*kind);
-        h.set_mode(0o644);
-        h.set_size(data.len() as u64);
-        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-        if let Some(l) = link {
-            h.as_old_mut().linkname[..l.len()].copy_from_slice(l.as_bytes());
-        }
-        if matches!(kind, EntryType::Char | EntryType::Block) {
-            h.set_device_major(1).expect("major");
-            h.set_device_minor(3).expect("minor");
-        }
-        h.set_cksum();
-        b.append(&h, *data).expect("append");
-    }
-    b.into_inner().expect("tar")
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(data).expect("gzip");
-    gz.finish().expect("gzip")
-}
-
-fn tgz(entries: &[Entry]) -> Vec<u8> {
-    gzip(&tar_of(entries))
+fn tgz(entries: &[RawEntry]) -> Vec<u8> {
+    gzip(&raw_tar(entries))
 }
 
 /// A zip with one entry per `(name, data)`, names as they are.
@@ -56,27 +24,6 @@ fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
         z.write_all(data).expect("zip data");
     }
     z.finish().expect("zip").into_inner()
-}
-
-/// Every path below the pod root, relative to it.
-fn tree(root: &Path) -> BTreeSet<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let p = e.path();
-            out.insert(
-                p.strip_prefix(root)
-                    .expect("below")
-                    .to_string_lossy()
-                    .into_owned(),
-            );
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                walk(root, &p, out);
-            }
-        }
-    }
-    let mut out = BTreeSet::new();
-    walk(root, root, &mut out);
-    out
 }
 
 /// What `init` may create besides the artifact: the binary copy, the template, the
@@ -99,9 +46,9 @@ async fn load(
         art["archive"] = a;
     }
     let template = json!({"name": "consume", "inputs": {"artifacts": [art]}});
-    let before = tree(pod.root.path());
+    let before = support::paths_below(pod.root.path());
     let out = pod.init_with(&template, env).await;
-    let appeared: Vec<String> = tree(pod.root.path())
+    let appeared: Vec<String> = support::paths_below(pod.root.path())
         .difference(&before)
         .filter(|p| !expected_extra(p) && !p.starts_with("argo/inputs/artifacts/in/"))
         .filter(|p| *p != "argo/inputs/artifacts/in")
@@ -118,13 +65,7 @@ async fn load(
 /// nothing at the artifact path or its temporary names.
 fn refused(pod: &TestPod, out: &std::process::Output, text: &str) {
     assert_eq!(
-        out.status.code(),
-        Some(64),
-        "stderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        pod.termination_log(),
+        support::failure(pod, out),
         format!("artifact in failed to load: {text}")
     );
     let dest = pod.roots().input_artifact("in");
@@ -183,7 +124,7 @@ async fn absolute_names_are_kept_inside_as_argo_joins_them() {
 #[tokio::test(flavor = "multi_thread")]
 async fn symlinks_that_escape_are_refused_by_text_and_by_what_they_reach() {
     let pod = TestPod::new().await;
-    let cases: [(&[Entry], &str); 3] = [
+    let cases: [(&[RawEntry], &str); 3] = [
         (
             &[("link", EntryType::Symlink, b"", Some("/etc"))],
             "illegal symlink target: link -> /etc",

@@ -1,92 +1,16 @@
-//! Process and host faults through the real binary: SIGTERM to `wait` mid-upload (the upload
-//! finishes), `init` killed mid-unpack (nothing at the artifact path; a rerun is correct), and
-//! a full disk on the destination, for real: a size-limited tmpfs in a private mount namespace
-//! (`unshare -m`; the tests run as root).
+//! Process and host faults of `init` through the real binary: killed mid-unpack (nothing at
+//! the artifact path; a rerun is correct), and a full disk on the destination, for real: a
+//! size-limited tmpfs in a private mount namespace (`unshare -m`; the tests run as root).
+//! `wait` killed or sent SIGTERM mid-upload: tests/transfer.rs.
 
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::{Value, json};
 use support::fault_proxy::{Fault, FaultProxy};
 use support::{TestPod, assert_ok};
-
-/// Part numbers recorded in the resume journals of `pod`.
-fn journaled(pod: &TestPod) -> Vec<u32> {
-    std::fs::read_dir(pod.roots().resume_dir())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .flat_map(|e| {
-            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            text.lines().skip(1).map(str::to_string).collect::<Vec<_>>()
-        })
-        .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
-        .filter_map(|v| v["number"].as_u64().map(|n| n as u32))
-        .collect()
-}
-
-fn signal(child: &tokio::process::Child, sig: Signal) {
-    let pid = child.id().expect("running") as i32;
-    kill(Pid::from_raw(pid), sig).expect("signal");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn sigterm_mid_upload_lets_the_upload_finish_intact() {
-    let pod = TestPod::new().await;
-    let data = support::pseudo_random(40 << 20, 21);
-    std::fs::create_dir_all(pod.path("/mainctrfs/work")).expect("mkdir");
-    std::fs::write(pod.path("/mainctrfs/work/big.bin"), &data).expect("write");
-    let proxy = FaultProxy::start(pod.s3_addr).await;
-    proxy.add(
-        "PUT",
-        "partNumber=",
-        Fault::DelayResponse(Duration::from_millis(300)),
-        1000,
-    );
-    let template = json!({
-        "name": "produce",
-        "container": {"volumeMounts": [{"name": "work", "mountPath": "/work"}]},
-        "outputs": {"artifacts": [{"name": "big", "path": "/work/big.bin", "archive": {"none": {}}}]},
-        "archiveLocation": {"s3": pod.s3_via(proxy.addr, "t")},
-    });
-    std::fs::write(pod.roots().template_file(), template.to_string()).expect("template");
-    let ctr = pod.roots().container_dir("main");
-    std::fs::create_dir_all(&ctr).expect("ctr");
-    std::fs::write(ctr.join("exitcode"), "0").expect("exitcode");
-    let wait = pod
-        .command(
-            &["wait", "--loglevel", "info"],
-            &[
-                ("ARGOEXEC_PART_SIZE_MIB", "5"),
-                ("ARGOEXEC_CONCURRENCY", "2"),
-            ],
-        )
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("wait");
-    support::eventually("two journaled parts", || journaled(&pod).len() >= 2).await;
-    signal(&wait, Signal::SIGTERM);
-    let out = support::finish(wait).await;
-    assert_ok(&out);
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        log.contains("SIGTERM while saving and reporting the outputs: finishing first"),
-        "{log}"
-    );
-    assert!(
-        pod.get("t/big.bin").await == Some(data),
-        "the object is whole"
-    );
-    assert!(
-        journaled(&pod).is_empty(),
-        "the journal is removed once complete"
-    );
-    assert_eq!(proxy.sent_parts().len(), 8, "each part sent once");
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn init_killed_mid_unpack_leaves_nothing_at_the_path_and_a_rerun_is_exact() {
@@ -231,14 +155,7 @@ fn which(program: &str) -> Option<PathBuf> {
 /// The disk-full failure: exit 64, one termination-log line naming the artifact, the object,
 /// the cause and the free space; nothing left on the tmpfs.
 fn assert_disk_full(pod: &TestPod, out: &std::process::Output, left: &str, object: &str) {
-    assert_eq!(
-        out.status.code(),
-        Some(64),
-        "stderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let message = pod.termination_log();
-    assert!(!message.contains('\n'), "one line: {message}");
+    let message = support::failure(pod, out);
     let dir = pod.roots().input_artifact("big");
     let dir = dir.parent().expect("dir").display().to_string();
     let expected_start = format!(

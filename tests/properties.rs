@@ -3,7 +3,8 @@
 //! survives archive -> unpack exactly, Go-style key cleaning keeps its invariants, key
 //! templates render what they parse, and template JSON never panics the decoder.
 
-use std::collections::BTreeSet;
+mod support;
+
 use std::io::Write;
 use std::path::Path;
 
@@ -11,23 +12,8 @@ use argoexec::archive::{self, ArchiveError};
 use argoexec::keys::{self, template::KeyTemplate, template::KeyVariables};
 use argoexec::model::Template;
 use proptest::prelude::*;
+use support::archives::{RawEntry, raw_tar};
 use tar::EntryType;
-
-/// Every path below `root`, relative to it.
-fn tree(root: &Path) -> BTreeSet<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let p = e.path();
-            out.insert(p.strip_prefix(root).expect("below").display().to_string());
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                walk(root, &p, out);
-            }
-        }
-    }
-    let mut out = BTreeSet::new();
-    walk(root, root, &mut out);
-    out
-}
 
 /// A scratch directory holding the destination `out` and a sibling `outside`, which nothing
 /// may ever touch.
@@ -51,7 +37,7 @@ impl Scratch {
     /// Nothing appeared or changed outside `out`, and every link inside `out` that resolves
     /// resolves inside it.
     fn assert_contained(&self) {
-        let all = tree(self.dir.path());
+        let all = support::paths_below(self.dir.path());
         let stray: Vec<&String> = all
             .iter()
             .filter(|p| *p != "out" && !p.starts_with("out/"))
@@ -133,27 +119,17 @@ fn entry() -> impl Strategy<Value = (String, Kind)> {
 }
 
 /// A tar with these entries, names and link targets written raw into the headers.
-fn raw_tar(entries: &[(String, Kind)]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, kind) in entries {
-        let mut h = tar::Header::new_gnu();
-        let (t, data, link): (EntryType, &[u8], Option<&str>) = match kind {
-            Kind::File(d) => (EntryType::Regular, d, None),
-            Kind::Dir => (EntryType::Directory, &[], None),
-            Kind::Symlink(l) => (EntryType::Symlink, &[], Some(l)),
-            Kind::HardLink(l) => (EntryType::Link, &[], Some(l)),
-        };
-        h.set_entry_type(t);
-        h.set_mode(0o755);
-        h.set_size(data.len() as u64);
-        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-        if let Some(l) = link {
-            h.as_old_mut().linkname[..l.len()].copy_from_slice(l.as_bytes());
-        }
-        h.set_cksum();
-        b.append(&h, data).expect("append");
-    }
-    b.into_inner().expect("tar")
+fn raw_tar_of(entries: &[(String, Kind)]) -> Vec<u8> {
+    let raw: Vec<RawEntry> = entries
+        .iter()
+        .map(|(name, kind)| match kind {
+            Kind::File(d) => (name.as_str(), EntryType::Regular, &d[..], None),
+            Kind::Dir => (name.as_str(), EntryType::Directory, &[][..], None),
+            Kind::Symlink(l) => (name.as_str(), EntryType::Symlink, &[][..], Some(l.as_str())),
+            Kind::HardLink(l) => (name.as_str(), EntryType::Link, &[][..], Some(l.as_str())),
+        })
+        .collect();
+    raw_tar(&raw)
 }
 
 /// `cases` cases; failures are printed with their minimal input, not saved to files.
@@ -175,7 +151,7 @@ proptest! {
         entries in proptest::collection::vec(entry(), 1..8)
     ) {
         let s = Scratch::new();
-        let result = archive::untar(&raw_tar(&entries)[..], &s.out(), Some(1 << 20));
+        let result = archive::untar(&raw_tar_of(&entries)[..], &s.out(), Some(1 << 20));
         if let Err(e) = &result {
             // Refusals carry Argo's texts; other failures are I/O (a file where a directory
             // is needed, a dangling parent link...).
@@ -199,7 +175,7 @@ proptest! {
         entries in proptest::collection::vec(entry(), 1..6),
         flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..16),
     ) {
-        let mut bytes = raw_tar(&entries);
+        let mut bytes = raw_tar_of(&entries);
         for (at, value) in flips {
             let i = at.index(bytes.len());
             bytes[i] = value;
@@ -243,8 +219,13 @@ proptest! {
     }
 }
 
-/// A tree to archive: files (relative path -> content) and empty directories.
-fn tree_spec() -> impl Strategy<Value = (Vec<(Vec<String>, Vec<u8>)>, Vec<Vec<String>>)> {
+/// Files of a tree: path components and content.
+type Files = Vec<(Vec<String>, Vec<u8>)>;
+/// Directories of a tree (possibly empty): path components.
+type Dirs = Vec<Vec<String>>;
+
+/// A tree to archive: files and directories.
+fn tree_spec() -> impl Strategy<Value = (Files, Dirs)> {
     let name = "[a-z0-9._-]{1,8}".prop_filter("not . or ..", |n| n != "." && n != "..");
     let path = proptest::collection::vec(name, 1..4);
     (
@@ -260,7 +241,7 @@ fn tree_spec() -> impl Strategy<Value = (Vec<(Vec<String>, Vec<u8>)>, Vec<Vec<St
 }
 
 /// Builds the tree under `root`, skipping any entry that clashes with an earlier one.
-fn build(root: &Path, files: &[(Vec<String>, Vec<u8>)], dirs: &[Vec<String>]) {
+fn build(root: &Path, files: &Files, dirs: &Dirs) {
     std::fs::create_dir_all(root).expect("root");
     for d in dirs {
         let _ = std::fs::create_dir_all(root.join(d.join("/")));
@@ -278,7 +259,7 @@ fn build(root: &Path, files: &[(Vec<String>, Vec<u8>)], dirs: &[Vec<String>]) {
 
 /// `(path, kind, content)` of every entry below `dir`, sorted.
 fn contents(dir: &Path) -> Vec<(String, bool, Vec<u8>)> {
-    tree(dir)
+    support::paths_below(dir)
         .into_iter()
         .map(|rel| {
             let p = dir.join(&rel);

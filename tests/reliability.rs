@@ -36,12 +36,9 @@ fn gets(proxy: &FaultProxy) -> usize {
     proxy.seen().iter().filter(|s| s.method == "GET").count()
 }
 
-/// The termination log is one line that names every one of `parts`.
-fn assert_one_line_naming(message: &str, parts: &[&str]) {
-    assert!(
-        !message.trim().is_empty() && !message.trim().contains('\n'),
-        "one line: {message:?}"
-    );
+/// `init` failed as the executor fails, with a line naming every one of `parts`.
+fn assert_failed_naming(pod: &TestPod, out: &std::process::Output, parts: &[&str]) {
+    let message = support::failure(pod, out);
     for p in parts {
         assert!(message.contains(p), "{p:?} missing from {message:?}");
     }
@@ -114,10 +111,9 @@ async fn an_endpoint_that_never_accepts_fails_on_the_connect_timeout_naming_it()
     let out = pod
         .init_with(&consume(&pod, hole.addr, "c", "c/key.bin"), &env)
         .await;
-    assert_eq!(out.status.code(), Some(64));
-    let msg = pod.termination_log();
-    assert_one_line_naming(
-        &msg,
+    assert_failed_naming(
+        &pod,
+        &out,
         &[
             "artifact c",
             "c/key.bin",
@@ -201,9 +197,9 @@ async fn retries_on_a_read_run_out_with_artifact_key_endpoint_and_cause() {
     let out = pod
         .init_with(&consume(&pod, proxy.addr, "x", "x/blob.bin"), &env)
         .await;
-    assert_eq!(out.status.code(), Some(64));
-    assert_one_line_naming(
-        &pod.termination_log(),
+    assert_failed_naming(
+        &pod,
+        &out,
         &[
             "artifact x",
             "x/blob.bin",
@@ -253,9 +249,9 @@ async fn the_step_deadline_stops_retrying_long_before_the_attempts_run_out() {
     let out = pod
         .argoexec_with(&args, &env, Duration::from_secs(60))
         .await;
-    assert_eq!(out.status.code(), Some(64));
-    assert_one_line_naming(
-        &pod.termination_log(),
+    assert_failed_naming(
+        &pod,
+        &out,
         &["artifact d", "d/blob.bin", "stopped by the step deadline"],
     );
     let heads = proxy.seen().iter().filter(|s| s.method == "HEAD").count();

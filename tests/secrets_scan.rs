@@ -119,10 +119,7 @@ async fn no_secret_reaches_any_output_at_debug_level_in_success_or_failure() {
         ]},
     });
     let env = [kube[0], ("ARGOEXEC_PART_SIZE_MIB", "5")];
-    std::fs::write(pod.roots().template_file(), produce.to_string()).expect("template");
-    let ctr = pod.roots().container_dir("main");
-    std::fs::create_dir_all(&ctr).expect("ctr");
-    std::fs::write(ctr.join("exitcode"), "0").expect("exitcode");
+    pod.stage_wait(&produce);
     let mut args = vec!["wait"];
     args.extend(DEBUG_TEXT);
     let out = pod.argoexec(&args, &env).await;
