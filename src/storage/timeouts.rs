@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use crate::contract::parse_go_duration;
 
-/// `ARGOEXEC_CONNECT_TIMEOUT`: a Go duration (`10s`, `500ms`) for every driver.
+/// `ARGOEXEC_CONNECT_TIMEOUT`: a Go duration (`10s`, `500ms`) for every network driver but
+/// GCS object reads and writes (the `google-cloud-storage` library's own) and git.
 pub const CONNECT_TIMEOUT_ENV: &str = "ARGOEXEC_CONNECT_TIMEOUT";
 /// `ARGOEXEC_READ_TIMEOUT`: a Go duration for every driver.
 pub const READ_TIMEOUT_ENV: &str = "ARGOEXEC_READ_TIMEOUT";
@@ -22,7 +23,7 @@ pub struct Timeouts {
 }
 
 impl Timeouts {
-    /// Object stores (S3, OSS, GCS): 10 s to connect, 60 s between bytes.
+    /// Object stores (S3, OSS, the GCS JSON API, Azure): 10 s to connect, 60 s between bytes.
     pub const OBJECT_STORE: Self = Self {
         connect: Duration::from_secs(10),
         read: Duration::from_secs(60),
