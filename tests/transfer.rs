@@ -5,6 +5,8 @@ mod support;
 
 use std::time::Duration;
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use serde_json::json;
 use support::fault_proxy::{Fault, FaultProxy};
 use support::{TestPod, assert_ok};
@@ -194,35 +196,71 @@ fn journaled(dir: &std::path::Path) -> Vec<u32> {
         .collect()
 }
 
-/// Starts `wait` on `template` with parts slowed down by the proxy, SIGKILLs it once four
-/// parts are journaled, and returns the journaled part numbers.
-async fn kill_wait_mid_upload(
+/// Starts `wait` on `template` with parts slowed down by the proxy, sends it `signal` once
+/// `parts` parts are journaled, and returns its output once it has exited.
+async fn signal_wait_mid_upload(
     pod: &TestPod,
     proxy: &FaultProxy,
     template: &serde_json::Value,
-) -> Vec<u32> {
+    signal: Signal,
+    parts: usize,
+) -> std::process::Output {
     proxy.add(
         "PUT",
         "partNumber=",
         Fault::DelayResponse(Duration::from_millis(300)),
         1000,
     );
-    std::fs::write(pod.roots().template_file(), template.to_string()).expect("template");
-    let ctr = pod.roots().container_dir("main");
-    std::fs::create_dir_all(&ctr).expect("ctr");
-    std::fs::write(ctr.join("exitcode"), "0").expect("exitcode");
-    let mut wait = pod
-        .command(&["wait"], &SMALL_PARTS)
-        .stderr(std::process::Stdio::null())
+    pod.stage_wait(template);
+    let wait = pod
+        .command(&["wait", "--loglevel", "info"], &SMALL_PARTS)
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("wait");
     let dir = pod.roots().resume_dir();
-    support::eventually("four journaled parts", || journaled(&dir).len() >= 4).await;
-    wait.start_kill().expect("SIGKILL");
-    let _ = wait.wait().await;
+    support::eventually("journaled parts", || journaled(&dir).len() >= parts).await;
+    let pid = wait.id().expect("running") as i32;
+    kill(Pid::from_raw(pid), signal).expect("signal");
+    let out = support::finish(wait).await;
     proxy.clear_rules();
+    out
+}
+
+/// SIGKILLs `wait` mid-upload (see [`signal_wait_mid_upload`]) and returns the journaled part
+/// numbers.
+async fn kill_wait_mid_upload(
+    pod: &TestPod,
+    proxy: &FaultProxy,
+    template: &serde_json::Value,
+) -> Vec<u32> {
+    signal_wait_mid_upload(pod, proxy, template, Signal::SIGKILL, 4).await;
     proxy.clear_seen();
-    journaled(&dir)
+    journaled(&pod.roots().resume_dir())
+}
+
+/// SIGTERM while saving: the pod is being deleted, and what the step produced is still worth
+/// keeping, so the upload finishes (as Argo's does); only a SIGKILL after the grace period
+/// interrupts it, and that is resumable (the test above).
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_mid_upload_lets_the_upload_finish_intact() {
+    let pod = TestPod::new().await;
+    let data = write_big(&pod);
+    let proxy = FaultProxy::start(pod.s3_addr).await;
+    let template = big_output(&pod, proxy.addr, "t");
+    let out = signal_wait_mid_upload(&pod, &proxy, &template, Signal::SIGTERM, 2).await;
+    assert_ok(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("SIGTERM while saving and reporting the outputs: finishing first"),
+        "{log}"
+    );
+    let sent = proxy.sent_parts();
+    assert_eq!(sent.len(), 13, "each part sent once: {sent:?}");
+    assert!(
+        journaled(&pod.roots().resume_dir()).is_empty(),
+        "the journal is removed once complete"
+    );
+    assert_round_trip(&pod, "t/big.tgz", &data).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -433,10 +471,7 @@ async fn long_transfers_log_progress_with_rate_and_eta_in_the_chosen_format() {
         "outputs": {"artifacts": [{"name": "big", "path": "/work/big.bin", "archive": {"none": {}}}]},
         "archiveLocation": {"s3": pod.s3_via(proxy.addr, "p")},
     });
-    std::fs::write(pod.roots().template_file(), template.to_string()).expect("template");
-    let ctr = pod.roots().container_dir("main");
-    std::fs::create_dir_all(&ctr).expect("ctr");
-    std::fs::write(ctr.join("exitcode"), "0").expect("exitcode");
+    pod.stage_wait(&template);
     let env = [
         SMALL_PARTS[0],
         SMALL_PARTS[1],

@@ -1,10 +1,13 @@
 //! Unpacking tar streams safely, with Argo's rules and error texts (contract section 8).
 //!
 //! Entries must land strictly inside the destination (`illegal file path: <name>`); symlink
-//! targets must point inside it (`illegal symlink target: <name> -> <target>`); files are never
-//! written through a symlinked parent that leads outside (`illegal file path after symlink
-//! resolution: <name>`) nor through a symlink at their own name (it is replaced). Hard links,
-//! devices and fifos are skipped, as Argo does. A byte limit stops decompression bombs.
+//! targets must point inside it (`illegal symlink target: <name> -> <target>`), checked on the
+//! text as Argo does and again on what the link really reaches; nothing is created through a
+//! symlinked parent that leads outside (`illegal file path after symlink resolution: <name>`),
+//! as every parent is walked component by component, nor through a symlink at an entry's own
+//! name (it is replaced). Hard links, devices and fifos are skipped, as Argo does. A byte limit
+//! stops decompression bombs and entries that declare more than it; an entry cut short by the
+//! end of the archive is an error, not a short file.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -28,13 +31,14 @@ pub struct UnpackSummary {
 
 /// Unpacks the tar stream `src` into the existing directory `dest`.
 ///
-/// `max_bytes` bounds the file bytes written (a gzip bomb stops there with an error).
+/// `max_bytes` bounds the file bytes written: an entry that declares more than what is left
+/// is refused before a byte of it is written, and a gzip bomb stops there with an error.
 pub fn untar<R: Read>(
     src: R,
     dest: &Path,
     max_bytes: Option<u64>,
 ) -> Result<UnpackSummary, ArchiveError> {
-    let dest_str = dest.to_string_lossy().into_owned();
+    let root = keys::clean(&dest.to_string_lossy());
     let canon_dest = dest
         .canonicalize()
         .map_err(|e| ArchiveError::io(format!("open {}", dest.display()), e))?;
@@ -46,31 +50,30 @@ pub fn untar<R: Read>(
     for entry in entries {
         let mut entry = entry.map_err(|e| ArchiveError::io("read tar entry", e))?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let target_str = keys::clean(&format!("{dest_str}/{name}"));
+        let target_str = keys::clean(&format!("{root}/{name}"));
         let kind = entry.header().entry_type();
-        if target_str == keys::clean(&dest_str) && kind == EntryType::Directory {
+        if target_str == root && kind == EntryType::Directory {
             // `./` in archives made with `tar -C dir .`: the destination itself.
             continue;
         }
-        if !target_str.starts_with(&format!("{}/", keys::clean(&dest_str))) {
+        // Argo's check, on the name: cleaned, it must stay strictly inside.
+        let Some(rel) = target_str.strip_prefix(&format!("{root}/")) else {
             return Err(ArchiveError::IllegalPath { name });
-        }
-        let target = PathBuf::from(&target_str);
+        };
+        let (parent_rel, leaf) = rel.rsplit_once('/').unwrap_or(("", rel));
         match kind {
             EntryType::Directory => {
-                fs::create_dir_all(&target)
-                    .map_err(|e| ArchiveError::io(format!("create directory {name}"), e))?;
+                inside_dir(&canon_dest, rel, &name)?;
                 summary.dirs += 1;
             }
             EntryType::Regular | EntryType::Continuous => {
-                let parent = target.parent().unwrap_or(dest);
-                fs::create_dir_all(parent)
-                    .map_err(|e| ArchiveError::io(format!("create directory for {name}"), e))?;
-                let resolved = parent
-                    .canonicalize()
-                    .map_err(|e| ArchiveError::io(format!("resolve parent of {name}"), e))?;
-                if !resolved.starts_with(&canon_dest) {
-                    return Err(ArchiveError::IllegalAfterSymlink { name });
+                let target = inside_dir(&canon_dest, parent_rel, &name)?.join(leaf);
+                let declared = entry.size();
+                let budget = max_bytes.map(|m| m.saturating_sub(summary.bytes));
+                if let (Some(limit), Some(left)) = (max_bytes, budget)
+                    && declared > left
+                {
+                    return Err(ArchiveError::TooLarge { limit });
                 }
                 replace_non_dir(&target, &name)?;
                 let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
@@ -81,13 +84,21 @@ pub fn untar<R: Read>(
                     .custom_flags(nix::libc::O_NOFOLLOW)
                     .open(&target)
                     .map_err(|e| ArchiveError::io(format!("create {name}"), e))?;
-                let budget = max_bytes.map(|m| m.saturating_sub(summary.bytes));
                 let n = copy_limited(&mut entry, &mut file, budget)
                     .map_err(|e| ArchiveError::io(format!("write {name}"), e))?;
                 if n == u64::MAX {
                     return Err(ArchiveError::TooLarge {
                         limit: max_bytes.unwrap_or_default(),
                     });
+                }
+                if n < declared {
+                    return Err(ArchiveError::io(
+                        format!("write {name}"),
+                        io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("the archive ends {n} bytes into an entry of {declared}"),
+                        ),
+                    ));
                 }
                 summary.bytes += n;
                 // Modes come from the header, but the umask may have narrowed them.
@@ -104,29 +115,85 @@ pub fn untar<R: Read>(
                     .link_name_bytes()
                     .map(|b| String::from_utf8_lossy(&b).into_owned())
                     .unwrap_or_default();
+                let parent = inside_dir(&canon_dest, parent_rel, &name)?;
+                let illegal = || ArchiveError::IllegalSymlink {
+                    name: name.clone(),
+                    target: link.clone(),
+                };
+                // Argo's check on the link text, from where the link really is.
                 let resolved = if link.starts_with('/') {
                     keys::clean(&link)
                 } else {
-                    let parent = keys::clean(&format!("{target_str}/.."));
-                    keys::clean(&format!("{parent}/{link}"))
+                    keys::clean(&format!("{}/{link}", parent.to_string_lossy()))
                 };
-                let root = keys::clean(&dest_str);
-                if resolved != root && !resolved.starts_with(&format!("{root}/")) {
-                    return Err(ArchiveError::IllegalSymlink { name, target: link });
+                let canon_root = keys::clean(&canon_dest.to_string_lossy());
+                if !within(&resolved, &canon_root) && !within(&resolved, &root) {
+                    return Err(illegal());
                 }
-                if let Some(parent) = target.parent() {
-                    fs::create_dir_all(parent)
-                        .map_err(|e| ArchiveError::io(format!("create directory for {name}"), e))?;
-                }
+                let target = parent.join(leaf);
                 replace_non_dir(&target, &name)?;
                 std::os::unix::fs::symlink(&link, &target)
                     .map_err(|e| ArchiveError::io(format!("symlink {name}"), e))?;
+                // The text can still leave through other links (`a -> .`, then `b -> a/..`):
+                // what it reaches, when it reaches something, must be inside.
+                if let Ok(real) = target.canonicalize()
+                    && !real.starts_with(&canon_dest)
+                {
+                    let _ = fs::remove_file(&target);
+                    return Err(illegal());
+                }
                 summary.symlinks += 1;
             }
             _ => summary.skipped += 1,
         }
     }
     Ok(summary)
+}
+
+/// Whether the clean path `p` is `root` or below it.
+fn within(p: &str, root: &str) -> bool {
+    p == root || p.starts_with(&format!("{root}/"))
+}
+
+/// The directory `rel` (clean, relative) below `canon_dest`, created as needed, never outside
+/// it: an existing component that is a symlink must lead to a directory inside, else the entry
+/// `name` is refused (`illegal file path after symlink resolution`, Argo's text). Walking the
+/// components one by one means nothing is created through a link that leaves.
+fn inside_dir(canon_dest: &Path, rel: &str, name: &str) -> Result<PathBuf, ArchiveError> {
+    let mut dir = canon_dest.to_path_buf();
+    for component in rel.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        let next = dir.join(component);
+        match fs::symlink_metadata(&next) {
+            Ok(m) if m.is_dir() => dir = next,
+            Ok(m) if m.file_type().is_symlink() => {
+                let real = next
+                    .canonicalize()
+                    .map_err(|e| ArchiveError::io(format!("resolve the parent of {name}"), e))?;
+                if !real.starts_with(canon_dest) || !real.is_dir() {
+                    return Err(ArchiveError::IllegalAfterSymlink {
+                        name: name.to_string(),
+                    });
+                }
+                dir = real;
+            }
+            Ok(_) => {
+                return Err(ArchiveError::io(
+                    format!("create directory for {name}"),
+                    io::Error::new(
+                        io::ErrorKind::NotADirectory,
+                        format!("{component} is a file"),
+                    ),
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir(&next)
+                    .map_err(|e| ArchiveError::io(format!("create directory for {name}"), e))?;
+                dir = next;
+            }
+            Err(e) => return Err(ArchiveError::io(format!("inspect {name}"), e)),
+        }
+    }
+    Ok(dir)
 }
 
 /// Removes a file or symlink at `target` so a duplicate entry replaces it instead of writing
@@ -141,7 +208,7 @@ fn replace_non_dir(target: &Path, name: &str) -> Result<(), ArchiveError> {
 }
 
 /// Copies at most `budget` bytes; returns `u64::MAX` when the source had more.
-fn copy_limited<R: Read, W: Write>(
+pub(super) fn copy_limited<R: Read, W: Write>(
     src: &mut R,
     dst: &mut W,
     budget: Option<u64>,
@@ -365,6 +432,77 @@ mod tests {
         assert_eq!(fs::read(dest.join("x")).expect("x"), b"first");
         assert_eq!(fs::read(dest.join("link")).expect("link"), b"second");
         assert_eq!(fs::read(&outside).expect("victim"), b"safe");
+    }
+
+    #[test]
+    fn links_that_leave_through_other_links_are_refused_and_nothing_is_written_outside() {
+        // `a` is the destination itself, so `a/b -> ..` is really `b -> ..`: outside.
+        let t = tar_with(&[
+            ("a", EntryType::Symlink, b"", Some(".")),
+            ("a/b", EntryType::Symlink, b"", Some("..")),
+        ]);
+        let (_d, r) = unpack(&t);
+        assert_eq!(
+            r.expect_err("escape").to_string(),
+            "illegal symlink target: a/b -> .."
+        );
+        // The text `a/..` looks inside, but `a` is the destination: it reaches its parent.
+        let t = tar_with(&[
+            ("a", EntryType::Symlink, b"", Some(".")),
+            ("c", EntryType::Symlink, b"", Some("a/..")),
+        ]);
+        let (d, r) = unpack(&t);
+        assert_eq!(
+            r.expect_err("escape").to_string(),
+            "illegal symlink target: c -> a/.."
+        );
+        assert!(!d.path().join("out/c").exists(), "the link is removed");
+    }
+
+    #[test]
+    fn nothing_is_created_through_a_parent_that_leads_outside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("out");
+        fs::create_dir(&dest).expect("mkdir");
+        // A link already in place that leads outside (as a reused destination could hold).
+        std::os::unix::fs::symlink(dir.path(), dest.join("up")).expect("link");
+        for (name, kind) in [
+            ("up/evil", EntryType::Regular),
+            ("up/newdir", EntryType::Directory),
+        ] {
+            let t = tar_with(&[(name, kind, b"x", None)]);
+            let e = untar(&t[..], &dest, None).expect_err(name);
+            assert_eq!(
+                e.to_string(),
+                format!("illegal file path after symlink resolution: {name}")
+            );
+        }
+        assert!(!dir.path().join("evil").exists());
+        assert!(!dir.path().join("newdir").exists());
+    }
+
+    #[test]
+    fn an_entry_cut_short_by_the_end_of_the_archive_is_an_error() {
+        let t = tar_with(&[("f", EntryType::Regular, &[7u8; 5000], None)]);
+        let (_d, r) = unpack(&t[..512 + 1000]);
+        let e = r.expect_err("truncated");
+        assert!(e.to_string().contains("the archive ends"), "{e}");
+    }
+
+    #[test]
+    fn an_entry_declaring_more_than_the_limit_is_refused_before_it_is_written() {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(1 << 40);
+        h.as_old_mut().name[..4].copy_from_slice(b"huge");
+        h.set_cksum();
+        // The header alone: a terabyte declared, nothing behind it.
+        let t = h.as_bytes().to_vec();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = untar(&t[..], dir.path(), Some(1 << 20)).expect_err("declared size");
+        assert!(matches!(e, ArchiveError::TooLarge { limit } if limit == 1 << 20));
+        assert!(!dir.path().join("huge").exists(), "refused before writing");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::path::Path;
 use zip::write::SimpleFileOptions;
 
 use super::ArchiveError;
+use super::unpack::copy_limited;
 use crate::keys;
 
 /// Writes `src` as a zip stream: a directory becomes one Deflate entry per regular file named
@@ -71,12 +72,14 @@ fn add_file<W: Write>(
 
 /// Unzips the local file `archive` into the existing directory `dest`. Entries must stay
 /// inside (`<path>: Illegal file path`); symlink entries become regular files, as in Argo.
-pub fn unzip(archive: &Path, dest: &Path) -> Result<u64, ArchiveError> {
+/// `max_bytes` bounds the bytes written, as for tar (zip bombs).
+pub fn unzip(archive: &Path, dest: &Path, max_bytes: Option<u64>) -> Result<u64, ArchiveError> {
     let f = File::open(archive).map_err(|e| ArchiveError::io("open zip", e))?;
     let mut z =
         zip::ZipArchive::new(f).map_err(|e| ArchiveError::io("read zip", io::Error::other(e)))?;
     let root = keys::clean(&dest.to_string_lossy());
     let mut files = 0;
+    let mut written = 0u64;
     for i in 0..z.len() {
         let mut entry = z
             .by_index(i)
@@ -100,9 +103,21 @@ pub fn unzip(archive: &Path, dest: &Path) -> Result<u64, ArchiveError> {
             fs::create_dir_all(parent)
                 .map_err(|e| ArchiveError::io(format!("create {name}"), e))?;
         }
+        let budget = max_bytes.map(|m| m.saturating_sub(written));
+        let too_large = || ArchiveError::TooLarge {
+            limit: max_bytes.unwrap_or_default(),
+        };
+        if budget.is_some_and(|left| entry.size() > left) {
+            return Err(too_large());
+        }
         let mut out =
             File::create(&target).map_err(|e| ArchiveError::io(format!("create {name}"), e))?;
-        io::copy(&mut entry, &mut out).map_err(|e| ArchiveError::io(format!("write {name}"), e))?;
+        let n = copy_limited(&mut entry, &mut out, budget)
+            .map_err(|e| ArchiveError::io(format!("write {name}"), e))?;
+        if n == u64::MAX {
+            return Err(too_large());
+        }
+        written += n;
         let _ = out.set_permissions(fs::Permissions::from_mode(mode));
         files += 1;
     }

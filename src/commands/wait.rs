@@ -78,6 +78,14 @@ pub(super) async fn post_main(
         None => String::new(),
     };
 
+    // SIGTERM while saving (the pod is being deleted) does not stop the uploads: they finish,
+    // as Argo's do. Only a SIGKILL after the grace period interrupts them, and that leaves
+    // each multipart upload's journal for a rerun to resume (transfer::resume).
+    let finishing = tokio::spawn(async move {
+        while sigterm.recv().await.is_some() {
+            tracing::warn!("SIGTERM while saving and reporting the outputs: finishing first");
+        }
+    });
     let outputs = collect_outputs(pod, template, outputs_expected, &mut errors).await;
     let report = NodeResult {
         outputs: Some(outputs),
@@ -90,6 +98,7 @@ pub(super) async fn post_main(
     if let Err(e) = results.finalize().await {
         errors.add(e);
     }
+    finishing.abort();
     errors.into_result()
 }
 

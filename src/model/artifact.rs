@@ -46,16 +46,22 @@ pub struct TarStrategy {
 impl ArchiveStrategyWire {
     /// The strategy in effect; Argo checks tar, then none, then zip.
     pub fn strategy(&self) -> ArchiveStrategy {
+        self.declared().unwrap_or_default()
+    }
+
+    /// The strategy this `archive:` names, if it names one it knows: an empty or unknown
+    /// strategy (`{}`, `{"rar": {}}`) names none, so inputs are detected by content, as Argo.
+    pub fn declared(&self) -> Option<ArchiveStrategy> {
         if let Some(t) = &self.tar {
-            ArchiveStrategy::Tar {
+            Some(ArchiveStrategy::Tar {
                 compression_level: t.compression_level,
-            }
+            })
         } else if self.none.is_some() {
-            ArchiveStrategy::None
+            Some(ArchiveStrategy::None)
         } else if self.zip.is_some() {
-            ArchiveStrategy::Zip
+            Some(ArchiveStrategy::Zip)
         } else {
-            ArchiveStrategy::default()
+            None
         }
     }
 }

@@ -178,6 +178,41 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// An error and its causes on one line, each text said once (client libraries' own messages
+/// often say little, such as "error sending request", or repeat their cause).
+pub fn cause_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    for cause in causes(err).skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+/// Whether a TLS handshake failed anywhere in `err`'s causes (an untrusted or mismatched
+/// certificate, a peer that does not speak TLS...): a configuration problem that retrying
+/// cannot fix. Found by the type of the cause, `rustls::Error`, never by its text.
+pub fn is_tls_failure(err: &(dyn std::error::Error + 'static)) -> bool {
+    causes(err).any(|e| e.is::<rustls::Error>())
+}
+
+/// `err`, then its causes. An `io::Error` built around another error reports that error's
+/// own source as its source, so the wrapped error is visited in its place.
+fn causes<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |current| {
+        let wrapped = current
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        wrapped.or_else(|| current.source())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +224,30 @@ mod tests {
         assert!(!Error::not_found("k", "timeout").is_transient());
         assert_eq!(ErrorKind::from_http_status(503), ErrorKind::Server);
         assert_eq!(ErrorKind::from_http_status(404), ErrorKind::Request);
+    }
+
+    /// An error with a cause, as client libraries wrap transport failures.
+    #[derive(Debug, thiserror::Error)]
+    #[error("error sending request")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn a_tls_failure_is_found_by_type_even_inside_an_io_error() {
+        let untrusted = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let e = Outer(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            untrusted,
+        ));
+        assert!(is_tls_failure(&e));
+        assert_eq!(
+            cause_chain(&e),
+            "error sending request: invalid peer certificate: UnknownIssuer"
+        );
+        // The same words without the type are not a TLS failure.
+        let text = Outer(std::io::Error::other(
+            "invalid peer certificate: UnknownIssuer",
+        ));
+        assert!(!is_tls_failure(&text));
     }
 
     #[test]

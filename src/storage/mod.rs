@@ -1,10 +1,11 @@
-//! Storage: one [`Driver`] trait, one folder per backend, wrappers for cross-cutting behaviour.
+//! Storage: one [`Driver`] trait, one folder per backend, a wrapper for cross-cutting behaviour.
 //!
 //! A driver is an object store seen through a small set of operations: ranged streaming reads,
 //! single puts, multipart uploads with caller-supplied part checksums, paged listing and delete.
 //! Argo's semantics (key-as-directory, archives, relocation) live above it, in
 //! [`crate::transfer`], so every backend gets them the same way. Retries and integrity checks
-//! are wrappers ([`retry::Retrying`], [`verify::Verified`]) stacked on any driver by [`open`].
+//! are one wrapper ([`retry::Retrying`], which runs [`verify::check_part`] on every stored part)
+//! stacked on any driver by [`open`].
 //!
 //! Each backend folder has the same shape: `mod.rs` (the `Driver` impl), `config.rs` (location
 //! and secrets to a client), `error.rs` (the backend's failures to a typed [`Error`]).
@@ -36,9 +37,10 @@ pub mod oss;
 pub mod retry;
 pub mod s3;
 pub mod secrets;
+pub mod timeouts;
 pub mod verify;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, cause_chain, is_tls_failure};
 pub use secrets::Secrets;
 
 /// Argo's text for deleting from a store that cannot (`common.ErrDeleteNotSupported`).
@@ -311,7 +313,7 @@ fn built_without(kind: LocationKind, feature: &str) -> Error {
     )
 }
 
-/// Opens the driver for a location: the backend, wrapped with integrity checks and retries
+/// Opens the driver for a location: the backend, wrapped with retries and per-part checks
 /// (Argo's executor backoff, [`retry::Backoff::from_env`]).
 pub async fn open(location: &ArtifactLocation, secrets: &Secrets) -> Result<Arc<dyn Driver>> {
     open_with_backoff(location, secrets, retry::Backoff::from_env()).await
@@ -379,6 +381,5 @@ pub async fn open_with_backoff(
         #[cfg(not(feature = "azure"))]
         LocationKind::Azure => return Err(built_without(kind, "azure")),
     };
-    let verified = Arc::new(verify::Verified::new(backend));
-    Ok(Arc::new(retry::Retrying::new(verified, backoff)))
+    Ok(Arc::new(retry::Retrying::new(backend, backoff)))
 }

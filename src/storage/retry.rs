@@ -1,4 +1,5 @@
-//! Retries as a wrapper: any driver, every operation, typed classification only.
+//! Retries as a wrapper: any driver, every operation, typed classification only, with the
+//! per-part integrity check inside the retried unit.
 //!
 //! Each call is retried alone (one part, one ranged read, one listing page), so one bad
 //! request never re-sends a whole artifact. The policy is Argo's executor backoff
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use super::verify::check_part;
 use super::{
     ByteStream, Driver, GetStream, ListPage, MultipartLimits, ObjectMeta, Part, PartReceipt,
     PutOptions, Result,
@@ -130,7 +132,9 @@ fn random_unit() -> f64 {
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Retries every operation of the wrapped driver per a [`Backoff`].
+/// Retries every operation of the wrapped driver per a [`Backoff`], and checks every stored
+/// part against the bytes sent ([`check_part`]): a corrupt part is sent again like any other
+/// transient failure.
 #[derive(Debug)]
 pub struct Retrying {
     inner: Arc<dyn Driver>,
@@ -231,9 +235,12 @@ impl Driver for Retrying {
     }
 
     async fn put_part(&self, key: &str, upload_id: &str, part: &Part) -> Result<PartReceipt> {
+        let described = self.inner.describe();
         self.backoff
-            .run("upload part", &self.retries, || {
-                self.inner.put_part(key, upload_id, part)
+            .run("upload part", &self.retries, || async {
+                let receipt = self.inner.put_part(key, upload_id, part).await?;
+                check_part(&described, key, part, &receipt)?;
+                Ok(receipt)
             })
             .await
     }

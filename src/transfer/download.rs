@@ -95,12 +95,14 @@ pub async fn open_object(
 ) -> Result<ChunkStream> {
     let described = format!("{}/{key}", driver.describe());
     let body = read_range(driver, key, meta.size, 0..meta.size, cfg, budget).await?;
-    Ok(verified(body, meta.crc32c, described))
+    Ok(verified(body, meta.crc32c, meta.size, described))
 }
 
-/// The bytes `range` of `key` (an object of `size` bytes, from a head), in order: one read
-/// when the range is at most one chunk, else `cfg.concurrency` ranged reads in flight, each
-/// paid for from `budget`. Not checked against the whole-object CRC (a part cannot be).
+/// The bytes `range` of `key` (an object of `size` bytes, from a head), in order: ranged
+/// reads of `cfg.download_chunk` bytes, `cfg.concurrency` in flight, each paid for from
+/// `budget` and retried alone by the driver stack (so a body cut short, even of a small
+/// object, costs one range again, never the artifact). A server that cannot serve ranges is
+/// read in one stream. Not checked against the whole-object CRC (a part cannot be).
 pub async fn read_range(
     driver: Arc<dyn Driver>,
     key: &str,
@@ -110,7 +112,7 @@ pub async fn read_range(
     budget: &Budget,
 ) -> Result<ChunkStream> {
     let len = range.end.saturating_sub(range.start);
-    if len <= cfg.download_chunk || cfg.concurrency <= 1 || !driver.serves_ranges(key) {
+    if !driver.serves_ranges(key) {
         let whole = range.start == 0 && range.end >= size;
         let stream = driver.get(key, (!whole).then_some(range)).await?;
         return Ok(chunks(stream.body));
@@ -136,38 +138,45 @@ pub async fn read_range(
                 })
             }
         })
-        .buffered(cfg.concurrency)
+        .buffered(cfg.concurrency.max(1))
         .boxed();
     Ok(body)
 }
 
-/// Checks the bytes against the object's recorded whole-object CRC32C, when it has one: a
-/// mismatch is an error at the end of the stream, so nothing built from it is kept.
-fn verified(stream: ChunkStream, expected: Option<u32>, object: String) -> ChunkStream {
+/// Checks the bytes against the object's recorded whole-object CRC32C, when it has one. The
+/// check is made when the last of the object's `size` bytes arrives, and a mismatch is sent
+/// instead of that last chunk: a consumer never sees the whole of a corrupt object, so a gzip
+/// stream cannot finish (and complain about its own checksum) before this typed, transient
+/// [`storage::ErrorKind::Integrity`] error arrives.
+fn verified(stream: ChunkStream, expected: Option<u32>, size: u64, object: String) -> ChunkStream {
     let Some(expected) = expected else {
         return stream;
     };
-    futures::stream::unfold(Some((stream, 0u32)), move |state| {
-        let object = object.clone();
+    let corrupt = move |crc: u32| {
+        storage::Error::backend(
+            "verify",
+            storage::ErrorKind::Integrity,
+            format!(
+                "{object} is corrupt: its bytes have CRC32C {crc:08x}, the object records {expected:08x}"
+            ),
+        )
+    };
+    futures::stream::unfold(Some((stream, 0u32, 0u64)), move |state| {
+        let corrupt = corrupt.clone();
         async move {
-            let (mut stream, crc) = state?;
+            let (mut stream, crc, got) = state?;
             match stream.next().await {
                 Some(Ok(chunk)) => {
                     let crc = crc32c::crc32c_append(crc, &chunk.bytes);
-                    Some((Ok(chunk), Some((stream, crc))))
+                    let got = got + chunk.bytes.len() as u64;
+                    if got >= size && crc != expected {
+                        return Some((Err(corrupt(crc)), None));
+                    }
+                    Some((Ok(chunk), Some((stream, crc, got))))
                 }
                 Some(Err(e)) => Some((Err(e), None)),
                 None if crc == expected => None,
-                None => Some((
-                    Err(storage::Error::backend(
-                        "verify",
-                        storage::ErrorKind::Integrity,
-                        format!(
-                            "{object} is corrupt: its bytes have CRC32C {crc:08x}, the object records {expected:08x}"
-                        ),
-                    )),
-                    None,
-                )),
+                None => Some((Err(corrupt(crc)), None)),
             }
         }
     })
@@ -249,5 +258,30 @@ mod tests {
         assert_eq!(ranges(10, 4), vec![0..4, 4..8, 8..10]);
         assert_eq!(ranges(8, 4), vec![0..4, 4..8]);
         assert!(ranges(0, 4).is_empty());
+    }
+
+    async fn through_the_check(expected: u32) -> Vec<storage::Result<Bytes>> {
+        let parts = ["ab", "cd"].map(|p| Ok(Bytes::from_static(p.as_bytes())));
+        let stream = chunks(futures::stream::iter(parts).boxed());
+        verified(stream, Some(expected), 4, "s3://b/k".into())
+            .map(|r| r.map(|c| c.bytes))
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_object_never_delivers_its_last_chunk() {
+        let good = crc32c::crc32c(b"abcd");
+        let out = through_the_check(good).await;
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(Result::is_ok));
+
+        let out = through_the_check(good ^ 1).await;
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].as_ref().expect("first chunk"), "ab");
+        let e = out[1]
+            .as_ref()
+            .expect_err("the check fails instead of the last chunk");
+        assert_eq!(e.kind(), Some(storage::ErrorKind::Integrity));
     }
 }

@@ -26,6 +26,11 @@ use crate::model::{Artifact, LocationKind, Template};
 use crate::storage::{self, ByteStream, Driver, Secrets};
 use crate::telemetry::artifact_span;
 
+/// Attempts in all at fetching an object whose bytes fail the whole-object check. The check
+/// can only be made at the end, and an unpack cannot resume mid-archive, so the object is
+/// fetched again from its start.
+const WHOLE_OBJECT_ATTEMPTS: u32 = 3;
+
 /// What happened to one input artifact.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Loaded {
@@ -120,7 +125,7 @@ impl<'a> Loader<'a> {
                 place_stream(
                     body,
                     &dest,
-                    art.archive.as_ref().map(|a| a.strategy()),
+                    art.archive.as_ref().and_then(|a| a.declared()),
                     self.config.max_unpacked_bytes,
                 )
                 .await
@@ -129,14 +134,20 @@ impl<'a> Loader<'a> {
             Some(LocationKind::Git) => clone_git(&location, self.secrets, &dest).await,
             _ => {
                 let driver = storage::open(&location, self.secrets).await?;
-                let fetched = self
-                    .fetch(
-                        Arc::clone(&driver),
-                        &key,
-                        &dest,
-                        art.archive.as_ref().map(|a| a.strategy()),
-                    )
-                    .await;
+                let strategy = art.archive.as_ref().and_then(|a| a.declared());
+                let mut attempt = 1;
+                let fetched = loop {
+                    match self.fetch(Arc::clone(&driver), &key, &dest, strategy).await {
+                        Err(e) if e.is_corrupt_download() && attempt < WHOLE_OBJECT_ATTEMPTS => {
+                            tracing::warn!(artifact = %name, attempt, error = %e, "corrupt download, fetching the object again");
+                            clear_stale(&dest, false).map_err(|e| {
+                                Error::io(format!("clearing {}", dest.display()), e)
+                            })?;
+                            attempt += 1;
+                        }
+                        other => break other,
+                    }
+                };
                 retries = driver.retry_count();
                 fetched
             }
@@ -144,8 +155,11 @@ impl<'a> Loader<'a> {
         let bytes = match outcome {
             Ok(b) => b,
             Err(e) if e.is_not_found() && art.optional => return Ok(Loaded::Skipped),
-            Err(e) => {
+            Err(mut e) => {
                 let _ = clear_stale(&dest, false);
+                if let Error::NoSpace { dir, free, .. } = &mut e {
+                    *free = free_bytes(dir);
+                }
                 return Err(e);
             }
         };
@@ -186,12 +200,19 @@ impl<'a> Loader<'a> {
                         return Ok(n);
                     }
                 }
-                place_stream(body, dest, strategy, self.config.max_unpacked_bytes).await?;
+                place_stream(body, dest, strategy, self.config.max_unpacked_bytes)
+                    .await
+                    .map_err(|e| {
+                        e.no_space(&object(&driver, key), Some(meta.size), parent(dest))
+                    })?;
                 Ok(meta.size)
             }
             // A store that cannot list (HTTP) has no directories: the key is simply absent.
             Err(e) if e.is_not_found() => match self.fetch_dir(&driver, key, dest).await {
                 Ok(Some(n)) => Ok(n),
+                Err(full @ Error::Io { .. }) => {
+                    Err(full.no_space(&object(&driver, key), None, parent(dest)))
+                }
                 Ok(None) | Err(Error::Storage(storage::Error::NotSupported { .. })) => Err(e),
                 Err(other) => Err(other),
             },
@@ -234,6 +255,22 @@ impl<'a> Loader<'a> {
         fs::rename(&tmp, dest).map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))?;
         Ok(Some(total))
     }
+}
+
+/// `<store>/<key>`, for messages.
+fn object(driver: &Arc<dyn Driver>, key: &str) -> String {
+    format!("{}/{}", driver.describe(), key.trim_start_matches('/'))
+}
+
+/// The directory an artifact is placed in.
+fn parent(dest: &Path) -> &Path {
+    dest.parent().unwrap_or(dest)
+}
+
+/// Bytes an unprivileged writer may still use on the filesystem of `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(st.blocks_available().saturating_mul(st.fragment_size()))
 }
 
 /// A git input: cloned into `<dest>.tmp`, then renamed into place (a directory with its `.git`).
@@ -302,7 +339,33 @@ async fn place_stream(
 }
 
 fn place_blocking(
-    reader: BlockingReader,
+    mut reader: BlockingReader,
+    dest: &Path,
+    strategy: Option<ArchiveStrategy>,
+    max_unpacked: Option<u64>,
+) -> Result<()> {
+    place_from(&mut reader, dest, strategy, max_unpacked).map_err(|e| corrupt_or(&mut reader, e))
+}
+
+/// What to say about a failed placement: when the rest of the download fails the whole-object
+/// check, the object arrived corrupt, and that (a transient `Integrity` error, answered by
+/// fetching it again) is the cause, whatever the damaged bytes made the unpacker say first (a
+/// tar header checksum, a deflate error...). Reads what is left of the download to know.
+fn corrupt_or(reader: &mut BlockingReader, e: Error) -> Error {
+    if e.is_corrupt_download() {
+        return e;
+    }
+    match io::copy(reader, &mut io::sink()) {
+        Err(drained) => match Error::from_pipeline("reading", drained) {
+            corrupt if corrupt.is_corrupt_download() => corrupt,
+            _ => e,
+        },
+        Ok(_) => e,
+    }
+}
+
+fn place_from(
+    reader: &mut BlockingReader,
     dest: &Path,
     strategy: Option<ArchiveStrategy>,
     max_unpacked: Option<u64>,
@@ -324,13 +387,14 @@ fn place_blocking(
         archive::place(&tmpdir, dest).map_err(io_err("placing", dest))
     };
     match strategy {
-        Some(ArchiveStrategy::Tar { .. }) => untar(&mut { reader }),
+        Some(ArchiveStrategy::Tar { .. }) => untar(reader),
         Some(ArchiveStrategy::None) => copy_to(reader, &tmp, dest),
         Some(ArchiveStrategy::Zip) => {
             // A zip's directory is at its end: it needs a seekable local copy.
             write_file(reader, &tmp)?;
             fs::create_dir_all(&tmpdir).map_err(io_err("creating", &tmpdir))?;
-            let result = archive::zip::unzip(&tmp, &tmpdir).map_err(Error::from_archive);
+            let result =
+                archive::zip::unzip(&tmp, &tmpdir, max_unpacked).map_err(Error::from_archive);
             let _ = fs::remove_file(&tmp);
             result?;
             archive::place(&tmpdir, dest).map_err(io_err("placing", dest))

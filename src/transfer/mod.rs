@@ -40,6 +40,22 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The destination's filesystem filled up (or its quota did) while placing an object.
+    #[error(
+        "not enough space at {} for {object} ({} stored, {} free once the partial copy is removed): {source}",
+        dir.display(),
+        size.map_or_else(|| "size unknown".to_string(), progress::human_bytes),
+        free.map_or_else(|| "unknown".to_string(), progress::human_bytes)
+    )]
+    NoSpace {
+        /// Where the object is: `<store>/<key>`.
+        object: String,
+        size: Option<u64>,
+        dir: std::path::PathBuf,
+        free: Option<u64>,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -48,6 +64,38 @@ impl Error {
             context: context.into(),
             source,
         }
+    }
+
+    /// The same error as [`Error::NoSpace`] when a local write ran out of room, naming
+    /// `object` (`<store>/<key>`, `size` bytes stored) and the directory `dir` it went to.
+    /// Decided by the I/O error kind (`ENOSPC`, `EDQUOT`), never by text.
+    pub fn no_space(self, object: &str, size: Option<u64>, dir: &std::path::Path) -> Self {
+        let full = |e: &std::io::Error| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        };
+        match self {
+            Self::Io { source, .. } | Self::Archive(ArchiveError::Io { source, .. })
+                if full(&source) =>
+            {
+                Self::NoSpace {
+                    object: object.to_string(),
+                    size,
+                    dir: dir.to_path_buf(),
+                    free: None,
+                    source,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Whether the bytes of a download failed the whole-object check: fetching the object
+    /// again can succeed.
+    pub fn is_corrupt_download(&self) -> bool {
+        matches!(self, Self::Storage(e) if e.kind() == Some(storage::ErrorKind::Integrity))
     }
 
     /// Whether the artifact is simply not there (what `optional: true` forgives).

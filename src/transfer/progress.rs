@@ -90,9 +90,31 @@ impl Progress {
     }
 }
 
+/// `1.5 MiB (1572864 bytes)`: a size for people, exact for tools.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {} ({n} bytes)", UNITS[unit])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_well_and_stay_exact() {
+        assert_eq!(human_bytes(512), "512 bytes");
+        assert_eq!(human_bytes(1536), "1.5 KiB (1536 bytes)");
+        assert_eq!(human_bytes(12 << 20), "12.0 MiB (12582912 bytes)");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn counts_and_stops_with_its_guard() {

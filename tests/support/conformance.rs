@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use argoexec::archive;
 use argoexec::storage::retry::{Backoff, Retrying};
-use argoexec::storage::verify::{Verified, check_part};
+use argoexec::storage::verify::check_part;
 use argoexec::storage::{self, Driver, ErrorKind, Part, PutOptions};
 use argoexec::transfer::download::{self, BlockingReader};
 use argoexec::transfer::{TransferConfig, Uploader};
@@ -114,7 +114,7 @@ pub fn seed_objects() -> Vec<(String, Bytes)> {
     ]
 }
 
-/// The driver as `storage::open` stacks it: integrity checks, then retries (short sleeps).
+/// The driver as `storage::open` wraps it: retries with per-part checks (short sleeps).
 pub fn stack(driver: Arc<dyn Driver>) -> Arc<dyn Driver> {
     let backoff = Backoff {
         steps: 3,
@@ -124,7 +124,7 @@ pub fn stack(driver: Arc<dyn Driver>) -> Arc<dyn Driver> {
         cap: Duration::from_millis(100),
         deadline: None,
     };
-    Arc::new(Retrying::new(Arc::new(Verified::new(driver)), backoff))
+    Arc::new(Retrying::new(driver, backoff))
 }
 
 /// Runs every check that applies to `caps` against `driver` (a bare backend; the suite stacks

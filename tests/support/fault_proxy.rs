@@ -2,7 +2,11 @@
 //!
 //! Every request is forwarded with `Connection: close`, so each TCP connection carries exactly
 //! one request and faults map to requests one to one. Rules pick requests by method and path
-//! and apply a fault a bounded number of times; every request is recorded.
+//! and apply a fault a bounded number of times; [`FaultProxy::chaos`] adds random faults to
+//! the requests no rule picked; every request is recorded.
+//!
+//! Also here: [`BlackHole`], a listener whose connections never complete (connect timeouts),
+//! and [`TlsFront`], a TLS terminator in front of a plain server (TLS trust failures).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -26,6 +30,14 @@ pub enum Fault {
     TruncateResponse { after: usize },
     /// Forward nothing and answer nothing for this long, then close.
     Stall(Duration),
+    /// Forward the request, then pass the response on `chunk` bytes at a time, one chunk
+    /// every `every` (a slow link).
+    SlowResponse { chunk: usize, every: Duration },
+    /// Forward the request, pass on the response head and `after` body bytes, then say
+    /// nothing for `hold` before closing (a connection that stalls mid-body).
+    StallResponse { after: usize, hold: Duration },
+    /// Forward the request, then flip the bits of the response body byte at this offset.
+    CorruptResponse { offset: usize },
 }
 
 /// Requests a rule applies to: method, and a substring of the path and query.
@@ -63,9 +75,65 @@ impl Seen {
     }
 }
 
+/// Random faults for the requests no rule picked: each request is faulted with probability
+/// `percent` / 100, with a fault drawn from those that fit its method (see [`Chaos::draw`]).
+#[derive(Debug, Clone)]
+pub struct Chaos {
+    pub percent: u64,
+    state: u64,
+}
+
+impl Chaos {
+    /// A fault for one request, or none; `body_len` is the request body's length.
+    ///
+    /// Every method may be answered 503/500 without being forwarded, or reset while its
+    /// request is sent. Uploads of object data (PUT) may also be corrupted in flight, and
+    /// reads (GET) truncated or corrupted on their way back. Answers of other requests are
+    /// never damaged after the upstream acted on them: a lost CompleteMultipartUpload answer
+    /// is another failure mode (see docs/reliability.md).
+    fn draw(&mut self, method: &str, body_len: usize) -> Option<Fault> {
+        if self.next() % 100 >= self.percent {
+            return None;
+        }
+        let common = [
+            Fault::Respond {
+                status: 503,
+                code: "SlowDown",
+            },
+            Fault::Respond {
+                status: 500,
+                code: "InternalError",
+            },
+            Fault::ResetMidBody {
+                after: body_len / 2,
+            },
+        ];
+        let pick = self.next() as usize;
+        let offset = (self.next() % 4096) as usize;
+        let fault = match method {
+            "PUT" if body_len > 0 && pick % 4 == 3 => Fault::CorruptBody {
+                offset: offset % body_len,
+            },
+            "GET" if pick % 5 == 3 => Fault::TruncateResponse { after: offset },
+            "GET" if pick % 5 == 4 => Fault::CorruptResponse { offset },
+            _ => common[pick % common.len()].clone(),
+        };
+        Some(fault)
+    }
+
+    /// xorshift64*: deterministic for a seed, good enough to spread faults.
+    fn next(&mut self) -> u64 {
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        self.state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
 pub struct FaultProxy {
     pub addr: SocketAddr,
     rules: Arc<Mutex<Vec<Rule>>>,
+    chaos: Arc<Mutex<Option<Chaos>>>,
     seen: Arc<Mutex<Vec<Seen>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -82,22 +150,36 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("addr");
         let rules: Arc<Mutex<Vec<Rule>>> = Arc::default();
+        let chaos: Arc<Mutex<Option<Chaos>>> = Arc::default();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let (r, s) = (Arc::clone(&rules), Arc::clone(&seen));
+        let faults = Faults {
+            rules: Arc::clone(&rules),
+            chaos: Arc::clone(&chaos),
+        };
+        let s = Arc::clone(&seen);
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let (r, s) = (Arc::clone(&r), Arc::clone(&s));
+                let (f, s) = (faults.clone(), Arc::clone(&s));
                 tokio::spawn(async move {
-                    let _ = handle(client, upstream, r, s).await;
+                    let _ = handle(client, upstream, f, s).await;
                 });
             }
         });
         Self {
             addr,
             rules,
+            chaos,
             seen,
             task,
         }
+    }
+
+    /// Faults `percent` % of the requests no rule picks, at random (deterministic per `seed`).
+    pub fn chaos(&self, percent: u64, seed: u64) {
+        *self.chaos.lock().expect("chaos") = Some(Chaos {
+            percent,
+            state: seed.max(1),
+        });
     }
 
     pub fn add(&self, method: &'static str, path_contains: &str, fault: Fault, times: usize) {
@@ -175,10 +257,42 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<(Vec<u8>, Vec<u8>)
     }
 }
 
+/// Where a request's fault comes from: the first matching rule, else chaos.
+#[derive(Clone)]
+struct Faults {
+    rules: Arc<Mutex<Vec<Rule>>>,
+    chaos: Arc<Mutex<Option<Chaos>>>,
+}
+
+impl Faults {
+    fn pick(&self, method: &str, target: &str, body_len: usize) -> Option<Fault> {
+        let mut rules = self.rules.lock().expect("rules");
+        let ruled = rules
+            .iter_mut()
+            .find(|r| r.times > 0 && r.method == method && target.contains(&r.path_contains));
+        match ruled {
+            Some(r) if r.skip > 0 => {
+                r.skip -= 1;
+                None
+            }
+            Some(r) => {
+                r.times -= 1;
+                Some(r.fault.clone())
+            }
+            None => self
+                .chaos
+                .lock()
+                .expect("chaos")
+                .as_mut()
+                .and_then(|c| c.draw(method, body_len)),
+        }
+    }
+}
+
 async fn handle(
     mut client: TcpStream,
     upstream: SocketAddr,
-    rules: Arc<Mutex<Vec<Rule>>>,
+    faults: Faults,
     seen: Arc<Mutex<Vec<Seen>>>,
 ) -> std::io::Result<()> {
     let (head, mut body_start) = read_head(&mut client).await?;
@@ -203,20 +317,7 @@ async fn handle(
     }
     new_head.push_str("Connection: close\r\n\r\n");
 
-    let fault = {
-        let mut rules = rules.lock().expect("rules");
-        rules
-            .iter_mut()
-            .find(|r| r.times > 0 && r.method == method && target.contains(&r.path_contains))
-            .and_then(|r| {
-                if r.skip > 0 {
-                    r.skip -= 1;
-                    return None;
-                }
-                r.times -= 1;
-                Some(r.fault.clone())
-            })
-    };
+    let fault = faults.pick(&method, &target, content_length);
     let record = |status: Option<u16>| {
         seen.lock().expect("seen").push(Seen {
             method: method.clone(),
@@ -283,18 +384,121 @@ async fn handle(
         .nth(1)
         .and_then(|s| s.parse().ok());
     record(status);
+    let head_end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(0, |p| p + 4);
     match &fault {
         Some(Fault::DelayResponse(d)) => tokio::time::sleep(*d).await,
         Some(Fault::TruncateResponse { after }) => {
-            let head_end = response
-                .windows(4)
-                .position(|w| w == b"\r\n\r\n")
-                .map_or(0, |p| p + 4);
             response.truncate((head_end + after).min(response.len()));
             reset(&client);
+        }
+        Some(Fault::CorruptResponse { offset }) if head_end + offset < response.len() => {
+            response[head_end + offset] ^= 0xff;
+        }
+        Some(Fault::SlowResponse { chunk, every }) => {
+            for piece in response.chunks((*chunk).max(1)) {
+                client.write_all(piece).await?;
+                tokio::time::sleep(*every).await;
+            }
+            return client.shutdown().await;
+        }
+        Some(Fault::StallResponse { after, hold }) => {
+            let end = (head_end + after).min(response.len());
+            client.write_all(&response[..end]).await?;
+            tokio::time::sleep(*hold).await;
+            reset(&client);
+            return Ok(());
         }
         _ => {}
     }
     client.write_all(&response).await?;
     client.shutdown().await
+}
+
+/// A loopback listener whose accept queue is full: connections to it never complete (the
+/// kernel drops their SYNs), so a client's connect timeout fires. Closed when dropped.
+pub struct BlackHole {
+    pub addr: SocketAddr,
+    _listener: socket2::Socket,
+    _filler: std::net::TcpStream,
+}
+
+impl BlackHole {
+    pub fn start() -> Self {
+        use socket2::{Domain, Socket, Type};
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        let bind: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        listener.bind(&bind.into()).expect("bind");
+        // A backlog of 0 holds one connection; the filler takes it and is never accepted.
+        listener.listen(0).expect("listen");
+        let addr = listener
+            .local_addr()
+            .expect("addr")
+            .as_socket()
+            .expect("inet");
+        let filler = std::net::TcpStream::connect(addr).expect("filler");
+        Self {
+            addr,
+            _listener: listener,
+            _filler: filler,
+        }
+    }
+}
+
+/// TLS on 127.0.0.1 in front of a plain server: terminates with the server certificate of
+/// `pki` and forwards the bytes both ways; counts the connections it accepted (one per
+/// attempt of a client that does not reuse them). Stops when dropped.
+pub struct TlsFront {
+    pub addr: SocketAddr,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TlsFront {
+    pub async fn start(upstream: SocketAddr, pki: &super::http_server::TestPki) -> Self {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![pki.server_der()], pki.server_key_der())
+            .expect("server tls config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind tls");
+        let addr = listener.local_addr().expect("addr");
+        let accepted: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let counter = Arc::clone(&accepted);
+        let task = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A client that does not trust the certificate fails the handshake here.
+                    let Ok(mut tls) = acceptor.accept(socket).await else {
+                        return;
+                    };
+                    let Ok(mut up) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+                });
+            }
+        });
+        Self {
+            addr,
+            accepted,
+            task,
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }

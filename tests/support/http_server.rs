@@ -448,11 +448,11 @@ impl TestPki {
         rustls::pki_types::CertificateDer::from(self.ca_der.clone())
     }
 
-    fn server_der(&self) -> rustls::pki_types::CertificateDer<'static> {
+    pub fn server_der(&self) -> rustls::pki_types::CertificateDer<'static> {
         rustls::pki_types::CertificateDer::from(self.server_der.clone())
     }
 
-    fn server_key_der(&self) -> rustls::pki_types::PrivateKeyDer<'static> {
+    pub fn server_key_der(&self) -> rustls::pki_types::PrivateKeyDer<'static> {
         rustls::pki_types::PrivateKeyDer::Pkcs8(self.server_key_der.clone().into())
     }
 }

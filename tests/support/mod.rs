@@ -2,6 +2,7 @@
 //! real `argoexec` binary as a child process.
 #![allow(dead_code)]
 
+pub mod archives;
 #[cfg(feature = "azure")]
 pub mod azure_server;
 pub mod conformance;
@@ -240,15 +241,20 @@ impl TestPod {
         self.argoexec(&args, &env).await
     }
 
-    /// Writes `/var/run/argo/template` and the main exit code, then runs `wait`.
-    pub async fn wait(&self, template: &Value, env: &[(&str, &str)]) -> Output {
-        let t = template.to_string();
-        std::fs::write(self.roots().template_file(), t).expect("template");
+    /// Writes `/var/run/argo/template` and, unless one is there, main's exit code 0: what
+    /// `wait` finds once init ran and main finished.
+    pub fn stage_wait(&self, template: &Value) {
+        std::fs::write(self.roots().template_file(), template.to_string()).expect("template");
         let ctr = self.roots().container_dir("main");
         std::fs::create_dir_all(&ctr).expect("ctr dir");
         if !ctr.join("exitcode").exists() {
             std::fs::write(ctr.join("exitcode"), "0").expect("exitcode");
         }
+    }
+
+    /// [`TestPod::stage_wait`], then runs `wait`.
+    pub async fn wait(&self, template: &Value, env: &[(&str, &str)]) -> Output {
+        self.stage_wait(template);
         let mut args = vec!["wait"];
         args.extend(LOG_OPTS);
         self.argoexec(&args, env).await
@@ -301,6 +307,23 @@ pub const LOG_OPTS: [&str; 6] = [
     "--gloglevel",
     "0",
 ];
+
+/// Asserts a command failed as the executor fails (exit 64, one line in the termination log)
+/// and returns that line.
+pub fn failure(pod: &TestPod, out: &Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let message = pod.termination_log();
+    assert!(
+        !message.trim().is_empty() && !message.trim().contains('\n'),
+        "one line: {message:?}"
+    );
+    message
+}
 
 /// Asserts a process succeeded, printing its output otherwise.
 pub fn assert_ok(out: &Output) {
@@ -370,4 +393,30 @@ pub fn snapshot(dir: &Path) -> Vec<(String, String, Vec<u8>)> {
     }
     walk(dir, dir, &mut out);
     out
+}
+
+/// Every path below `root`, relative to it (links are listed, not followed).
+pub fn paths_below(root: &Path) -> std::collections::BTreeSet<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeSet<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            out.insert(p.strip_prefix(root).expect("below").display().to_string());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// [`snapshot`] of a directory, or one `("", "file", content)` entry for a file.
+pub fn snapshot_or_file(path: &Path) -> Vec<(String, String, Vec<u8>)> {
+    if path.is_dir() {
+        snapshot(path)
+    } else {
+        let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        vec![(String::new(), "file".into(), data)]
+    }
 }

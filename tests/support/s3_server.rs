@@ -11,16 +11,31 @@ use s3s::{S3, S3Request, S3Response, S3Result};
 
 pub const ACCESS_KEY: &str = "argoexec-test-access";
 pub const SECRET_KEY: &str = "argoexec-test-secret";
+/// A second identity whose keys are marker strings, for the scan that proves no secret is
+/// ever printed (tests/secrets_scan.rs).
+pub const MARKER_ACCESS_KEY: &str = "AKIAMARKERACCESS7Q2W";
+pub const MARKER_SECRET_KEY: &str = "marker-s3-secret-9d4e1f";
 
-/// s3s-fs with two fixes towards S3's behaviour: a key that is a directory on its disk
-/// (because longer keys live below it) is answered `NoSuchKey` instead of HTTP 500, and
-/// ListParts carries each part's ETag (the MD5 of its bytes), which s3s-fs leaves out.
+/// s3s-fs with three fixes towards S3's behaviour: a key that is a directory on its disk
+/// (because longer keys live below it) is answered `NoSuchKey` instead of HTTP 500;
+/// ListParts carries each part's ETag (the MD5 of its bytes), which s3s-fs leaves out; and a
+/// multipart upload completed with a `FULL_OBJECT` CRC32C has it checked against the object
+/// and returned by HeadObject, as S3 (and recent MinIO) do.
 struct S3Fs {
     fs: s3s_fs::FileSystem,
     root: std::path::PathBuf,
+    /// Full-object CRC32C (base64) of objects completed with one, by bucket and key.
+    full_object_crc: std::sync::Mutex<std::collections::HashMap<(String, String), String>>,
 }
 
 impl S3Fs {
+    fn forget_crc(&self, bucket: &str, key: &str) {
+        self.full_object_crc
+            .lock()
+            .expect("crcs")
+            .remove(&(bucket.to_string(), key.to_string()));
+    }
+
     fn is_dir(&self, bucket: &str, key: &str) -> bool {
         self.root.join(bucket).join(key).is_dir()
     }
@@ -52,7 +67,66 @@ impl S3 for S3Fs {
         if self.is_dir(&req.input.bucket, &req.input.key) {
             return Err(s3s::s3_error!(NoSuchKey));
         }
-        self.fs.head_object(req).await
+        let id = (req.input.bucket.clone(), req.input.key.clone());
+        let mut resp = self.fs.head_object(req).await?;
+        if let Some(crc) = self.full_object_crc.lock().expect("crcs").get(&id) {
+            resp.output.checksum_crc32c = Some(crc.clone());
+            resp.output.checksum_type = Some(s3s::dto::ChecksumType::from_static(
+                s3s::dto::ChecksumType::FULL_OBJECT,
+            ));
+        }
+        Ok(resp)
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<s3s::dto::CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<s3s::dto::CompleteMultipartUploadOutput>> {
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let full = req
+            .input
+            .checksum_type
+            .as_ref()
+            .is_some_and(|t| t.as_str() == s3s::dto::ChecksumType::FULL_OBJECT);
+        let claimed = req.input.checksum_crc32c.clone().filter(|_| full);
+        self.forget_crc(&bucket, &key);
+        let resp = self.fs.complete_multipart_upload(req).await?;
+        if let Some(claimed) = claimed {
+            let data = std::fs::read(self.root.join(&bucket).join(&key))
+                .map_err(|e| s3s::s3_error!(InternalError, "{e}"))?;
+            let actual = base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                crc32c::crc32c(&data).to_be_bytes(),
+            );
+            if actual != claimed {
+                let _ = std::fs::remove_file(self.root.join(&bucket).join(&key));
+                return Err(s3s::s3_error!(
+                    BadDigest,
+                    "the full-object CRC32C does not match"
+                ));
+            }
+            self.full_object_crc
+                .lock()
+                .expect("crcs")
+                .insert((bucket, key), claimed);
+        }
+        Ok(resp)
+    }
+
+    async fn put_object(
+        &self,
+        req: S3Request<s3s::dto::PutObjectInput>,
+    ) -> S3Result<S3Response<s3s::dto::PutObjectOutput>> {
+        self.forget_crc(&req.input.bucket, &req.input.key);
+        self.fs.put_object(req).await
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<s3s::dto::DeleteObjectInput>,
+    ) -> S3Result<S3Response<s3s::dto::DeleteObjectOutput>> {
+        self.forget_crc(&req.input.bucket, &req.input.key);
+        self.fs.delete_object(req).await
     }
 
     async fn get_object(
@@ -83,8 +157,6 @@ impl S3 for S3Fs {
     }
 
     delegate! {
-        put_object: PutObjectInput => PutObjectOutput,
-        delete_object: DeleteObjectInput => DeleteObjectOutput,
         delete_objects: DeleteObjectsInput => DeleteObjectsOutput,
         list_objects_v2: ListObjectsV2Input => ListObjectsV2Output,
         list_objects: ListObjectsInput => ListObjectsOutput,
@@ -95,7 +167,6 @@ impl S3 for S3Fs {
         copy_object: CopyObjectInput => CopyObjectOutput,
         create_multipart_upload: CreateMultipartUploadInput => CreateMultipartUploadOutput,
         upload_part: UploadPartInput => UploadPartOutput,
-        complete_multipart_upload: CompleteMultipartUploadInput => CompleteMultipartUploadOutput,
         abort_multipart_upload: AbortMultipartUploadInput => AbortMultipartUploadOutput,
         list_multipart_uploads: ListMultipartUploadsInput => ListMultipartUploadsOutput,
     }
@@ -108,9 +179,12 @@ pub async fn serve(root: &Path, listener: tokio::net::TcpListener) -> std::io::R
     let fs = S3Fs {
         fs,
         root: root.to_path_buf(),
+        full_object_crc: Default::default(),
     };
     let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-    builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+    let mut auth = s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY);
+    auth.register(MARKER_ACCESS_KEY.into(), MARKER_SECRET_KEY.into());
+    builder.set_auth(auth);
     let service = builder.build();
     loop {
         let (socket, _) = listener.accept().await?;

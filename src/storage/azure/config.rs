@@ -9,11 +9,12 @@
 use std::sync::Arc;
 
 use azure_core::credentials::TokenCredential;
-use azure_core::http::{ClientOptions, RetryOptions, Url};
+use azure_core::http::{ClientOptions, RetryOptions, Transport, Url};
 use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
 
 use super::sas;
 use crate::model::AzureArtifact;
+use crate::storage::timeouts::Timeouts;
 use crate::storage::{Error, Result, Secrets};
 
 /// How requests to the container are authenticated.
@@ -148,9 +149,18 @@ pub fn container_client(loc: &AzureArtifact, secrets: &Secrets) -> Result<BlobCo
         }
         Auth::Token(c) => Some(c),
     };
+    let timeouts = Timeouts::from_env(Timeouts::OBJECT_STORE);
+    // The SDK's own client has fixed timeouts; ours follows the environment.
+    let http = reqwest::Client::builder()
+        .connect_timeout(timeouts.connect)
+        .read_timeout(timeouts.read)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| Error::config(format!("cannot build the Azure HTTP client: {e}")))?;
     let options = BlobContainerClientOptions {
         client_options: ClientOptions {
             retry: RetryOptions::none(),
+            transport: Some(Transport::new(Arc::new(http))),
             ..Default::default()
         },
         ..Default::default()

@@ -5,7 +5,7 @@
 
 use azure_core::error::ErrorKind as AzureKind;
 
-use crate::storage::{Error, ErrorKind};
+use crate::storage::{Error, ErrorKind, is_tls_failure};
 
 const DRIVER: &str = "azure";
 
@@ -37,6 +37,7 @@ pub fn classify(err: azure_core::Error, blob: &str) -> Error {
                 ErrorKind::from_http_status(status)
             }
         }
+        AzureKind::Connection | AzureKind::Io if is_tls_failure(&err) => ErrorKind::Request,
         AzureKind::Connection | AzureKind::Io => ErrorKind::Network,
         AzureKind::Credential => ErrorKind::Auth,
         _ => ErrorKind::Request,

@@ -7,7 +7,7 @@ use std::error::Error as _;
 
 use google_cloud_storage::error::{ReadError, WriteError};
 
-use crate::storage::{Error, ErrorKind};
+use crate::storage::{Error, ErrorKind, is_tls_failure};
 
 const DRIVER: &str = "gcs";
 
@@ -44,6 +44,9 @@ fn kind_of(err: &google_cloud_storage::Error) -> ErrorKind {
                 .map_or_else(|| kind_of(last), ErrorKind::from_http_status),
             None => ErrorKind::Server,
         };
+    }
+    if is_tls_failure(err) {
+        return ErrorKind::Request;
     }
     if err.is_timeout() {
         return ErrorKind::Timeout;
@@ -95,7 +98,9 @@ pub fn from_response(status: u16, body: &[u8], key: &str) -> Error {
 
 /// A failure of the HTTP client itself (connect, timeout, broken body) on `key`.
 pub fn from_http(err: reqwest::Error, key: &str) -> Error {
-    let kind = if err.is_timeout() {
+    let kind = if is_tls_failure(&err) {
+        ErrorKind::Request
+    } else if err.is_timeout() {
         ErrorKind::Timeout
     } else if err.is_connect() || err.is_request() || err.is_body() {
         ErrorKind::Network

@@ -12,6 +12,7 @@ use reqwest::Method;
 use url::Url;
 
 use super::error::{from_http, from_response};
+use crate::storage::timeouts::Timeouts;
 use crate::storage::{Error, ErrorKind, ListPage, ObjectMeta, Result};
 
 /// The JSON API of one bucket.
@@ -30,9 +31,10 @@ impl JsonApi {
         if base.cannot_be_a_base() {
             return Err(Error::config(format!("invalid GCS endpoint {endpoint:?}")));
         }
+        let timeouts = Timeouts::from_env(Timeouts::OBJECT_STORE);
         let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .read_timeout(std::time::Duration::from_secs(60))
+            .connect_timeout(timeouts.connect)
+            .read_timeout(timeouts.read)
             .build()
             .map_err(|e| Error::config(format!("cannot build the GCS HTTP client: {e}")))?;
         Ok(Self {

@@ -120,8 +120,9 @@ impl<'a> Clone<'a> {
 
     fn run(&self, dest: &Path, level: usize) -> Result<u64> {
         let repo_name = &self.loc.repo;
-        let clone_err =
-            |e: &dyn std::error::Error| failed(format!("failed to clone {repo_name:?}"), e);
+        let clone_err = |e: &(dyn std::error::Error + 'static)| {
+            failed(format!("failed to clone {repo_name:?}"), e)
+        };
         let interrupt = AtomicBool::new(false);
         let mut prepare = gix::clone::PrepareFetch::new(
             self.url()?,
@@ -179,7 +180,8 @@ impl<'a> Clone<'a> {
         specs: &[String],
         depth: Option<NonZeroU32>,
     ) -> Result<()> {
-        let fetch_err = |e: &dyn std::error::Error| failed(format!("failed to fetch {specs:?}"), e);
+        let fetch_err =
+            |e: &(dyn std::error::Error + 'static)| failed(format!("failed to fetch {specs:?}"), e);
         let interrupt = AtomicBool::new(false);
         let mut remote = repo.find_remote("origin").map_err(|e| fetch_err(&e))?;
         remote
@@ -237,7 +239,8 @@ impl<'a> Clone<'a> {
 
     /// Clones each submodule at its path and checks out the commit the superproject records.
     fn update_submodules(&self, repo: &gix::Repository, level: usize) -> Result<u64> {
-        let sub_err = |e: &dyn std::error::Error| failed("failed to update submodules", e);
+        let sub_err =
+            |e: &(dyn std::error::Error + 'static)| failed("failed to update submodules", e);
         let Some(workdir) = repo.workdir() else {
             return Ok(0);
         };

@@ -10,12 +10,8 @@ use std::time::Duration;
 
 use crate::model::{ArtifactoryArtifact, HttpArtifact, SecretKeySelector};
 use crate::storage::secrets::Secret;
+use crate::storage::timeouts::Timeouts;
 use crate::storage::{Error, ErrorKind, Result, Secrets};
-
-/// How long a TCP and TLS connect may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a response may stay silent (no byte read) before the request fails.
-const READ_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Basic-auth credentials.
 #[derive(Debug, Clone)]
@@ -143,13 +139,15 @@ impl Settings {
         })
     }
 
-    /// The HTTP client: rustls with the platform's roots (`SSL_CERT_FILE` and `SSL_CERT_DIR`
-    /// are honoured), the client certificate when one is configured, Argo's redirect limit.
+    /// The HTTP client: [`Timeouts::HTTP`] unless the environment overrides them, rustls with
+    /// the platform's roots (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured), the client
+    /// certificate when one is configured, Argo's redirect limit.
     pub fn client(&self) -> Result<reqwest::Client> {
+        let timeouts = Timeouts::from_env(Timeouts::HTTP);
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("argoexec-rs/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
+            .connect_timeout(timeouts.connect)
+            .read_timeout(timeouts.read)
             .redirect(reqwest::redirect::Policy::limited(super::MAX_REDIRECTS));
         if let Some((cert, key)) = &self.identity {
             let mut pem = key.expose().as_bytes().to_vec();
@@ -259,7 +257,7 @@ impl TokenSource {
                     ErrorKind::Network,
                     format!(
                         "cannot fetch an OAuth2 token from the tokenURLSecret endpoint: {}",
-                        super::error::chain(&e)
+                        crate::storage::cause_chain(&e)
                     ),
                 )
             })?;

@@ -3,7 +3,7 @@
 
 use reqwest::StatusCode;
 
-use crate::storage::{Error, ErrorKind};
+use crate::storage::{Error, ErrorKind, cause_chain, is_tls_failure};
 
 /// A URL fit for messages: any password in it is masked.
 pub fn shown(url: &url::Url) -> String {
@@ -51,7 +51,7 @@ pub fn save_status(driver: &'static str, key: &str, url: &url::Url, status: Stat
 pub fn transport(driver: &'static str, method: &str, url: &url::Url, e: &reqwest::Error) -> Error {
     let kind = if e.is_timeout() {
         ErrorKind::Timeout
-    } else if e.is_builder() || e.is_redirect() {
+    } else if e.is_builder() || e.is_redirect() || is_tls_failure(e) {
         ErrorKind::Request
     } else {
         ErrorKind::Network
@@ -59,23 +59,8 @@ pub fn transport(driver: &'static str, method: &str, url: &url::Url, e: &reqwest
     Error::backend(
         driver,
         kind,
-        format!("{method} {}: {}", shown(url), chain(e)),
+        format!("{method} {}: {}", shown(url), cause_chain(e)),
     )
-}
-
-/// An error and its causes on one line (reqwest's own text says little: "error sending request").
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    out
 }
 
 #[cfg(test)]

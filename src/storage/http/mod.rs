@@ -133,7 +133,7 @@ impl HttpDriver {
                 Error::backend(
                     name,
                     ErrorKind::Network,
-                    format!("reading {key} failed: {}", error::chain(&e)),
+                    format!("reading {key} failed: {}", crate::storage::cause_chain(&e)),
                 )
             })
             .boxed()

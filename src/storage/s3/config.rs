@@ -1,7 +1,5 @@
 //! From an Argo `s3:` location and its mounted secrets to an `aws_sdk_s3::Client`.
 
-use std::time::Duration;
-
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::{
     Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
@@ -11,6 +9,7 @@ use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 
 use crate::model::S3Artifact;
+use crate::storage::timeouts::Timeouts;
 use crate::storage::{Error, Result, Secrets};
 
 /// Where requests go and how they are signed, resolved from a location.
@@ -116,9 +115,11 @@ pub async fn client(loc: &S3Artifact, secrets: &Secrets) -> Result<aws_sdk_s3::C
 }
 
 /// The client configuration of a location, credentials aside: endpoint, addressing, region,
-/// timeouts, TLS, and no SDK retries (ours are typed, in `storage::retry`).
+/// timeouts ([`Timeouts::OBJECT_STORE`] or the environment's), TLS, and no SDK retries (ours
+/// are typed, in `storage::retry`).
 pub(crate) fn builder(loc: &S3Artifact, secrets: &Secrets) -> Result<aws_sdk_s3::config::Builder> {
     let endpoint = Endpoint::from_location(loc);
+    let timeouts = Timeouts::from_env(Timeouts::OBJECT_STORE);
     let mut builder = aws_sdk_s3::config::Builder::new()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(endpoint.region.clone()))
@@ -126,12 +127,19 @@ pub(crate) fn builder(loc: &S3Artifact, secrets: &Secrets) -> Result<aws_sdk_s3:
         .retry_config(RetryConfig::disabled())
         .timeout_config(
             TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .read_timeout(Duration::from_secs(60))
+                .connect_timeout(timeouts.connect)
+                .read_timeout(timeouts.read)
                 .build(),
         )
         .http_client(http_client(loc, secrets)?);
     if let Some(url) = &endpoint.url {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| Error::config(format!("the S3 endpoint {url:?} is not valid: {e}")))?;
+        if parsed.host().is_none() {
+            return Err(Error::config(format!(
+                "the S3 endpoint {url:?} has no host"
+            )));
+        }
         builder = builder.endpoint_url(url);
     }
     if endpoint

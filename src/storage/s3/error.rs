@@ -3,10 +3,10 @@
 //! Classification reads typed fields only: the SDK error variant, the HTTP status and the S3
 //! error code (a protocol field, `<Code>` in the response), never a message text.
 
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::result::ConnectorError;
 
-use crate::storage::{Error, ErrorKind};
+use crate::storage::{Error, ErrorKind, cause_chain, is_tls_failure};
 
 const DRIVER: &str = "s3";
 
@@ -34,7 +34,7 @@ const EXPIRED: &[&str] = &[
 pub fn classify<E, R>(err: SdkError<E, R>, key: &str) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + HttpStatus,
+    R: std::fmt::Debug + HttpStatus + 'static,
 {
     let status = err.raw_response().map(HttpStatus::status);
     let kind = match &err {
@@ -70,20 +70,33 @@ where
     let detail = match &err {
         SdkError::ServiceError(s) => {
             let e = s.err();
-            let code = e.code().unwrap_or("error");
-            let status = status.map(|s| format!(" (HTTP {s})")).unwrap_or_default();
-            match e.message() {
-                Some(m) => format!("{code}{status}: {m}"),
-                None => format!("{code}{status}"),
+            let status_text = status.map(|s| format!("HTTP {s}{}", reason(s)));
+            match (e.code(), status_text, e.message()) {
+                (Some(code), Some(st), Some(m)) => format!("{code} ({st}): {m}"),
+                (Some(code), Some(st), None) => format!("{code} ({st})"),
+                (Some(code), None, m) => format!("{code}: {}", m.unwrap_or_default()),
+                // HEAD answers have no body, hence no error code: the status says it all.
+                (None, Some(st), _) => st,
+                (None, None, m) => m.unwrap_or("unknown service error").to_string(),
             }
         }
-        other => DisplayErrorContext(other).to_string(),
+        other => cause_chain(other),
     };
     Error::backend(DRIVER, kind, detail)
 }
 
+/// ` Forbidden` for 403: the reason phrase of a status, when it has one.
+fn reason(status: u16) -> String {
+    http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .map(|r| format!(" {r}"))
+        .unwrap_or_default()
+}
+
 fn connector_kind(c: Option<&ConnectorError>) -> ErrorKind {
     match c {
+        Some(c) if is_tls_failure(c) => ErrorKind::Request,
         Some(c) if c.is_timeout() => ErrorKind::Timeout,
         Some(c) if c.is_io() => ErrorKind::Network,
         // TLS trust failures and other connector errors will not heal by retrying.

@@ -3,6 +3,7 @@
 use std::ops::Range;
 
 use async_trait::async_trait;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as SdkBody;
 use aws_sdk_s3::types::{
     BucketLocationConstraint, ChecksumAlgorithm, ChecksumMode, ChecksumType,
@@ -15,7 +16,7 @@ use futures::StreamExt;
 
 use super::{
     Driver, Error, ErrorKind, GetStream, ListPage, MultipartLimits, ObjectMeta, Part, PartReceipt,
-    PutOptions, Result, Secrets,
+    PutOptions, Result, Secrets, cause_chain,
 };
 use crate::model::S3Artifact;
 
@@ -43,6 +44,9 @@ enum Encryption {
 pub struct S3Driver {
     client: aws_sdk_s3::Client,
     bucket: String,
+    /// Where the bucket is, for error messages: `s3://bucket` on AWS, else the endpoint's URL
+    /// of it (which server failed matters there; [`Driver::describe`] stays `s3://bucket`).
+    located: String,
     encryption: Encryption,
     /// Ask the server to verify and keep a whole-object CRC32C on multipart uploads (S3's
     /// `FULL_OBJECT` checksums). On for AWS; off for other endpoints unless
@@ -53,6 +57,24 @@ pub struct S3Driver {
 }
 
 impl S3Driver {
+    /// A failure of the request `op` on `key`, named with where it happened (`head
+    /// http://127.0.0.1:9000/bucket/key: <cause>`), so the message says where whatever the
+    /// caller adds around it.
+    fn failed<E, R>(&self, op: &str, key: &str, err: SdkError<E, R>) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + error::HttpStatus + 'static,
+    {
+        let at = match key.trim_start_matches('/') {
+            "" => self.located.clone(),
+            k => format!("{}/{k}", self.located),
+        };
+        match classify(err, key) {
+            e @ Error::Backend { .. } => e.context(format!("{op} {at}")),
+            other => other,
+        }
+    }
+
     /// Connects to the location's bucket, creating it first when `createBucketIfNotPresent`
     /// asks (an existing bucket is fine).
     pub async fn new(loc: &S3Artifact, secrets: &Secrets) -> Result<Self> {
@@ -126,9 +148,20 @@ impl S3Driver {
                 Ok("false") => false,
                 _ => endpoint.is_aws(),
             };
+        // Scheme, host and port only: an endpoint URL could carry user info.
+        let located = match endpoint.url.as_deref().map(url::Url::parse) {
+            Some(Ok(url)) if !endpoint.is_aws() => format!(
+                "{}://{}/{}",
+                url.scheme(),
+                &url[url::Position::BeforeHost..url::Position::AfterPort],
+                loc.bucket
+            ),
+            _ => format!("s3://{}", loc.bucket),
+        };
         let driver = Self {
             client,
             bucket: loc.bucket.clone(),
+            located,
             encryption,
             full_object_checksum,
             list_page_size: None,
@@ -170,7 +203,7 @@ impl S3Driver {
             {
                 Ok(())
             }
-            Err(e) => Err(classify(e, &self.bucket)),
+            Err(e) => Err(self.failed("create bucket", "", e)),
         }
     }
 
@@ -254,7 +287,7 @@ impl Driver for S3Driver {
             .checksum_mode(ChecksumMode::Enabled)
             .send()
             .await
-            .map_err(|e| classify(e, key))?;
+            .map_err(|e| self.failed("head", key, e))?;
         let mut meta = ObjectMeta {
             key: key.to_string(),
             size: out.content_length().unwrap_or_default().max(0) as u64,
@@ -278,7 +311,7 @@ impl Driver for S3Driver {
             .set_range(Self::ranged(&range))
             .send()
             .await
-            .map_err(|e| classify(e, key))?;
+            .map_err(|e| self.failed("get", key, e))?;
         // With a range, the total size is after the '/' of Content-Range.
         let size = out
             .content_range()
@@ -295,7 +328,7 @@ impl Driver for S3Driver {
         if range.is_none() {
             meta.crc32c = meta.crc32c_from_metadata();
         }
-        let owned_key = key.to_string();
+        let at = format!("get {}/{}", self.located, key.trim_start_matches('/'));
         let body = futures::stream::unfold(Some(out.body), |body| async move {
             let mut body = body?;
             match body.next().await {
@@ -304,14 +337,14 @@ impl Driver for S3Driver {
                     Err(Error::backend(
                         "s3",
                         ErrorKind::Network,
-                        format!("reading the response body failed: {e}"),
+                        format!("reading the response body failed: {}", cause_chain(&e)),
                     )),
                     None,
                 )),
                 None => None,
             }
         })
-        .map(move |r| r.map_err(|e| e.context(&owned_key)))
+        .map(move |r| r.map_err(|e| e.context(&at)))
         .boxed();
         Ok(GetStream { meta, body })
     }
@@ -333,7 +366,7 @@ impl Driver for S3Driver {
             .disable_payload_signing()
             .send()
             .await
-            .map_err(|e| classify(e, key))?;
+            .map_err(|e| self.failed("put", key, e))?;
         Ok(())
     }
 
@@ -347,7 +380,7 @@ impl Driver for S3Driver {
             .set_continuation_token(page)
             .send()
             .await
-            .map_err(|e| classify(e, prefix))?;
+            .map_err(|e| self.failed("list", prefix, e))?;
         let objects = out
             .contents()
             .iter()
@@ -375,7 +408,7 @@ impl Driver for S3Driver {
             .key(key)
             .send()
             .await
-            .map_err(|e| classify(e, key))?;
+            .map_err(|e| self.failed("delete", key, e))?;
         Ok(())
     }
 
@@ -399,7 +432,7 @@ impl Driver for S3Driver {
         let out = with_encryption!(req, &self.encryption)
             .send()
             .await
-            .map_err(|e| classify(e, key))?;
+            .map_err(|e| self.failed("create multipart upload", key, e))?;
         out.upload_id().map(str::to_string).ok_or_else(|| {
             Error::backend(
                 "s3",
@@ -423,7 +456,7 @@ impl Driver for S3Driver {
             .disable_payload_signing()
             .send()
             .await
-            .map_err(|e| classify(e, key))?;
+            .map_err(|e| self.failed("upload part", key, e))?;
         let server_crc32c = out.checksum_crc32_c().and_then(decode_crc);
         Ok(PartReceipt {
             number: part.number,
@@ -473,7 +506,9 @@ impl Driver for S3Driver {
                 .checksum_crc32_c(encode_crc(whole))
                 .checksum_type(ChecksumType::FullObject);
         }
-        req.send().await.map_err(|e| classify(e, key))?;
+        req.send()
+            .await
+            .map_err(|e| self.failed("complete multipart upload", key, e))?;
         Ok(())
     }
 
@@ -485,7 +520,7 @@ impl Driver for S3Driver {
             .upload_id(upload_id)
             .send()
             .await
-            .map_err(|e| classify(e, key))?;
+            .map_err(|e| self.failed("abort multipart upload", key, e))?;
         Ok(())
     }
 
@@ -502,7 +537,7 @@ impl Driver for S3Driver {
                 .set_part_number_marker(marker.take())
                 .send()
                 .await
-                .map_err(|e| classify(e, key))?;
+                .map_err(|e| self.failed("list parts", key, e))?;
             out.extend(page.parts().iter().filter_map(|p| {
                 Some(PartReceipt {
                     number: u32::try_from(p.part_number()?).ok()?,
