@@ -23,9 +23,11 @@ else
   cargo build --profile "$profile" --bin argoexec --example s3-server
 fi
 # Outputs live under the target triple .cargo/config.toml names (every binary is static).
-dir=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/$([ "$profile" = dev ] && echo debug || echo "$profile")
-bin=${ARGOEXEC_BIN:-$PWD/$dir/argoexec}
-server=$PWD/$dir/examples/s3-server
+target_dir=${CARGO_TARGET_DIR:-target}
+case $target_dir in /*) ;; *) target_dir=$PWD/$target_dir ;; esac
+dir=$target_dir/x86_64-unknown-linux-gnu/$([ "$profile" = dev ] && echo debug || echo "$profile")
+bin=${ARGOEXEC_BIN:-$dir/argoexec}
+server=$dir/examples/s3-server
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/argoexec-demo.XXXXXX")
 server_pid=""
