@@ -2,9 +2,9 @@
 //!
 //! Reads go through the client library: ranged streaming reads, resumed by the library when a
 //! stream breaks. Small writes too (one request, checked by the service against their
-//! CRC32C). Large writes are resumable upload sessions spoken directly ([`resumable`]: the
+//! CRC32C). Large writes are resumable upload sessions spoken directly (`resumable.rs`: the
 //! library's own sessions break on emulators), and metadata calls (head, list, delete) use the
-//! same JSON API ([`json`]): the library offers them only over gRPC.
+//! same JSON API (`json.rs`): the library offers them only over gRPC.
 //!
 //! **Writes have no multipart upload.** A stream goes up as one resumable session, in
 //! sequential chunks of [`GcsOptions::upload_chunk`] bytes, each kept in memory until the
@@ -214,7 +214,7 @@ impl Driver for GcsDriver {
     }
 
     /// Streams under one chunk go up in a single request, larger ones as a resumable upload
-    /// session ([`resumable`]). A stream that ends with an error stores nothing.
+    /// session (`resumable.rs`). A stream that ends with an error stores nothing.
     async fn put_stream(&self, key: &str, mut body: ByteStream, opts: &PutOptions) -> Result<()> {
         let mut ahead = Vec::new();
         let mut buffered = 0usize;

@@ -5,7 +5,7 @@
 //! a custom endpoint, and emulators (fake-gcs-server and others) build the session URL from
 //! that header: every session on an emulator at a non-default port, which is what
 //! `STORAGE_EMULATOR_HOST` names, points at port 80 and fails. This protocol is small and
-//! documented (https://cloud.google.com/storage/docs/performing-resumable-uploads), so the
+//! documented (<https://cloud.google.com/storage/docs/performing-resumable-uploads>), so the
 //! driver speaks it itself, the same way everywhere.
 //!
 //! * Start: `POST /upload/storage/v1/b/<bucket>/o?uploadType=resumable` with the object's
