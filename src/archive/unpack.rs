@@ -44,6 +44,10 @@ pub fn untar<R: Read>(
         .map_err(|e| ArchiveError::io(format!("open {}", dest.display()), e))?;
     let mut archive = tar::Archive::new(src);
     let mut summary = UnpackSummary::default();
+    let mut links = LinkCheck {
+        canon_dest: canon_dest.clone(),
+        made: Vec::new(),
+    };
     let entries = archive
         .entries()
         .map_err(|e| ArchiveError::io("read tar", e))?;
@@ -142,12 +146,47 @@ pub fn untar<R: Read>(
                     let _ = fs::remove_file(&target);
                     return Err(illegal());
                 }
+                links.made.push((target, name, link));
                 summary.symlinks += 1;
             }
             _ => summary.skipped += 1,
         }
     }
+    if let Some((name, target)) = links.remove_escaping() {
+        return Err(ArchiveError::IllegalSymlink { name, target });
+    }
     Ok(summary)
+}
+
+/// Every link an unpack made, checked again once it ends (and on every early return, by
+/// `Drop`): a later entry can change what an earlier link reaches (a parent replaced by a
+/// link, a dangling target created), so no link may be left reaching outside.
+struct LinkCheck {
+    canon_dest: PathBuf,
+    /// (where, entry name, link text)
+    made: Vec<(PathBuf, String, String)>,
+}
+
+impl LinkCheck {
+    /// Removes every link that now reaches outside; returns the first one's name and text.
+    fn remove_escaping(&mut self) -> Option<(String, String)> {
+        let mut first = None;
+        for (target, name, link) in self.made.drain(..) {
+            if let Ok(real) = target.canonicalize()
+                && !real.starts_with(&self.canon_dest)
+            {
+                let _ = fs::remove_file(&target);
+                first.get_or_insert((name, link));
+            }
+        }
+        first
+    }
+}
+
+impl Drop for LinkCheck {
+    fn drop(&mut self) {
+        let _ = self.remove_escaping();
+    }
 }
 
 /// Whether the clean path `p` is `root` or below it.
@@ -457,6 +496,21 @@ mod tests {
             "illegal symlink target: c -> a/.."
         );
         assert!(!d.path().join("out/c").exists(), "the link is removed");
+        // Dangling when made (`b` does not exist yet), leaving once `b -> .` follows: found
+        // by the property test; every link is checked again when the unpack ends.
+        let t = tar_with(&[
+            ("a", EntryType::Symlink, b"", Some("b/..")),
+            ("b", EntryType::Symlink, b"", Some(".")),
+        ]);
+        let (d, r) = unpack(&t);
+        assert_eq!(
+            r.expect_err("escape").to_string(),
+            "illegal symlink target: a -> b/.."
+        );
+        assert!(
+            d.path().join("out/a").symlink_metadata().is_err(),
+            "the link is removed"
+        );
     }
 
     #[test]
