@@ -53,15 +53,7 @@ pub struct Header {
 #[serde(rename_all = "camelCase")]
 pub struct HeaderSource {
     #[serde(default)]
-    pub secret_key_ref: Option<SecretKeyRef>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct SecretKeyRef {
-    #[serde(default)]
-    pub name: String,
-    #[serde(default)]
-    pub key: String,
+    pub secret_key_ref: Option<crate::model::SecretKeySelector>,
 }
 
 /// `bodyFrom.bytes`: base64 in JSON, as Go encodes `[]byte`.
