@@ -58,6 +58,29 @@ impl FakeGcs {
         );
     }
 
+    /// Stores `data` as the object `name`, whatever the name holds (`..`, `//`, unicode): the
+    /// emulator keeps names as plain strings, as GCS does.
+    pub async fn put(&self, bucket: &str, name: &str, data: Vec<u8>) {
+        let mut url = reqwest::Url::parse(&self.server.url()).expect("url");
+        url.path_segments_mut()
+            .expect("base")
+            .extend(["upload", "storage", "v1", "b", bucket, "o"]);
+        url.query_pairs_mut()
+            .append_pair("uploadType", "media")
+            .append_pair("name", name);
+        let response = reqwest::Client::new()
+            .post(url)
+            .body(data)
+            .send()
+            .await
+            .expect("put object");
+        assert!(
+            response.status().is_success(),
+            "put {name}: {}",
+            response.status()
+        );
+    }
+
     /// The bytes of an object, `None` when it does not exist.
     pub async fn get(&self, bucket: &str, name: &str) -> Option<Vec<u8>> {
         let mut url = reqwest::Url::parse(&self.server.url()).expect("url");
