@@ -4,11 +4,13 @@
 //! any `Read` (the download pipeline's ordered chunks).
 
 pub mod gzip;
+pub mod safe_path;
 pub mod tarball;
 pub mod unpack;
 pub mod zip;
 
 pub use gzip::ParallelGzWriter;
+pub use safe_path::{SafePath, UnsafeName};
 pub use tarball::{TarSummary, write_tree};
 pub use unpack::{Detection, UnpackSummary, place, sniff, untar};
 

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use tar::EntryType;
 
-use super::ArchiveError;
+use super::{ArchiveError, SafePath, UnsafeName};
 use crate::keys;
 
 /// What an unpack wrote.
@@ -54,20 +54,19 @@ pub fn untar<R: Read>(
     for entry in entries {
         let mut entry = entry.map_err(|e| ArchiveError::io("read tar entry", e))?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let target_str = keys::clean(&format!("{root}/{name}"));
         let kind = entry.header().entry_type();
-        if target_str == root && kind == EntryType::Directory {
+        // Argo's check, on the name: cleaned, it must stay strictly inside. A leading `/` is
+        // only a separator, as in Go's `filepath.Join(dest, name)`.
+        let rel = match SafePath::cleaned(name.trim_start_matches('/')) {
+            Ok(rel) => rel,
             // `./` in archives made with `tar -C dir .`: the destination itself.
-            continue;
-        }
-        // Argo's check, on the name: cleaned, it must stay strictly inside.
-        let Some(rel) = target_str.strip_prefix(&format!("{root}/")) else {
-            return Err(ArchiveError::IllegalPath { name });
+            Err(UnsafeName::Empty) if kind == EntryType::Directory => continue,
+            Err(_) => return Err(ArchiveError::IllegalPath { name }),
         };
-        let (parent_rel, leaf) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let (parent_rel, leaf) = rel.split_last();
         match kind {
             EntryType::Directory => {
-                inside_dir(&canon_dest, rel, &name)?;
+                inside_dir(&canon_dest, rel.as_str(), &name)?;
                 summary.dirs += 1;
             }
             EntryType::Regular | EntryType::Continuous => {

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use zip::write::SimpleFileOptions;
 
-use super::ArchiveError;
 use super::unpack::copy_limited;
+use super::{ArchiveError, SafePath};
 use crate::keys;
 
 /// Writes `src` as a zip stream: a directory becomes one Deflate entry per regular file named
@@ -88,10 +88,13 @@ pub fn unzip(archive: &Path, dest: &Path, max_bytes: Option<u64>) -> Result<u64,
             .name()
             .map_err(|e| ArchiveError::io("read zip entry name", io::Error::other(e)))?
             .into_owned();
-        let target = keys::clean(&format!("{root}/{name}"));
-        if !target.starts_with(&format!("{root}/")) {
-            return Err(ArchiveError::ZipIllegalPath { path: target });
-        }
+        // Argo's check: joined to the destination (a leading `/` is only a separator, as in
+        // Go's `filepath.Join`), the cleaned name must stay strictly inside.
+        let target = SafePath::cleaned(name.trim_start_matches('/'))
+            .map_err(|_| ArchiveError::ZipIllegalPath {
+                path: keys::clean(&format!("{root}/{name}")),
+            })?
+            .below(dest);
         let mode = entry.unix_mode().unwrap_or(0o644) & 0o777;
         if entry.is_dir() {
             fs::create_dir_all(&target)
@@ -99,7 +102,7 @@ pub fn unzip(archive: &Path, dest: &Path, max_bytes: Option<u64>) -> Result<u64,
             let _ = fs::set_permissions(&target, fs::Permissions::from_mode(mode | 0o700));
             continue;
         }
-        if let Some(parent) = Path::new(&target).parent() {
+        if let Some(parent) = target.parent() {
             fs::create_dir_all(parent)
                 .map_err(|e| ArchiveError::io(format!("create {name}"), e))?;
         }

@@ -18,7 +18,7 @@ use super::budget::Budget;
 use super::download::{self, BlockingReader, ChunkStream};
 use super::progress::{self, Progress};
 use super::{Error, Result, TransferConfig, validate_path};
-use crate::archive::{self, Detection};
+use crate::archive::{self, Detection, SafePath};
 use crate::contract::Roots;
 use crate::keys;
 use crate::model::ArchiveStrategy;
@@ -221,6 +221,12 @@ impl<'a> Loader<'a> {
     }
 
     /// Downloads every object below `key/` to `dest/<rel>`; `None` when there is none.
+    ///
+    /// A listing is untrusted: a bucket shared with other writers can hold any key. A key
+    /// whose `<rel>` is not a clean relative name ([`SafePath::exact`]: no `..` or `.`, no
+    /// leading or doubled `/`) is skipped with a warning naming it: one stray key must
+    /// neither be written anywhere nor fail a legitimate input, and every placed file is one
+    /// key's alone (`a//b` would land on `a/b`'s file).
     async fn fetch_dir(
         &self,
         driver: &Arc<dyn Driver>,
@@ -237,15 +243,15 @@ impl<'a> Loader<'a> {
             .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
         let total: u64 = storage::list_all(Arc::clone(driver), prefix.clone())
             .map_err(Error::from)
-            .try_filter(|o| futures::future::ready(!o.key.ends_with('/')))
-            .map_ok(|o| {
+            .try_filter_map(|o| {
+                let placed = listed_target(&prefix, &o.key, &tmp).map(|target| (o, target));
+                futures::future::ready(Ok(placed))
+            })
+            .map_ok(|(o, target)| {
                 let driver = Arc::clone(driver);
-                let rel = o.key[prefix.len()..].to_string();
-                let target = tmp.join(&rel);
                 async move {
-                    let out = target.clone();
                     let stream = driver.get(&o.key, None).await?;
-                    write_stream(stream.body, out).await?;
+                    write_stream(stream.body, target).await?;
                     Ok::<u64, Error>(o.size)
                 }
             })
@@ -254,6 +260,25 @@ impl<'a> Loader<'a> {
             .await?;
         fs::rename(&tmp, dest).map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))?;
         Ok(Some(total))
+    }
+}
+
+/// Where a listed `key` goes below `dir`: `None` for a directory marker (`<prefix>.../`),
+/// skipped silently as Argo does, and for a key that cannot be placed, skipped with a warning.
+fn listed_target(prefix: &str, key: &str, dir: &Path) -> Option<PathBuf> {
+    if key.ends_with('/') {
+        return None;
+    }
+    let Some(rel) = key.strip_prefix(prefix) else {
+        tracing::warn!(%key, prefix, "listed key skipped: it is not below the listed prefix");
+        return None;
+    };
+    match SafePath::exact(rel) {
+        Ok(rel) => Some(rel.below(dir)),
+        Err(why) => {
+            tracing::warn!(%key, reason = %why, "listed key skipped: it cannot be placed below the destination");
+            None
+        }
     }
 }
 

@@ -94,13 +94,17 @@ pub fn output_location(
 
 impl Saver<'_> {
     /// Saves one output artifact; `None` when it is optional and absent.
+    ///
+    /// Absent means main did not produce the local path ([`Error::NotFound`]). A NotFound
+    /// from the store (`NoSuchUpload` to a part or to the completion, a bucket rule that
+    /// removed the upload) is a failed upload, reported as such even when optional.
     pub async fn save(&self, art: &Artifact) -> Result<Option<Saved>> {
         match self
             .save_inner(art)
             .instrument(artifact_span(&art.name))
             .await
         {
-            Err(e) if e.is_not_found() && art.optional => Ok(None),
+            Err(Error::NotFound(_)) if art.optional => Ok(None),
             other => other.map(Some),
         }
     }
@@ -168,8 +172,7 @@ impl Saver<'_> {
         path: &str,
         strategy: ArchiveStrategy,
     ) -> Result<UploadStats> {
-        let meta = fs::metadata(src)
-            .map_err(|_| Error::NotFound(format!("{path} no such file or directory")))?;
+        let meta = local_source(src, path)?;
         let threads = self.uploader.config().gzip_threads;
         let src = src.to_path_buf();
         match strategy {
@@ -204,12 +207,7 @@ impl Saver<'_> {
         art: &Artifact,
         strategy: ArchiveStrategy,
     ) -> Result<UploadStats> {
-        if !tgz.exists() {
-            return Err(Error::NotFound(format!(
-                "{} no such file or directory",
-                art.path
-            )));
-        }
+        local_source(tgz, &art.path)?;
         match strategy {
             ArchiveStrategy::Tar { .. } => self.uploader.upload_file(driver, key, tgz).await,
             ArchiveStrategy::Zip => {
@@ -287,6 +285,18 @@ impl Saver<'_> {
             retries: driver.retry_count(),
         }))
     }
+}
+
+/// The metadata of an output's local source; [`Error::NotFound`] (Argo's text, naming the
+/// artifact's `path`) only when it does not exist: any other failure to read it is an error
+/// even for an optional output.
+fn local_source(source: &Path, path: &str) -> Result<fs::Metadata> {
+    fs::metadata(source).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => {
+            Error::NotFound(format!("{path} no such file or directory"))
+        }
+        _ => Error::io(format!("reading {}", source.display()), e),
+    })
 }
 
 /// Bytes of the regular files below `path` (or of the file itself).

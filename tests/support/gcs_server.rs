@@ -45,17 +45,24 @@ impl FakeGcs {
     }
 
     pub async fn create_bucket(&self, name: &str) {
-        let response = reqwest::Client::new()
+        let request = reqwest::Client::new()
             .post(format!("{}/storage/v1/b?project=test", self.server.url()))
-            .json(&serde_json::json!({ "name": name }))
-            .send()
-            .await
-            .expect("create bucket");
-        assert!(
-            response.status().is_success(),
-            "create bucket {name}: {}",
-            response.status()
-        );
+            .json(&serde_json::json!({ "name": name }));
+        succeeds(request, &format!("create bucket {name}")).await;
+    }
+
+    /// Stores `data` as the object `name`, whatever the name holds (`..`, `//`, unicode): the
+    /// emulator keeps names as plain strings, as GCS does.
+    pub async fn put(&self, bucket: &str, name: &str, data: Vec<u8>) {
+        let mut url = reqwest::Url::parse(&self.server.url()).expect("url");
+        url.path_segments_mut()
+            .expect("base")
+            .extend(["upload", "storage", "v1", "b", bucket, "o"]);
+        url.query_pairs_mut()
+            .append_pair("uploadType", "media")
+            .append_pair("name", name);
+        let request = reqwest::Client::new().post(url).body(data);
+        succeeds(request, &format!("put {name}")).await;
     }
 
     /// The bytes of an object, `None` when it does not exist.
@@ -102,4 +109,14 @@ impl FakeGcs {
         names.sort();
         names
     }
+}
+
+/// Sends `request` and asserts it succeeded; `what` names it in the failure.
+async fn succeeds(request: reqwest::RequestBuilder, what: &str) {
+    let response = request.send().await.expect(what);
+    assert!(
+        response.status().is_success(),
+        "{what}: {}",
+        response.status()
+    );
 }
