@@ -418,6 +418,45 @@ async fn a_completed_upload_whose_answer_was_lost_is_recognised_as_done() {
     }
 }
 
+/// The other side of the test above: an upload found gone when completing (aborted by a
+/// lifecycle rule, say) is not taken for done because an object of the same size is under the
+/// key: its checksum must be the one sent, else the step fails naming the cause.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_gone_at_completion_is_not_taken_for_done_when_the_object_differs() {
+    let pod = TestPod::new().await;
+    let mut data = write_big(&pod);
+    let proxy = FaultProxy::start(pod.s3_addr).await;
+    for (prefix, full_object_crc) in [("n", "false"), ("nc", "true")] {
+        let env = [
+            SMALL_PARTS[0],
+            SMALL_PARTS[1],
+            ("ARGOEXEC_S3_FULL_OBJECT_CHECKSUM", full_object_crc),
+        ];
+        let template = big_output(&pod, proxy.addr, prefix);
+        assert_ok(&pod.wait(&template, &env).await);
+        let stored = data.clone();
+        // Same size, other bytes; the upload is then gone before it completes.
+        data[100] ^= 1;
+        std::fs::write(pod.path("/mainctrfs/work/big.bin"), &data).expect("write");
+        proxy.add(
+            "POST",
+            "uploadId=",
+            Fault::Respond {
+                status: 404,
+                code: "NoSuchUpload",
+            },
+            1,
+        );
+        let out = pod.wait(&template, &env).await;
+        assert_eq!(out.status.code(), Some(64), "not taken for done");
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(!log.contains("was already completed"), "{log}");
+        assert_round_trip(&pod, &format!("{prefix}/big.tgz"), &stored).await;
+        data = stored;
+        std::fs::write(pod.path("/mainctrfs/work/big.bin"), &data).expect("write");
+    }
+}
+
 /// A store whose answers prove nothing about a part (no CRC32C echo, an ETag that is not an
 /// MD5, as with SSE-KMS): the upload succeeds, the log says once for the artifact that its
 /// parts went unchecked, and the final figures line counts them.
