@@ -164,11 +164,6 @@ impl Roots {
         self.path("/argo/staging/script")
     }
 
-    /// `/tmp/argo/resume`: journals of interrupted uploads, in wait's own emptyDir (`/tmp`).
-    pub fn resume_dir(&self) -> PathBuf {
-        self.path("/tmp/argo/resume")
-    }
-
     /// `/dev/termination-log`: the first error message of a failed container.
     pub fn termination_log(&self) -> PathBuf {
         self.path("/dev/termination-log")

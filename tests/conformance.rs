@@ -89,6 +89,7 @@ mod gcs {
             streaming_put: true,
             verifiable_receipts: false,
             list_page_size: Some(2),
+            resume_from_store: false,
             ..Capabilities::object_store("gcs", MIB)
         };
         conformance::run(Arc::new(driver), caps).await;
@@ -327,6 +328,8 @@ mod azure {
             // Azure echoes the Content-MD5 of a staged block; Azurite checks it but echoes
             // nothing, so its receipts prove nothing (see docs/drivers-cloud.md).
             verifiable_receipts: false,
+            // Uncommitted blocks carry no checksum to prove them by: uploads start afresh.
+            resume_from_store: false,
             ..Capabilities::object_store("azure", MIB)
         };
         conformance::run(Arc::new(driver(&loc, &pod, Some(2))), caps).await;
@@ -460,6 +463,7 @@ mod http {
             delete: false,
             metadata: false,
             verifiable_receipts: false,
+            resume_from_store: false,
             ..Capabilities::object_store(name, MIB)
         }
     }

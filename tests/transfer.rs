@@ -181,23 +181,34 @@ async fn retries_run_out_with_a_clear_error_and_nothing_under_the_key() {
     );
 }
 
-/// Part numbers recorded in the resume journals under `dir`.
-fn journaled(dir: &std::path::Path) -> Vec<u32> {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .flat_map(|e| {
-            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            text.lines().skip(1).map(str::to_string).collect::<Vec<_>>()
-        })
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
-        .filter_map(|v| v["number"].as_u64().map(|n| n as u32))
+/// The unfinished multipart uploads the store holds (what a killed upload leaves behind).
+async fn unfinished_uploads(pod: &TestPod) -> Vec<String> {
+    let listed = pod
+        .client()
+        .await
+        .list_multipart_uploads()
+        .bucket(support::BUCKET)
+        .send()
+        .await
+        .expect("list multipart uploads");
+    listed
+        .uploads()
+        .iter()
+        .filter_map(|u| u.key().map(str::to_string))
         .collect()
 }
 
+/// What a retried step starts from: a new pod, whose emptyDirs (`/tmp`, `/var/run/argo`) are
+/// fresh. Nothing is shared with the killed pod but the store and the step's input.
+fn fresh_emptydirs(pod: &TestPod) {
+    for dir in ["/tmp", "/var/run/argo"] {
+        std::fs::remove_dir_all(pod.path(dir)).expect("remove emptyDir");
+        std::fs::create_dir_all(pod.path(dir)).expect("fresh emptyDir");
+    }
+}
+
 /// Starts `wait` on `template` with parts slowed down by the proxy, sends it `signal` once
-/// `parts` parts are journaled, and returns its output once it has exited.
+/// the server has stored `parts` parts, and returns its output once it has exited.
 async fn signal_wait_mid_upload(
     pod: &TestPod,
     proxy: &FaultProxy,
@@ -217,8 +228,7 @@ async fn signal_wait_mid_upload(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("wait");
-    let dir = pod.roots().resume_dir();
-    support::eventually("journaled parts", || journaled(&dir).len() >= parts).await;
+    support::eventually("stored parts", || proxy.stored_parts().len() >= parts).await;
     let pid = wait.id().expect("running") as i32;
     kill(Pid::from_raw(pid), signal).expect("signal");
     let out = support::finish(wait).await;
@@ -226,21 +236,24 @@ async fn signal_wait_mid_upload(
     out
 }
 
-/// SIGKILLs `wait` mid-upload (see [`signal_wait_mid_upload`]) and returns the journaled part
-/// numbers.
+/// SIGKILLs `wait` mid-upload (see [`signal_wait_mid_upload`]), then prepares the pod as a
+/// retried step finds it ([`fresh_emptydirs`]); returns the part numbers the server had
+/// stored.
 async fn kill_wait_mid_upload(
     pod: &TestPod,
     proxy: &FaultProxy,
     template: &serde_json::Value,
 ) -> Vec<u32> {
     signal_wait_mid_upload(pod, proxy, template, Signal::SIGKILL, 4).await;
+    let stored = proxy.stored_parts();
     proxy.clear_seen();
-    journaled(&pod.roots().resume_dir())
+    fresh_emptydirs(pod);
+    stored
 }
 
 /// SIGTERM while saving: the pod is being deleted, and what the step produced is still worth
 /// keeping, so the upload finishes (as Argo's does); only a SIGKILL after the grace period
-/// interrupts it, and that is resumable (the test above).
+/// interrupts it, and that is resumable (the test below).
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_mid_upload_lets_the_upload_finish_intact() {
     let pod = TestPod::new().await;
@@ -256,24 +269,23 @@ async fn sigterm_mid_upload_lets_the_upload_finish_intact() {
     );
     let sent = proxy.sent_parts();
     assert_eq!(sent.len(), 13, "each part sent once: {sent:?}");
-    assert!(
-        journaled(&pod.roots().resume_dir()).is_empty(),
-        "the journal is removed once complete"
-    );
+    assert!(unfinished_uploads(&pod).await.is_empty(), "completed");
     assert_round_trip(&pod, "t/big.tgz", &data).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_killed_wait_resumes_and_sends_no_stored_part_again() {
+async fn a_retried_wait_in_a_fresh_pod_resumes_from_the_store_and_sends_no_stored_part_again() {
     let pod = TestPod::new().await;
     let data = write_big(&pod);
     let proxy = FaultProxy::start(pod.s3_addr).await;
     let template = big_output(&pod, proxy.addr, "k");
     let stored_before = kill_wait_mid_upload(&pod, &proxy, &template).await;
+    assert!(stored_before.len() >= 4, "{stored_before:?}");
     assert!(
         pod.keys("k/").await.is_empty(),
         "nothing under the key after the kill"
     );
+    assert_eq!(unfinished_uploads(&pod).await, ["k/big.tgz"]);
 
     let out = pod.wait(&template, &SMALL_PARTS).await;
     assert_ok(&out);
@@ -285,17 +297,18 @@ async fn a_killed_wait_resumes_and_sends_no_stored_part_again() {
             "part {n} was stored before the kill and sent again: {resent:?}"
         );
     }
-    assert!(!resent.is_empty(), "the rest was sent");
+    assert_eq!(
+        resent.len() + stored_before.len(),
+        13,
+        "every other part sent once: {resent:?}"
+    );
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(
         log.contains("resuming an interrupted multipart upload"),
         "{log}"
     );
     assert_round_trip(&pod, "k/big.tgz", &data).await;
-    assert!(
-        journaled(&pod.roots().resume_dir()).is_empty(),
-        "the journal is removed once complete"
-    );
+    assert!(unfinished_uploads(&pod).await.is_empty(), "completed");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -359,8 +372,8 @@ async fn an_upload_that_fails_in_process_is_aborted_and_not_resumed() {
     );
     assert!(proxy.seen().iter().any(|s| s.method == "DELETE"), "aborted");
     assert!(
-        journaled(&pod.roots().resume_dir()).is_empty(),
-        "no journal left"
+        unfinished_uploads(&pod).await.is_empty(),
+        "nothing left to resume"
     );
     proxy.clear_rules();
     proxy.clear_seen();
@@ -371,6 +384,117 @@ async fn an_upload_that_fails_in_process_is_aborted_and_not_resumed() {
         "a fresh upload sends all 13 parts"
     );
     assert_round_trip(&pod, "m/big.tgz", &data).await;
+}
+
+/// CompleteMultipartUpload succeeds on the server but its answer is lost: the retried call
+/// finds the upload gone (`NoSuchUpload`), and the object in the store, checked against what
+/// was sent (the multipart ETag from the parts' MD5s; the full-object CRC32C when the store
+/// keeps one), is recognised as done instead of failing the step or sending it all again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_completed_upload_whose_answer_was_lost_is_recognised_as_done() {
+    let pod = TestPod::new().await;
+    let data = write_big(&pod);
+    let proxy = FaultProxy::start(pod.s3_addr).await;
+    for (prefix, full_object_crc) in [("l", "false"), ("lc", "true")] {
+        proxy.clear_seen();
+        proxy.add("POST", "uploadId=", Fault::DropResponse, 1);
+        let env = [
+            SMALL_PARTS[0],
+            SMALL_PARTS[1],
+            ("ARGOEXEC_S3_FULL_OBJECT_CHECKSUM", full_object_crc),
+        ];
+        let out = pod.wait(&big_output(&pod, proxy.addr, prefix), &env).await;
+        assert_ok(&out);
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(log.contains("was already completed"), "{log}");
+        let completes = proxy
+            .seen()
+            .iter()
+            .filter(|s| s.method == "POST" && s.target.contains("uploadId="))
+            .count();
+        assert_eq!(completes, 2, "the answer lost, the call retried once");
+        assert_eq!(proxy.sent_parts().len(), 13, "no part sent again");
+        assert_round_trip(&pod, &format!("{prefix}/big.tgz"), &data).await;
+    }
+}
+
+/// The other side of the test above: an upload found gone when completing (aborted by a
+/// lifecycle rule, say) is not taken for done because an object of the same size is under the
+/// key: its checksum must be the one sent, else the step fails naming the cause.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_gone_at_completion_is_not_taken_for_done_when_the_object_differs() {
+    let pod = TestPod::new().await;
+    let mut data = write_big(&pod);
+    let proxy = FaultProxy::start(pod.s3_addr).await;
+    for (prefix, full_object_crc) in [("n", "false"), ("nc", "true")] {
+        let env = [
+            SMALL_PARTS[0],
+            SMALL_PARTS[1],
+            ("ARGOEXEC_S3_FULL_OBJECT_CHECKSUM", full_object_crc),
+        ];
+        let template = big_output(&pod, proxy.addr, prefix);
+        assert_ok(&pod.wait(&template, &env).await);
+        let stored = data.clone();
+        // Same size, other bytes; the upload is then gone before it completes.
+        data[100] ^= 1;
+        std::fs::write(pod.path("/mainctrfs/work/big.bin"), &data).expect("write");
+        proxy.add(
+            "POST",
+            "uploadId=",
+            Fault::Respond {
+                status: 404,
+                code: "NoSuchUpload",
+            },
+            1,
+        );
+        let out = pod.wait(&template, &env).await;
+        assert_eq!(out.status.code(), Some(64), "not taken for done");
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(!log.contains("was already completed"), "{log}");
+        assert_round_trip(&pod, &format!("{prefix}/big.tgz"), &stored).await;
+        data = stored;
+        std::fs::write(pod.path("/mainctrfs/work/big.bin"), &data).expect("write");
+    }
+}
+
+/// A store whose answers prove nothing about a part (no CRC32C echo, an ETag that is not an
+/// MD5, as with SSE-KMS): the upload succeeds, the log says once for the artifact that its
+/// parts went unchecked, and the final figures line counts them.
+#[tokio::test(flavor = "multi_thread")]
+async fn parts_the_store_cannot_prove_are_reported_once_and_counted() {
+    let pod = TestPod::new().await;
+    let data = write_big(&pod);
+    let proxy = FaultProxy::start(pod.s3_addr).await;
+    proxy.add("PUT", "partNumber=", Fault::OpaqueEtag, 1000);
+    pod.stage_wait(&big_output(&pod, proxy.addr, "u"));
+    let out = pod
+        .argoexec(&["wait", "--log-format", "json"], &SMALL_PARTS)
+        .await;
+    assert_ok(&out);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let warnings: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["msg"].as_str().unwrap_or_default().contains("unchecked"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning per artifact: {warnings:?}");
+    let warning = warnings[0];
+    assert_eq!(warning["level"], "WARN", "{warning}");
+    assert_eq!(warning["artifact"], "big", "{warning}");
+    assert!(
+        warning["location"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("s3://argo-artifacts/u/big.tgz")),
+        "{warning}"
+    );
+    let figures = lines
+        .iter()
+        .find(|l| l["msg"] == "saved output artifact")
+        .expect("figures line");
+    assert_eq!(figures["unchecked_parts"], 13, "{figures}");
+    assert_round_trip(&pod, "u/big.tgz", &data).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

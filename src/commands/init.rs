@@ -120,6 +120,7 @@ pub(super) async fn load_inputs(pod: &Pod, template: &Template) -> Result<(), Co
                     retries,
                     parts: None,
                     crc32c: None,
+                    unchecked_parts: None,
                 };
                 transfer.log();
                 transfers.push(transfer);

@@ -80,7 +80,7 @@ pub(super) async fn post_main(
 
     // SIGTERM while saving (the pod is being deleted) does not stop the uploads: they finish,
     // as Argo's do. Only a SIGKILL after the grace period interrupts them, and that leaves
-    // each multipart upload's journal for a rerun to resume (transfer::resume).
+    // each multipart upload unfinished in the store for a retry to resume (transfer::resume).
     let finishing = tokio::spawn(async move {
         while sigterm.recv().await.is_some() {
             tracing::warn!("SIGTERM while saving and reporting the outputs: finishing first");
@@ -373,7 +373,7 @@ async fn collect_outputs(
     outputs_expected: bool,
     errors: &mut Errors,
 ) -> Outputs {
-    let uploader = Uploader::new(pod.transfer.clone()).with_journal_dir(pod.roots.resume_dir());
+    let uploader = Uploader::new(pod.transfer.clone());
     let saver = Saver {
         roots: &pod.roots,
         secrets: &pod.secrets,

@@ -140,8 +140,17 @@ pub struct PartReceipt {
     pub size: u64,
     /// CRC32C of the part as sent (from [`Driver::list_parts`]: as the server reports it, or 0).
     pub crc32c: u32,
-    /// The CRC32C the server echoed back, which means it verified the part itself.
+    /// The CRC32C the server echoed back (or lists), which means it verified the part itself.
     pub server_crc32c: Option<u32>,
+}
+
+/// A multipart upload that was started and neither completed nor aborted: what an interrupted
+/// earlier attempt left in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingUpload {
+    pub upload_id: String,
+    /// When the store says it was started, if it says.
+    pub initiated: Option<std::time::SystemTime>,
 }
 
 /// The limits of a backend's multipart uploads.
@@ -270,6 +279,20 @@ pub trait Driver: Send + Sync + Debug {
     /// The parts stored so far (for resuming an upload).
     async fn list_parts(&self, _key: &str, _upload_id: &str) -> Result<Vec<PartReceipt>> {
         Err(self.no_multipart())
+    }
+
+    /// The unfinished multipart uploads of exactly `key`, newest first, so a retried step (a
+    /// new pod that shares nothing with the old one but the store) can resume one. Drivers
+    /// bound the listing (a few pages); those that cannot list uploads say
+    /// [`Error::NotSupported`], and every upload then starts afresh.
+    async fn pending_uploads(&self, _key: &str) -> Result<Vec<PendingUpload>> {
+        Err(Error::not_supported(
+            self.name(),
+            format!(
+                "resuming uploads from the store is not supported by the {} driver",
+                self.name()
+            ),
+        ))
     }
 
     #[doc(hidden)]

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use super::verify::check_part;
 use super::{
     ByteStream, Driver, GetStream, ListPage, MultipartLimits, ObjectMeta, Part, PartReceipt,
-    PutOptions, Result,
+    PendingUpload, PutOptions, Result,
 };
 use crate::contract::parse_go_duration;
 
@@ -239,7 +239,7 @@ impl Driver for Retrying {
         self.backoff
             .run("upload part", &self.retries, || async {
                 let receipt = self.inner.put_part(key, upload_id, part).await?;
-                check_part(&described, key, part, &receipt)?;
+                check_part(&described, key, part, &receipt).await?;
                 Ok(receipt)
             })
             .await
@@ -270,6 +270,14 @@ impl Driver for Retrying {
         self.backoff
             .run("list parts", &self.retries, || {
                 self.inner.list_parts(key, upload_id)
+            })
+            .await
+    }
+
+    async fn pending_uploads(&self, key: &str) -> Result<Vec<PendingUpload>> {
+        self.backoff
+            .run("list multipart uploads", &self.retries, || {
+                self.inner.pending_uploads(key)
             })
             .await
     }

@@ -51,6 +51,8 @@ pub struct Transfer {
     pub parts: Option<u32>,
     /// CRC32C of the whole object, when the upload computed it.
     pub crc32c: Option<u32>,
+    /// Parts the store accepted without an answer that could prove them intact (uploads).
+    pub unchecked_parts: Option<u32>,
 }
 
 impl Transfer {
@@ -59,8 +61,17 @@ impl Transfer {
         self.bytes as f64 / f64::from(1 << 20) / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    /// The artifact's final log line, with every figure of the transfer.
+    /// The artifact's final log line, with every figure of the transfer; before it, once per
+    /// artifact, a warning when some of its parts could not be checked.
     pub fn log(&self) {
+        if let Some(unchecked) = self.unchecked_parts.filter(|&n| n > 0) {
+            tracing::warn!(
+                artifact = %self.artifact,
+                location = %self.location,
+                unchecked_parts = unchecked,
+                "the store did not prove parts intact (no CRC32C echoed and ETags that are not MD5s, as with SSE-KMS or some gateways): they were accepted unchecked"
+            );
+        }
         let message = match self.direction {
             Direction::Input => "loaded input artifact",
             Direction::Output => "saved output artifact",
@@ -75,6 +86,7 @@ impl Transfer {
             retries = self.retries,
             parts = self.parts.map(u64::from),
             crc32c = self.crc32c.map(|c| format!("{c:08x}")),
+            unchecked_parts = self.unchecked_parts.map(u64::from),
             "{message}"
         );
     }
@@ -219,6 +231,7 @@ mod tests {
             retries: 1,
             parts,
             crc32c: None,
+            unchecked_parts: None,
         }
     }
 

@@ -50,6 +50,7 @@ impl Saved {
             retries: self.retries,
             parts: Some(self.stats.parts),
             crc32c: Some(self.stats.crc32c),
+            unchecked_parts: Some(self.stats.unchecked_parts),
         }
     }
 }
@@ -396,6 +397,8 @@ fn add(
     };
     totals.bytes += stats.bytes;
     totals.parts += stats.parts;
+    totals.resumed_parts += stats.resumed_parts;
+    totals.unchecked_parts += stats.unchecked_parts;
     Ok(())
 }
 

@@ -26,9 +26,10 @@ use super::budget::Budget;
 use super::config::TransferConfig;
 use super::parts::PartPlan;
 use super::progress::Progress;
-use super::resume::{Journal, Reusable};
+use super::resume::Resumable;
 use super::{Error, Result};
 use crate::storage::buffer::Buffer;
+use crate::storage::verify::{self, Evidence};
 use crate::storage::{self, Driver, MultipartLimits, Part, PartReceipt, PutOptions};
 
 /// One message from a writer to its consumer.
@@ -50,6 +51,8 @@ pub struct UploadStats {
     pub elapsed: Duration,
     /// Parts an interrupted earlier attempt had stored, verified and not sent again.
     pub resumed_parts: u32,
+    /// Parts the store's answer could not prove intact (no CRC32C echo, no MD5 ETag).
+    pub unchecked_parts: u32,
 }
 
 /// The sink a producer writes an object into; cuts it into parts per the [`PartPlan`].
@@ -182,7 +185,6 @@ fn is_upload_stopped(e: &io::Error) -> bool {
 pub struct Uploader {
     cfg: TransferConfig,
     budget: Budget,
-    journal_dir: Option<PathBuf>,
     progress: Option<Progress>,
 }
 
@@ -192,7 +194,6 @@ impl Uploader {
         Self {
             cfg,
             budget,
-            journal_dir: None,
             progress: None,
         }
     }
@@ -203,13 +204,6 @@ impl Uploader {
             progress: Some(progress),
             ..self.clone()
         }
-    }
-
-    /// Journals multipart uploads in `dir` so an interrupted upload resumes (see
-    /// [`super::resume`]).
-    pub fn with_journal_dir(mut self, dir: PathBuf) -> Self {
-        self.journal_dir = Some(dir);
-        self
     }
 
     pub fn config(&self) -> &TransferConfig {
@@ -253,11 +247,9 @@ impl Uploader {
             progress: self.progress.clone(),
         };
         let concurrency = self.cfg.concurrency;
-        let journal_dir = self.journal_dir.clone();
         // The consumer logs retries and resumes: in the caller's span, so they name the artifact.
         let consumer = tokio::spawn(
-            async move { consume(driver, key, opts, rx, concurrency, plan, journal_dir).await }
-                .in_current_span(),
+            async move { consume(driver, key, opts, rx, concurrency).await }.in_current_span(),
         );
         (writer, consumer)
     }
@@ -346,6 +338,7 @@ impl Uploader {
             bytes: stats.iter().map(|s| s.bytes).sum(),
             parts: stats.iter().map(|s| s.parts).sum(),
             resumed_parts: stats.iter().map(|s| s.resumed_parts).sum(),
+            unchecked_parts: stats.iter().map(|s| s.unchecked_parts).sum(),
             elapsed: started.elapsed(),
             ..Default::default()
         })
@@ -378,16 +371,14 @@ pub fn regular_files(root: &Path) -> io::Result<Vec<(String, PathBuf)>> {
 }
 
 /// Receives the parts of one object and stores them: one PUT when the whole object fits in
-/// its first part, else a multipart upload with `concurrency` parts in flight, resumed from
-/// its journal when an earlier attempt was interrupted.
+/// its first part, else a multipart upload with `concurrency` parts in flight, resuming the
+/// store's unfinished upload of the key when an earlier attempt was interrupted.
 async fn consume(
     driver: Arc<dyn Driver>,
     key: String,
     opts: PutOptions,
     mut rx: mpsc::Receiver<PartMsg>,
     concurrency: usize,
-    plan: PartPlan,
-    journal_dir: Option<PathBuf>,
 ) -> Result<UploadStats> {
     let started = Instant::now();
     let Some(first) = rx.recv().await else {
@@ -410,100 +401,111 @@ async fn consume(
             ..Default::default()
         });
     }
-    let mut session = Session::open(&driver, &key, &opts, &plan, journal_dir.as_deref()).await?;
+    let mut session = Session::open(&driver, &key, &opts).await?;
     let outcome = session
         .upload_parts(&driver, &key, first, rx, concurrency)
         .await;
     let completed = match outcome {
-        Ok(receipts) => driver
+        Ok(receipts) => match driver
             .complete_multipart(&key, &session.upload_id, &receipts)
             .await
-            .map(|()| receipts)
-            .map_err(Error::from),
+        {
+            Ok(()) => Ok(receipts),
+            Err(gone) if gone.is_not_found() => confirm_completed(driver.as_ref(), &key, &receipts)
+                .await
+                .then_some(receipts)
+                .ok_or(Error::from(gone)),
+            Err(e) => Err(e.into()),
+        },
         Err(e) => Err(e),
     };
-    let resumed_parts = session.reused;
     match completed {
-        Ok(receipts) => {
-            session.finish();
-            Ok(UploadStats {
-                bytes: receipts.iter().map(|r| r.size).sum(),
-                parts: receipts.len() as u32,
-                crc32c: receipts.iter().fold(0, |acc, r| {
-                    crc32c::crc32c_combine(acc, r.crc32c, r.size as usize)
-                }),
-                elapsed: started.elapsed(),
-                resumed_parts,
-            })
-        }
+        Ok(receipts) => Ok(UploadStats {
+            bytes: receipts.iter().map(|r| r.size).sum(),
+            parts: receipts.len() as u32,
+            crc32c: whole_crc32c(&receipts),
+            elapsed: started.elapsed(),
+            resumed_parts: session.reused,
+            unchecked_parts: session.unchecked,
+        }),
         Err(e) => {
             if let Err(abort) = driver.abort_multipart(&key, &session.upload_id).await {
                 tracing::warn!(key, error = %abort, "could not abort the multipart upload");
             }
-            session.finish();
             Err(e)
         }
     }
 }
 
-/// One multipart upload: its id, its journal, and what the server already holds.
+/// CRC32C of the object the parts make, in order.
+fn whole_crc32c(receipts: &[PartReceipt]) -> u32 {
+    receipts.iter().fold(0, |acc, r| {
+        crc32c::crc32c_combine(acc, r.crc32c, r.size as usize)
+    })
+}
+
+/// Whether the object under `key` is the one `receipts` complete into, when completing said
+/// the upload is gone: an earlier attempt of the same call completed it and its answer was
+/// lost (a connection reset after the server acted). Proven by the size and the whole-object
+/// CRC32C the store keeps, or else S3's multipart ETag computed from the parts' MD5s; when
+/// neither can be compared the upload is not taken as done.
+async fn confirm_completed(driver: &dyn Driver, key: &str, receipts: &[PartReceipt]) -> bool {
+    let Ok(stored) = driver.head(key).await else {
+        return false;
+    };
+    let size: u64 = receipts.iter().map(|r| r.size).sum();
+    let proven = stored.size == size
+        && match stored.crc32c {
+            Some(crc) => crc == whole_crc32c(receipts),
+            None => stored
+                .etag
+                .is_some_and(|etag| Some(etag) == verify::multipart_etag(receipts)),
+        };
+    if proven {
+        tracing::info!(
+            key,
+            "the multipart upload was already completed (its answer was lost): the stored object has our size and checksum"
+        );
+    }
+    proven
+}
+
+/// One multipart upload: its id, and what the store already holds of it.
 struct Session {
     upload_id: String,
-    journal: Option<Journal>,
-    reusable: Reusable,
+    resumable: Option<Resumable>,
+    /// Parts the store already held and that were not sent again.
     reused: u32,
+    /// Parts whose receipt could not prove them intact.
+    unchecked: u32,
 }
 
 impl Session {
-    /// Resumes the journaled upload of `key` if its id is still known to the server, else
-    /// starts a new one (journaled when `journal_dir` is given).
-    async fn open(
-        driver: &Arc<dyn Driver>,
-        key: &str,
-        opts: &PutOptions,
-        plan: &PartPlan,
-        journal_dir: Option<&Path>,
-    ) -> Result<Self> {
-        let destination = driver.describe();
-        if let Some(journal) = journal_dir.and_then(|d| Journal::find(d, &destination, key, plan)) {
-            match driver.list_parts(key, journal.upload_id()).await {
-                Ok(parts) => {
-                    tracing::info!(
-                        key,
-                        upload_id = journal.upload_id(),
-                        journaled_parts = journal.stored(),
-                        server_parts = parts.len(),
-                        "resuming an interrupted multipart upload"
-                    );
-                    return Ok(Self {
-                        upload_id: journal.upload_id().to_string(),
-                        reusable: journal.reusable(parts),
-                        journal: Some(journal),
-                        reused: 0,
-                    });
-                }
-                Err(e) => {
-                    tracing::info!(key, error = %e, "the interrupted upload is gone; starting over");
-                    journal.remove();
-                }
+    /// Resumes the store's unfinished upload of `key` if there is one, else starts a new one.
+    async fn open(driver: &Arc<dyn Driver>, key: &str, opts: &PutOptions) -> Result<Self> {
+        let resumable = Resumable::find(driver.as_ref(), key).await;
+        let upload_id = match &resumable {
+            Some(found) => {
+                tracing::info!(
+                    key,
+                    upload_id = found.upload_id(),
+                    stored_parts = found.stored(),
+                    "resuming an interrupted multipart upload"
+                );
+                found.upload_id().to_string()
             }
-        }
-        let upload_id = driver.create_multipart(key, opts).await?;
-        let journal = journal_dir.and_then(|d| {
-            Journal::create(d, &destination, key, &upload_id, plan)
-                .map_err(|e| tracing::warn!(key, error = %e, "cannot journal the upload; it will not be resumable"))
-                .ok()
-        });
+            None => driver.create_multipart(key, opts).await?,
+        };
         Ok(Self {
             upload_id,
-            journal,
-            reusable: Reusable::default(),
+            resumable,
             reused: 0,
+            unchecked: 0,
         })
     }
 
-    /// Stores every part, `concurrency` at once; a part the journal and the server prove
-    /// stored is not sent again. Fails unless the producer marked its last part.
+    /// Stores every part, `concurrency` at once; a part the store provably holds already is
+    /// not sent again. Fails unless the producer marked its last part.
     async fn upload_parts(
         &mut self,
         driver: &Arc<dyn Driver>,
@@ -515,7 +517,7 @@ impl Session {
         let rest =
             futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
         let upload_id = self.upload_id.clone();
-        let reusable = std::mem::take(&mut self.reusable);
+        let resumable = self.resumable.take();
         let saw_last = std::sync::atomic::AtomicBool::new(false);
         let in_flight = futures::stream::iter([first])
             .chain(rest)
@@ -523,15 +525,17 @@ impl Session {
                 if msg.last {
                     saw_last.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
-                let reused =
-                    reusable.check(msg.part.number, msg.part.data.len() as u64, msg.part.crc32c);
+                let resumable = resumable.as_ref();
                 let driver = Arc::clone(driver);
                 let upload_id = upload_id.clone();
                 async move {
-                    let sent = match reused {
-                        Some(receipt) => return Ok((receipt, false)),
-                        None => driver.put_part(key, &upload_id, &msg.part).await?,
-                    };
+                    if let Some(stored) = match resumable {
+                        Some(r) => r.reuse(&msg.part).await,
+                        None => None,
+                    } {
+                        return Ok((stored, false));
+                    }
+                    let sent = driver.put_part(key, &upload_id, &msg.part).await?;
                     drop(msg);
                     Ok::<_, Error>((sent, true))
                 }
@@ -541,14 +545,10 @@ impl Session {
         let mut receipts = Vec::new();
         while let Some(done) = in_flight.next().await {
             let (receipt, uploaded) = done?;
-            if uploaded {
-                if let Some(j) = self.journal.as_mut()
-                    && let Err(e) = j.record(&receipt)
-                {
-                    tracing::warn!(key, error = %e, "cannot journal a stored part");
-                }
-            } else {
+            if !uploaded {
                 self.reused += 1;
+            } else if Evidence::of(&receipt) == Evidence::None {
+                self.unchecked += 1;
             }
             receipts.push(receipt);
         }
@@ -557,13 +557,6 @@ impl Session {
         }
         receipts.sort_by_key(|r| r.number);
         Ok(receipts)
-    }
-
-    /// The upload is over (completed or aborted): its journal goes.
-    fn finish(&mut self) {
-        if let Some(j) = self.journal.take() {
-            j.remove();
-        }
     }
 }
 

@@ -25,6 +25,7 @@
 //!     delete: false,
 //!     metadata: false,
 //!     verifiable_receipts: false,
+//!     resume_from_store: false,
 //!     ..Capabilities::object_store("http", 1 << 20)
 //! };
 //! conformance::run(Arc::new(driver), caps).await;
@@ -77,6 +78,9 @@ pub struct Capabilities {
     pub verifiable_receipts: bool,
     /// `delete(dir)` removes everything below `dir/` (Azure, as Argo's Azure driver does).
     pub recursive_delete: bool,
+    /// `pending_uploads`: the store lists the unfinished multipart uploads of a key, so a
+    /// retried step resumes them.
+    pub resume_from_store: bool,
 }
 
 impl Capabilities {
@@ -95,6 +99,7 @@ impl Capabilities {
             part_size,
             verifiable_receipts: true,
             recursive_delete: false,
+            resume_from_store: true,
         }
     }
 }
@@ -559,10 +564,13 @@ async fn check_multipart_api(d: &Arc<dyn Driver>, c: &Capabilities) {
     assert_eq!((r1.number, r1.size), (1, size as u64), "{n}: receipt 1");
     if c.verifiable_receipts {
         check_part(n, &k, &one, &r1)
+            .await
             .unwrap_or_else(|e| panic!("{n}: receipt 1 proves part 1: {e}"));
         // The same receipt must not vouch for other bytes.
         let forged = Part::new(1, Bytes::from(pseudo_random(size, 8)));
-        let e = check_part(n, &k, &forged, &r1).expect_err("a receipt proves its own bytes only");
+        let e = check_part(n, &k, &forged, &r1)
+            .await
+            .expect_err("a receipt proves its own bytes only");
         assert_eq!(e.kind(), Some(ErrorKind::Integrity), "{n}: {e}");
     }
     let listed = d
@@ -572,6 +580,14 @@ async fn check_multipart_api(d: &Arc<dyn Driver>, c: &Capabilities) {
     let numbers: Vec<u32> = listed.iter().map(|p| p.number).collect();
     assert_eq!(numbers, [1, 2], "{n}: listed parts, in order");
     assert_eq!(listed[1].size, 1234, "{n}: listed size");
+    if c.resume_from_store {
+        let pending = d
+            .pending_uploads(&k)
+            .await
+            .unwrap_or_else(|e| panic!("{n}: pending uploads: {e}"));
+        let ids: Vec<&str> = pending.iter().map(|p| p.upload_id.as_str()).collect();
+        assert_eq!(ids, [id.as_str()], "{n}: the open upload of the key");
+    }
     let e = d.head(&k).await.expect_err("not visible before complete");
     assert!(e.is_not_found(), "{n}: an open upload is invisible: {e}");
     d.complete_multipart(&k, &id, &[r1, r2])
@@ -589,9 +605,18 @@ async fn check_multipart_api(d: &Arc<dyn Driver>, c: &Capabilities) {
         .await
         .expect("create");
     d.put_part(&k, &id, &one).await.expect("part");
+    if c.resume_from_store {
+        let shorter = key(c, "multipart/aborted");
+        let pending = d.pending_uploads(&shorter).await.expect("pending uploads");
+        assert!(pending.is_empty(), "{n}: exactly the key, not a prefix");
+    }
     d.abort_multipart(&k, &id)
         .await
         .unwrap_or_else(|e| panic!("{n}: abort: {e}"));
+    if c.resume_from_store {
+        let pending = d.pending_uploads(&k).await.expect("pending uploads");
+        assert!(pending.is_empty(), "{n}: an aborted upload is not pending");
+    }
     let e = d.head(&k).await.expect_err("aborted");
     assert!(
         e.is_not_found(),
@@ -771,6 +796,9 @@ async fn check_unsupported_is_typed(d: &Arc<dyn Driver>, c: &Capabilities) {
         );
         assert_not_supported(c, "abort_multipart", d.abort_multipart(&k, "id").await);
         assert_not_supported(c, "list_parts", d.list_parts(&k, "id").await);
+    }
+    if !c.resume_from_store {
+        assert_not_supported(c, "pending_uploads", d.pending_uploads(&k).await);
     }
     if !c.streaming_put {
         let body = futures::stream::iter([Ok(Bytes::from_static(b"x"))]).boxed();

@@ -38,6 +38,12 @@ pub enum Fault {
     StallResponse { after: usize, hold: Duration },
     /// Forward the request, then flip the bits of the response body byte at this offset.
     CorruptResponse { offset: usize },
+    /// Forward the request, let the upstream act on it, then reset the connection without
+    /// passing on a byte of its answer (a success whose answer is lost).
+    DropResponse,
+    /// Forward the request, and pass the answer on with an ETag that is not an MD5 and no
+    /// checksum headers: what a store with SSE-KMS, or a gateway that checks nothing, answers.
+    OpaqueEtag,
 }
 
 /// Requests a rule applies to: method, and a substring of the path and query.
@@ -389,6 +395,13 @@ async fn handle(
         .position(|w| w == b"\r\n\r\n")
         .map_or(0, |p| p + 4);
     match &fault {
+        Some(Fault::DropResponse) => {
+            reset(&client);
+            return Ok(());
+        }
+        Some(Fault::OpaqueEtag) => {
+            response = opaque_etags(&response[..head_end], &response[head_end..])
+        }
         Some(Fault::DelayResponse(d)) => tokio::time::sleep(*d).await,
         Some(Fault::TruncateResponse { after }) => {
             response.truncate((head_end + after).min(response.len()));
@@ -415,6 +428,24 @@ async fn handle(
     }
     client.write_all(&response).await?;
     client.shutdown().await
+}
+
+/// The response with its head's ETag replaced by an opaque one (not hex, so no MD5) and its
+/// `x-amz-checksum-*` headers left out.
+fn opaque_etags(head: &[u8], body: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(head);
+    let mut out = String::new();
+    for line in text.split_inclusive("\r\n") {
+        let lower = line.to_ascii_lowercase();
+        if lower.starts_with("etag:") {
+            out.push_str("ETag: \"opaque-kms-etag\"\r\n");
+        } else if !lower.starts_with("x-amz-checksum-") {
+            out.push_str(line);
+        }
+    }
+    let mut response = out.into_bytes();
+    response.extend_from_slice(body);
+    response
 }
 
 /// A loopback listener whose accept queue is full: connections to it never complete (the

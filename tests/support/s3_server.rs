@@ -16,11 +16,13 @@ pub const SECRET_KEY: &str = "argoexec-test-secret";
 pub const MARKER_ACCESS_KEY: &str = "AKIAMARKERACCESS7Q2W";
 pub const MARKER_SECRET_KEY: &str = "marker-s3-secret-9d4e1f";
 
-/// s3s-fs with three fixes towards S3's behaviour: a key that is a directory on its disk
+/// s3s-fs with fixes towards S3's behaviour: a key that is a directory on its disk
 /// (because longer keys live below it) is answered `NoSuchKey` instead of HTTP 500;
-/// ListParts carries each part's ETag (the MD5 of its bytes), which s3s-fs leaves out; and a
+/// ListParts carries each part's ETag (the MD5 of its bytes), which s3s-fs leaves out; a
 /// multipart upload completed with a `FULL_OBJECT` CRC32C has it checked against the object
-/// and returned by HeadObject, as S3 (and recent MinIO) do.
+/// and returned by HeadObject, as S3 (and recent MinIO) do; ListMultipartUploads, which s3s-fs
+/// lacks, lists the unfinished uploads; and an upload that was completed or aborted is
+/// `NoSuchUpload` (s3s-fs says `AccessDenied`, or completes it again).
 struct S3Fs {
     fs: s3s_fs::FileSystem,
     root: std::path::PathBuf,
@@ -39,6 +41,65 @@ impl S3Fs {
     fn is_dir(&self, bucket: &str, key: &str) -> bool {
         self.root.join(bucket).join(key).is_dir()
     }
+
+    /// Where s3s-fs keeps an unfinished upload's object attributes: the file exists from
+    /// CreateMultipartUpload until the upload is completed or aborted.
+    fn upload_marker(&self, bucket: &str, key: &str, upload_id: &str) -> std::path::PathBuf {
+        self.root.join(format!(
+            "{}.upload-{upload_id}.metadata.json",
+            object_stem(bucket, key)
+        ))
+    }
+
+    /// `NoSuchUpload` unless `upload_id` is an unfinished upload of `key`, as S3 answers.
+    fn ensure_open(&self, bucket: &str, key: &str, upload_id: &str) -> S3Result<()> {
+        if self.upload_marker(bucket, key, upload_id).is_file() {
+            Ok(())
+        } else {
+            Err(s3s::s3_error!(NoSuchUpload))
+        }
+    }
+
+    /// The unfinished uploads in `bucket` whose keys start with `prefix`, as (key, upload id,
+    /// initiated), ordered by key, then oldest first (S3's order).
+    fn open_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> std::io::Result<Vec<(String, String, std::time::SystemTime)>> {
+        use base64::Engine;
+        let stem = object_stem(bucket, "");
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.root)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((key, upload_id)) = name
+                .strip_prefix(&stem)
+                .and_then(|rest| rest.strip_suffix(".metadata.json"))
+                .and_then(|rest| rest.rsplit_once(".upload-"))
+            else {
+                continue;
+            };
+            let Some(key) = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(key)
+                .ok()
+                .and_then(|k| String::from_utf8(k).ok())
+                .filter(|k| k.starts_with(prefix))
+            else {
+                continue;
+            };
+            out.push((key, upload_id.to_string(), entry.metadata()?.modified()?));
+        }
+        out.sort_by(|a, b| (&a.0, a.2).cmp(&(&b.0, b.2)));
+        Ok(out)
+    }
+}
+
+/// The start of the names s3s-fs gives the files about `key` in `bucket`.
+fn object_stem(bucket: &str, key: &str) -> String {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    format!(".bucket-{}.object-{}", b64(bucket), b64(key))
 }
 
 /// Delegates S3 operations to s3s-fs unchanged (written in `async_trait`'s expanded form,
@@ -89,6 +150,7 @@ impl S3 for S3Fs {
             .as_ref()
             .is_some_and(|t| t.as_str() == s3s::dto::ChecksumType::FULL_OBJECT);
         let claimed = req.input.checksum_crc32c.clone().filter(|_| full);
+        self.ensure_open(&bucket, &key, &req.input.upload_id)?;
         self.forget_crc(&bucket, &key);
         let resp = self.fs.complete_multipart_upload(req).await?;
         if let Some(claimed) = claimed {
@@ -144,6 +206,7 @@ impl S3 for S3Fs {
         req: S3Request<s3s::dto::ListPartsInput>,
     ) -> S3Result<S3Response<s3s::dto::ListPartsOutput>> {
         let upload_id = req.input.upload_id.clone();
+        self.ensure_open(&req.input.bucket, &req.input.key, &upload_id)?;
         let mut resp = self.fs.list_parts(req).await?;
         for part in resp.output.parts.iter_mut().flatten() {
             let Some(n) = part.part_number else { continue };
@@ -156,6 +219,49 @@ impl S3 for S3Fs {
         Ok(resp)
     }
 
+    async fn upload_part(
+        &self,
+        req: S3Request<s3s::dto::UploadPartInput>,
+    ) -> S3Result<S3Response<s3s::dto::UploadPartOutput>> {
+        self.ensure_open(&req.input.bucket, &req.input.key, &req.input.upload_id)?;
+        self.fs.upload_part(req).await
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<s3s::dto::AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<s3s::dto::AbortMultipartUploadOutput>> {
+        self.ensure_open(&req.input.bucket, &req.input.key, &req.input.upload_id)?;
+        self.fs.abort_multipart_upload(req).await
+    }
+
+    /// Every unfinished upload under the prefix in one page (the tests hold a few).
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<s3s::dto::ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<s3s::dto::ListMultipartUploadsOutput>> {
+        let input = req.input;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let uploads = self
+            .open_uploads(&input.bucket, &prefix)
+            .map_err(|e| s3s::s3_error!(InternalError, "{e}"))?
+            .into_iter()
+            .map(|(key, upload_id, initiated)| s3s::dto::MultipartUpload {
+                key: Some(key),
+                upload_id: Some(upload_id),
+                initiated: Some(initiated.into()),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(s3s::dto::ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            prefix: input.prefix,
+            is_truncated: Some(false),
+            uploads: Some(uploads),
+            ..Default::default()
+        }))
+    }
+
     delegate! {
         delete_objects: DeleteObjectsInput => DeleteObjectsOutput,
         list_objects_v2: ListObjectsV2Input => ListObjectsV2Output,
@@ -166,9 +272,6 @@ impl S3 for S3Fs {
         get_bucket_location: GetBucketLocationInput => GetBucketLocationOutput,
         copy_object: CopyObjectInput => CopyObjectOutput,
         create_multipart_upload: CreateMultipartUploadInput => CreateMultipartUploadOutput,
-        upload_part: UploadPartInput => UploadPartOutput,
-        abort_multipart_upload: AbortMultipartUploadInput => AbortMultipartUploadOutput,
-        list_multipart_uploads: ListMultipartUploadsInput => ListMultipartUploadsOutput,
     }
 }
 

@@ -28,11 +28,10 @@ use azure_storage_blob::models::{
 use azure_storage_blob::{BlobClient, BlobContainerClient};
 use bytes::Bytes;
 use futures::StreamExt;
-use md5::{Digest, Md5};
 
 use super::{
     Driver, Error, ErrorKind, GetStream, ListPage, MultipartLimits, ObjectMeta, Part, PartReceipt,
-    PutOptions, Result, Secrets,
+    PutOptions, Result, Secrets, verify,
 };
 use crate::model::AzureArtifact;
 
@@ -280,7 +279,7 @@ impl Driver for AzureDriver {
     }
 
     async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> Result<()> {
-        let md5 = Md5::digest(&data).to_vec();
+        let md5 = verify::md5_of(data.clone()).await?.to_vec();
         let options = BlockBlobClientUploadOptions {
             blob_content_md5: Some(md5.clone()),
             blob_content_type: opts.content_type.clone(),
@@ -345,7 +344,7 @@ impl Driver for AzureDriver {
     }
 
     async fn put_part(&self, key: &str, upload_id: &str, part: &Part) -> Result<PartReceipt> {
-        let md5 = Md5::digest(&part.data).to_vec();
+        let md5 = verify::md5_of(part.data.clone()).await?.to_vec();
         let options = BlockBlobClientStageBlockOptions {
             transactional_content_md5: Some(md5),
             ..Default::default()

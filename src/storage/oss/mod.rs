@@ -16,8 +16,8 @@ use bytes::Bytes;
 
 use super::s3::S3Driver;
 use super::{
-    Driver, GetStream, ListPage, MultipartLimits, ObjectMeta, Part, PartReceipt, PutOptions,
-    Result, Secrets,
+    Driver, GetStream, ListPage, MultipartLimits, ObjectMeta, Part, PartReceipt, PendingUpload,
+    PutOptions, Result, Secrets,
 };
 use crate::model::OssArtifact;
 
@@ -153,6 +153,10 @@ impl Driver for OssDriver {
 
     async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<PartReceipt>> {
         self.s3.list_parts(key, upload_id).await
+    }
+
+    async fn pending_uploads(&self, key: &str) -> Result<Vec<PendingUpload>> {
+        self.s3.pending_uploads(key).await
     }
 }
 

@@ -16,12 +16,19 @@ use futures::StreamExt;
 
 use super::{
     Driver, Error, ErrorKind, GetStream, ListPage, MultipartLimits, ObjectMeta, Part, PartReceipt,
-    PutOptions, Result, Secrets, cause_chain,
+    PendingUpload, PutOptions, Result, Secrets, cause_chain, verify,
 };
 use crate::model::S3Artifact;
 
 mod config;
 mod error;
+
+/// Listing pages read at most when looking for an interrupted upload of one key (1,000
+/// uploads a page on S3): a bucket flooded with abandoned uploads of that key cannot stall
+/// the upload that looks.
+const PENDING_UPLOAD_PAGES: usize = 10;
+/// ListParts pages read at most: 10,000 parts at S3's 1,000 a page.
+const PART_PAGES: usize = 10;
 
 pub use config::Endpoint;
 use error::classify;
@@ -350,7 +357,7 @@ impl Driver for S3Driver {
     }
 
     async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> Result<()> {
-        let md5 = B64.encode(<md5::Md5 as md5::Digest>::digest(&data));
+        let md5 = B64.encode(verify::md5_of(data.clone()).await?);
         let req = self
             .client
             .put_object()
@@ -527,7 +534,7 @@ impl Driver for S3Driver {
     async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<PartReceipt>> {
         let mut out = Vec::new();
         let mut marker: Option<String> = None;
-        loop {
+        for _ in 0..PART_PAGES {
             let page = self
                 .client
                 .list_parts()
@@ -539,13 +546,14 @@ impl Driver for S3Driver {
                 .await
                 .map_err(|e| self.failed("list parts", key, e))?;
             out.extend(page.parts().iter().filter_map(|p| {
+                let listed_crc = p.checksum_crc32_c().and_then(decode_crc);
                 Some(PartReceipt {
                     number: u32::try_from(p.part_number()?).ok()?,
                     // Some servers (s3s-fs) list parts without ETags: keep the part anyway.
                     etag: etag_of(p.e_tag()).unwrap_or_default(),
                     size: p.size().unwrap_or_default().max(0) as u64,
-                    crc32c: p.checksum_crc32_c().and_then(decode_crc).unwrap_or(0),
-                    server_crc32c: None,
+                    crc32c: listed_crc.unwrap_or(0),
+                    server_crc32c: listed_crc,
                 })
             }));
             if !page.is_truncated().unwrap_or(false) {
@@ -558,5 +566,48 @@ impl Driver for S3Driver {
         }
         out.sort_by_key(|p| p.number);
         Ok(out)
+    }
+
+    /// ListMultipartUploads with the key as prefix, keeping exact matches only (S3 lists a
+    /// key's uploads oldest first, so the newest is last).
+    async fn pending_uploads(&self, key: &str) -> Result<Vec<PendingUpload>> {
+        let mut found = Vec::new();
+        let mut markers: (Option<String>, Option<String>) = (None, None);
+        for _ in 0..PENDING_UPLOAD_PAGES {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(key)
+                .set_key_marker(markers.0.take())
+                .set_upload_id_marker(markers.1.take())
+                .send()
+                .await
+                .map_err(|e| self.failed("list multipart uploads", key, e))?;
+            found.extend(
+                page.uploads()
+                    .iter()
+                    .filter(|u| u.key() == Some(key))
+                    .filter_map(|u| {
+                        Some(PendingUpload {
+                            upload_id: u.upload_id()?.to_string(),
+                            initiated: u
+                                .initiated()
+                                .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+                        })
+                    }),
+            );
+            markers = (
+                page.next_key_marker().map(str::to_string),
+                page.next_upload_id_marker().map(str::to_string),
+            );
+            if !page.is_truncated().unwrap_or(false) || markers.0.is_none() {
+                break;
+            }
+        }
+        found.reverse();
+        // Stable: uploads without a start time keep the listing's order.
+        found.sort_by_key(|u| std::cmp::Reverse(u.initiated));
+        Ok(found)
     }
 }
