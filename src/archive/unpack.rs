@@ -528,7 +528,9 @@ mod tests {
             let e = untar(&t[..], &dest, None).expect_err(name);
             assert_eq!(
                 e.to_string(),
-                format!("illegal file path after symlink resolution: {name}")
+                format!(
+                    "illegal file path after symlink resolution: {name} resolves outside destination"
+                )
             );
         }
         assert!(!dir.path().join("evil").exists());
