@@ -28,7 +28,8 @@ fn consume(location: Value) -> Value {
 async fn init_fails(pod: &TestPod, template: &Value, parts: &[&str]) -> String {
     let out = pod.init_with(template, &[MANY_ATTEMPTS]).await;
     let message = support::failure(pod, &out);
-    let log = String::from_utf8_lossy(&out.stderr);
+    // Log lines quote their fields: read them unquoted.
+    let log = String::from_utf8_lossy(&out.stderr).replace("\\\"", "\"");
     for p in ["input artifact in"].iter().chain(parts) {
         assert!(log.contains(p), "{p:?} missing from the log:\n{log}");
     }

@@ -344,3 +344,19 @@ async fn a_data_template_over_a_missing_key_says_no_key_found() {
         "unable to process data template: unable to process data source: unable to source artifact paths: no key found of name no/such/dir"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_output_parameter_is_gos_read_error() {
+    let pod = TestPod::new().await;
+    let template = json!({
+        "name": "produce",
+        "outputs": {"parameters": [{"name": "p", "valueFrom": {"path": "/tmp/p.txt"}}]},
+    });
+    let (message, stderr) = wait_message(&pod, &template).await;
+    let file = pod.path("/var/run/argo/outputs/parameters/tmp/p.txt");
+    assert_eq!(
+        message,
+        format!("open {}: no such file or directory", file.display())
+    );
+    assert!(stderr.contains("parameter=p"), "{stderr}");
+}

@@ -22,6 +22,7 @@ use super::{CommandError, Pod, write_termination_log};
 use crate::contract::{self, env, parse_go_duration};
 use crate::model::{NodeResult, Outputs, Template};
 use crate::report::{ApiOptions, TaskResultIdentity, TaskResults};
+use crate::storage::go_error_text;
 use crate::telemetry::{Direction, Transfer, metrics};
 use crate::transfer::Uploader;
 use crate::transfer::save::Saver;
@@ -517,10 +518,9 @@ fn save_parameters(pod: &Pod, template: &Template, outputs: &mut Outputs) -> Res
             Err(e) => match &vf.default {
                 Some(d) => param.value = Some(d.clone()),
                 None => {
-                    return Err(format!(
-                        "failed to get output parameter '{}' from {}: {e}",
-                        param.name, vf.path
-                    ));
+                    // Argo's text is Go's read error; ours names the parameter too.
+                    tracing::error!(parameter = %param.name, path = %vf.path, error = %e, "failed to get an output parameter");
+                    return Err(format!("open {}: {}", file.display(), go_error_text(&e)));
                 }
             },
         }
