@@ -360,3 +360,48 @@ async fn a_missing_output_parameter_is_gos_read_error() {
     );
     assert!(stderr.contains("parameter=p"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_emissary_fails_with_argos_texts() {
+    let pod = TestPod::new().await;
+    let run = |command: &'static str| {
+        let mut args = vec!["emissary"];
+        args.extend(support::LOG_OPTS);
+        args.extend(["--", command]);
+        let pod = &pod;
+        async move {
+            let out = pod
+                .argoexec(&args, &[("ARGO_CONTAINER_NAME", "main")])
+                .await;
+            support::failure(pod, &out)
+        }
+    };
+    assert_eq!(
+        run("true").await,
+        "neither /var/run/argo/template nor ARGO_TEMPLATE is available"
+    );
+    std::fs::write(
+        pod.roots().template_file(),
+        json!({"name": "main", "container": {"image": "busybox"}}).to_string(),
+    )
+    .expect("template");
+    assert_eq!(
+        run("no-such-program-anywhere").await,
+        "failed to find name in PATH: exec: \"no-such-program-anywhere\": executable file not found in $PATH"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn raw_storage_refuses_to_save_in_argos_words() {
+    use argoexec::storage::{self, Secrets};
+    let pod = TestPod::new().await;
+    let location = serde_json::from_value(json!({"raw": {"data": "x"}})).expect("location");
+    let driver = storage::open(&location, &Secrets::new(pod.roots()))
+        .await
+        .expect("open");
+    let e = driver
+        .put("", bytes::Bytes::new(), &Default::default())
+        .await
+        .expect_err("save");
+    assert_eq!(e.termination_message(), "Raw output artifacts unsupported");
+}
