@@ -52,6 +52,11 @@ pub const TEMPLATE_OFFLOADED: &str = "offloaded";
 /// Error text Argo uses when no artifact location can be found (contract section 5).
 pub const STORAGE_NOT_CONFIGURED: &str = "artifact storage is not configured; see the docs for setup instructions: https://argo-workflows.readthedocs.io/en/latest/configure-artifact-repository/";
 
+/// Error text Argo uses when a template has no `archiveLocation` at all and an output needs its
+/// key (`ArtifactLocation.Get` of a nil location).
+pub const NO_ARCHIVE_LOCATION: &str =
+    "key unsupported: cannot get key for artifact location, because it is invalid";
+
 /// Where the contract's absolute paths live: `/` in a pod, a directory in tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Roots {

@@ -490,7 +490,7 @@ impl Deleter {
             },
             Err(e) => {
                 tracing::warn!(node, artifact = %artifact.name, key, error = %e, "artifact not deleted");
-                failed(e.to_string())
+                failed(e.termination_message())
             }
         })
     }

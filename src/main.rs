@@ -30,9 +30,12 @@ fn main() {
 /// Exits as Argo's executor does: the child's code for a wrapped process, else 64 with the
 /// message in the termination log.
 fn fail(e: &CommandError) -> ! {
-    if let CommandError::Failed(msg) = e {
-        tracing::error!("{msg}");
-        commands::write_termination_log(&Roots::from_env(), msg);
+    if let CommandError::Failed { message, detail } = e {
+        match detail {
+            Some(detail) => tracing::error!(%detail, "{message}"),
+            None => tracing::error!("{message}"),
+        }
+        commands::write_termination_log(&Roots::from_env(), message);
     }
     std::process::exit(e.exit_code())
 }

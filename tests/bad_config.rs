@@ -22,13 +22,16 @@ fn consume(location: Value) -> Value {
     })
 }
 
-/// Runs init, expects exit 64, and returns the termination log after checking it is one line
-/// naming the artifact and every one of `parts`.
+/// Runs init, expects exit 64, and returns the termination log (one line, Argo's text) after
+/// checking that the log lines, where our context goes, name the artifact and every one of
+/// `parts`.
 async fn init_fails(pod: &TestPod, template: &Value, parts: &[&str]) -> String {
     let out = pod.init_with(template, &[MANY_ATTEMPTS]).await;
     let message = support::failure(pod, &out);
-    for p in ["artifact in failed to load"].iter().chain(parts) {
-        assert!(message.contains(p), "{p:?} missing from {message:?}");
+    // Log lines quote their fields: read them unquoted.
+    let log = String::from_utf8_lossy(&out.stderr).replace("\\\"", "\"");
+    for p in ["input artifact in"].iter().chain(parts) {
+        assert!(log.contains(p), "{p:?} missing from the log:\n{log}");
     }
     assert!(
         !pod.roots().input_artifact("in").exists(),
@@ -47,12 +50,17 @@ async fn a_missing_secret_is_named_and_nothing_is_sent() {
     let proxy = FaultProxy::start(pod.s3_addr).await;
     let mut loc = pod.s3_via(proxy.addr, "k");
     loc["secretKeySecret"]["key"] = json!("no-such-key");
-    init_fails(
+    let message = init_fails(
         &pod,
         &consume(loc),
         &["secret \"s3-creds\" key \"no-such-key\" is not available"],
     )
     .await;
+    let path = pod.roots().secret("s3-creds", "no-such-key");
+    assert_eq!(
+        message,
+        format!("open {}: no such file or directory", path.display())
+    );
     assert_eq!(requests(&proxy), 0);
 }
 
@@ -93,6 +101,12 @@ async fn an_unreachable_endpoint_is_retried_a_bounded_number_of_times() {
         &[&closed.to_string(), "gave up after 4 attempts"],
     )
     .await;
+    assert!(
+        message.starts_with(
+            "artifact in failed to load: timed out waiting for the condition: failed to get file: "
+        ),
+        "{message}"
+    );
     assert!(message.contains("onnection refused"), "{message}");
 }
 
@@ -117,7 +131,11 @@ async fn a_missing_bucket_is_permanent_even_for_an_optional_artifact() {
     loc["bucket"] = json!("no-such-bucket");
     let mut template = consume(loc);
     template["inputs"]["artifacts"][0]["optional"] = json!(true);
-    init_fails(&pod, &template, &["NoSuchBucket", "no-such-bucket"]).await;
+    let message = init_fails(&pod, &template, &["NoSuchBucket", "no-such-bucket"]).await;
+    assert_eq!(
+        message,
+        "artifact in failed to load: failed to test if k is a directory: The specified bucket does not exist"
+    );
     // A HEAD (404 without a body: maybe a key-as-directory), then the listing that names the
     // missing bucket; neither is retried.
     let seen: Vec<_> = proxy.seen().into_iter().map(|s| s.method).collect();

@@ -61,13 +61,11 @@ async fn load(
     out
 }
 
-/// Init failed with exit 64 and exactly `artifact in failed to load: <text>`, and left
-/// nothing at the artifact path or its temporary names.
+/// Init failed with exit 64 and exactly `<text>` (Argo says an unpacking failure bare, without
+/// the `artifact <name> failed to load` of a download failure), and left nothing at the
+/// artifact path or its temporary names.
 fn refused(pod: &TestPod, out: &std::process::Output, text: &str) {
-    assert_eq!(
-        support::failure(pod, out),
-        format!("artifact in failed to load: {text}")
-    );
+    assert_eq!(support::failure(pod, out), text);
     let dest = pod.roots().input_artifact("in");
     for p in [
         dest.clone(),

@@ -36,11 +36,13 @@ fn gets(proxy: &FaultProxy) -> usize {
     proxy.seen().iter().filter(|s| s.method == "GET").count()
 }
 
-/// `init` failed as the executor fails, with a line naming every one of `parts`.
+/// `init` failed as the executor fails (one line, Argo's text, in the termination log), with
+/// log lines naming every one of `parts` (our context).
 fn assert_failed_naming(pod: &TestPod, out: &std::process::Output, parts: &[&str]) {
-    let message = support::failure(pod, out);
+    support::failure(pod, out);
+    let log = String::from_utf8_lossy(&out.stderr);
     for p in parts {
-        assert!(message.contains(p), "{p:?} missing from {message:?}");
+        assert!(log.contains(p), "{p:?} missing from the log:\n{log}");
     }
 }
 

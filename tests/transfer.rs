@@ -164,12 +164,17 @@ async fn retries_run_out_with_a_clear_error_and_nothing_under_the_key() {
     ];
     let out = pod.wait(&big_output(&pod, proxy.addr, "x"), &env).await;
     assert_eq!(out.status.code(), Some(64));
-    let msg = pod.termination_log();
+    // Argo's words in the termination log; the artifact, code and attempts in the log lines.
+    assert_eq!(
+        pod.termination_log(),
+        "timed out waiting for the condition: failed to put file: injected by the test proxy; "
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
     assert!(
-        msg.contains("artifact 'big'")
-            && msg.contains("SlowDown")
-            && msg.contains("gave up after 3 attempts"),
-        "{msg}"
+        log.contains("output artifact big")
+            && log.contains("SlowDown")
+            && log.contains("gave up after 3 attempts"),
+        "{log}"
     );
     assert!(pod.keys("x/").await.is_empty(), "no object under the key");
     assert!(
@@ -365,11 +370,12 @@ async fn an_upload_that_fails_in_process_is_aborted_and_not_resumed() {
     ];
     let out = pod.wait(&template, &env).await;
     assert_eq!(out.status.code(), Some(64));
-    assert!(
-        pod.termination_log().contains("InvalidRequest"),
-        "{}",
-        pod.termination_log()
+    assert_eq!(
+        pod.termination_log(),
+        "failed to put file: injected by the test proxy; "
     );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("InvalidRequest"), "{log}");
     assert!(proxy.seen().iter().any(|s| s.method == "DELETE"), "aborted");
     assert!(
         unfinished_uploads(&pod).await.is_empty(),

@@ -21,7 +21,7 @@ pub enum ArchiveError {
     IllegalPath { name: String },
     #[error("illegal symlink target: {name} -> {target}")]
     IllegalSymlink { name: String, target: String },
-    #[error("illegal file path after symlink resolution: {name}")]
+    #[error("illegal file path after symlink resolution: {name} resolves outside destination")]
     IllegalAfterSymlink { name: String },
     #[error("{path}: Illegal file path")]
     ZipIllegalPath { path: String },

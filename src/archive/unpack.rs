@@ -3,9 +3,10 @@
 //! Entries must land strictly inside the destination (`illegal file path: <name>`); symlink
 //! targets must point inside it (`illegal symlink target: <name> -> <target>`), checked on the
 //! text as Argo does and again on what the link really reaches; nothing is created through a
-//! symlinked parent that leads outside (`illegal file path after symlink resolution: <name>`),
-//! as every parent is walked component by component, nor through a symlink at an entry's own
-//! name (it is replaced). Hard links, devices and fifos are skipped, as Argo does. A byte limit
+//! symlinked parent that leads outside (`illegal file path after symlink resolution: <name>
+//! resolves outside destination`), as every parent is walked component by component, nor
+//! through a symlink at an entry's own name (it is replaced). Hard links, devices and fifos are
+//! skipped, as Argo does. A byte limit
 //! stops decompression bombs and entries that declare more than it; an entry cut short by the
 //! end of the archive is an error, not a short file.
 
@@ -527,7 +528,9 @@ mod tests {
             let e = untar(&t[..], &dest, None).expect_err(name);
             assert_eq!(
                 e.to_string(),
-                format!("illegal file path after symlink resolution: {name}")
+                format!(
+                    "illegal file path after symlink resolution: {name} resolves outside destination"
+                )
             );
         }
         assert!(!dir.path().join("evil").exists());

@@ -6,6 +6,8 @@
 //! the JSON of the result becomes `outputs.result`, reported through the WorkflowTaskResult
 //! (created with the outputs, then labelled complete; there is no empty result first).
 
+use std::sync::Arc;
+
 use futures::TryStreamExt;
 use serde::Deserialize;
 use serde_json::Value;
@@ -125,17 +127,48 @@ async fn list_artifact_paths(
     let prefix = directory_prefix(&key);
     let driver = storage::open(&location, &pod.secrets)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| logged(&artifact.name, e))?;
     tracing::info!(artifact = %artifact.name, prefix, "listing artifact paths");
-    let objects: Vec<_> = storage::list_all(driver, prefix)
+    let objects: Vec<_> = storage::list_all(Arc::clone(&driver), prefix)
         .try_collect()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| {
+            logged(
+                &artifact.name,
+                e.in_s3_step(driver.name(), "failed to list directory"),
+            )
+        })?;
+    if objects.is_empty() && driver.name() == "s3" {
+        // Argo's S3 driver then asks whether the key itself exists.
+        match driver.head(&key).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => return Err(format!("no key found of name {key}")),
+            Err(e) => {
+                let bucket = location
+                    .s3
+                    .as_ref()
+                    .map(|s| s.bucket.as_str())
+                    .unwrap_or_default();
+                return Err(logged(
+                    &artifact.name,
+                    e.context(format!(
+                        "failed to check if key {key} exists from bucket {bucket}"
+                    )),
+                ));
+            }
+        }
+    }
     Ok(objects
         .into_iter()
         .map(|o| o.key)
         .filter(|k| !k.ends_with('/'))
         .collect())
+}
+
+/// Argo's text of a storage failure; ours, with the context, goes to the log.
+fn logged(artifact: &str, e: storage::Error) -> String {
+    tracing::error!(artifact, error = %e, "listing the artifact paths failed");
+    e.termination_message()
 }
 
 fn listing_location(template: &Template, artifact: &Artifact) -> Result<ArtifactLocation, String> {

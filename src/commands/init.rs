@@ -130,10 +130,10 @@ pub(super) async fn load_inputs(pod: &Pod, template: &Template) -> Result<(), Co
             }
             Err(e) => {
                 metrics::export_from_env(Direction::Input, &transfers);
-                return Err(CommandError::failed(format!(
-                    "artifact {} failed to load: {e}",
-                    art.name
-                )));
+                return Err(CommandError::with_detail(
+                    e.termination_message(),
+                    format!("input artifact {}: {e}", art.name),
+                ));
             }
         }
     }

@@ -26,9 +26,15 @@ use crate::transfer::TransferConfig;
 /// How a command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
-    /// A failure of the executor: its message goes to the termination log, exit code 64.
-    #[error("{0}")]
-    Failed(String),
+    /// A failure of the executor, exit code 64. `message` is Argo's text, word for word: it
+    /// goes to the termination log, which becomes the node's message that users match in
+    /// `retryStrategy.expression` and alerts. `detail` is our own context (artifact, key,
+    /// endpoint, attempts, causes): it goes to the log lines only.
+    #[error("{message}")]
+    Failed {
+        message: String,
+        detail: Option<String>,
+    },
     /// The wrapped user process exited with this code: the container exits with it too.
     #[error("exit status {0}")]
     Exited(i32),
@@ -36,13 +42,26 @@ pub enum CommandError {
 
 impl CommandError {
     pub fn failed(msg: impl std::fmt::Display) -> Self {
-        Self::Failed(msg.to_string())
+        Self::Failed {
+            message: msg.to_string(),
+            detail: None,
+        }
+    }
+
+    /// A failure whose termination message is `message` (Argo's text) and whose log line
+    /// also carries `detail` (ours), when it says more than the message.
+    pub fn with_detail(message: impl Into<String>, detail: impl Into<String>) -> Self {
+        let (message, detail) = (message.into(), detail.into());
+        Self::Failed {
+            detail: (detail != message).then_some(detail),
+            message,
+        }
     }
 
     /// The process exit code: the child's for [`CommandError::Exited`], else 64.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Failed(_) => 64,
+            Self::Failed { .. } => 64,
             Self::Exited(code) => *code,
         }
     }

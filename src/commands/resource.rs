@@ -97,7 +97,7 @@ pub async fn run(pod: &Pod, api: &ApiOptions, action: &str) -> Result<(), Comman
         errors.push(e.to_string());
     }
     match errors.into_iter().next() {
-        Some(first) => Err(CommandError::Failed(first)),
+        Some(first) => Err(CommandError::failed(first)),
         None => Ok(()),
     }
 }

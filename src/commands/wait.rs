@@ -22,6 +22,7 @@ use super::{CommandError, Pod, write_termination_log};
 use crate::contract::{self, env, parse_go_duration};
 use crate::model::{NodeResult, Outputs, Template};
 use crate::report::{ApiOptions, TaskResultIdentity, TaskResults};
+use crate::storage::go_error_text;
 use crate::telemetry::{Direction, Transfer, metrics};
 use crate::transfer::Uploader;
 use crate::transfer::save::Saver;
@@ -115,19 +116,25 @@ fn deadline() -> Result<Option<SystemTime>, CommandError> {
 
 /// Every failure of the run, in order; the first one is the container's message.
 #[derive(Debug, Default)]
-struct Errors(Vec<String>);
+struct Errors(Vec<CommandError>);
 
 impl Errors {
     fn add(&mut self, e: impl std::fmt::Display) {
         let message = e.to_string();
         tracing::error!(error = %message, "executor error");
-        self.0.push(message);
+        self.0.push(CommandError::failed(message));
+    }
+
+    /// A failure whose message is Argo's text and whose log line says more (`detail`).
+    fn add_detailed(&mut self, message: String, detail: String) {
+        tracing::error!(error = %message, %detail, "executor error");
+        self.0.push(CommandError::with_detail(message, detail));
     }
 
     fn into_result(self) -> Result<(), CommandError> {
         match self.0.into_iter().next() {
             None => Ok(()),
-            Some(first) => Err(CommandError::Failed(first)),
+            Some(first) => Err(first),
         }
     }
 }
@@ -407,7 +414,9 @@ async fn collect_outputs(
     if let Err(e) = save_parameters(pod, template, &mut outputs) {
         errors.add(e);
     }
+    // Argo joins the artifacts' failures, each followed by "; ".
     let mut failures = String::new();
+    let mut details = Vec::new();
     for art in &template.outputs.artifacts {
         match saver.save(art).await {
             Ok(Some(saved)) => {
@@ -419,11 +428,14 @@ async fn collect_outputs(
             Ok(None) => {
                 tracing::info!(artifact = %art.name, "optional output artifact absent, skipped")
             }
-            Err(e) => failures.push_str(&format!("failed to save artifact '{}': {e}; ", art.name)),
+            Err(e) => {
+                failures.push_str(&format!("{}; ", e.termination_message()));
+                details.push(format!("output artifact {}: {e}", art.name));
+            }
         }
     }
     if !failures.is_empty() {
-        errors.add(failures);
+        errors.add_detailed(failures, details.join("; "));
     }
     outputs
         .artifacts
@@ -452,7 +464,7 @@ async fn save_logs(
                 logs.push(saved.artifact);
             }
             Ok(None) => {}
-            Err(e) => errors.add(format!("failed to save logs of {name}: {e}")),
+            Err(e) => errors.add_detailed(e.termination_message(), format!("logs of {name}: {e}")),
         }
     }
     logs
@@ -506,10 +518,9 @@ fn save_parameters(pod: &Pod, template: &Template, outputs: &mut Outputs) -> Res
             Err(e) => match &vf.default {
                 Some(d) => param.value = Some(d.clone()),
                 None => {
-                    return Err(format!(
-                        "failed to get output parameter '{}' from {}: {e}",
-                        param.name, vf.path
-                    ));
+                    // Argo's text is Go's read error; ours names the parameter too.
+                    tracing::error!(parameter = %param.name, path = %vf.path, error = %e, "failed to get an output parameter");
+                    return Err(format!("open {}: {}", file.display(), go_error_text(&e)));
                 }
             },
         }

@@ -134,6 +134,10 @@ impl Artifact {
         let archive = archive.ok_or_else(|| "template artifact location not set".to_string())?;
         let mut out = archive.clone();
         if let Some(key) = self.location.key() {
+            if archive.kind().is_none() {
+                // Argo sets the key on the copied location, which has no type to take it.
+                return Err(crate::contract::STORAGE_NOT_CONFIGURED.to_string());
+            }
             out.set_key(key);
         }
         Ok(out)

@@ -24,8 +24,8 @@ impl SecretKeySelector {
     }
 }
 
-/// Which storage kind a location uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Which storage kind a location uses, declared (and ordered) in Argo's precedence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LocationKind {
     Artifactory,
     Azure,

@@ -67,15 +67,21 @@ pub enum Error {
     },
 
     /// The location or its secrets are unusable (missing secret, bad endpoint, bad option).
-    #[error("{message}")]
-    Config { message: String },
+    /// `message` is Argo's text where it has one; `detail` our context for the log lines.
+    #[error("{message}{}", parenthesized(detail))]
+    Config { message: String, detail: String },
 
-    /// The backend answered with a failure, or could not be reached.
-    #[error("{message}")]
+    /// The backend answered with a failure, or could not be reached. `message` is what Argo's
+    /// driver says (its client library's words); `detail` is our context for the log lines
+    /// (request, endpoint, error code, attempts); `gave_up` marks a transient failure that
+    /// outlived its retries.
+    #[error("{message}{}", parenthesized(detail))]
     Backend {
         driver: &'static str,
         kind: ErrorKind,
         message: String,
+        detail: String,
+        gave_up: bool,
     },
 
     /// A local file operation failed.
@@ -105,6 +111,7 @@ impl Error {
     pub fn config(message: impl fmt::Display) -> Self {
         Self::Config {
             message: message.to_string(),
+            detail: String::new(),
         }
     }
 
@@ -113,6 +120,8 @@ impl Error {
             driver,
             kind,
             message: message.to_string(),
+            detail: String::new(),
+            gave_up: false,
         }
     }
 
@@ -140,9 +149,91 @@ impl Error {
         self.kind().is_some_and(ErrorKind::is_transient)
     }
 
-    /// The same error with `prefix: ` in front of its message (typed fields unchanged).
+    /// The same error with `prefix: ` in front of its message (typed fields unchanged). For
+    /// Argo's own words, which users see in the node's message; ours go to [`Error::detail`].
     pub fn context(self, prefix: impl fmt::Display) -> Self {
         self.map_message(|m| format!("{prefix}: {m}"))
+    }
+
+    /// The same error under the name Argo's S3 driver gives the step that failed (`failed to
+    /// get file`, `failed to put directory`...). Other drivers' errors, and a missing key
+    /// (which Argo reports bare), are said as they are.
+    pub fn in_s3_step(self, driver: &str, step: impl fmt::Display) -> Self {
+        if driver == "s3" && !self.is_not_found() {
+            self.context(step)
+        } else {
+            self
+        }
+    }
+
+    /// The same error with our context `detail` added for the log lines (a backend failure
+    /// keeps it apart from Argo's message; other errors say it in front of their message).
+    pub fn detail(self, detail: impl fmt::Display) -> Self {
+        match self {
+            Self::Backend {
+                driver,
+                kind,
+                message,
+                detail: known,
+                gave_up,
+            } => Self::Backend {
+                driver,
+                kind,
+                message,
+                detail: joined(detail, &known),
+                gave_up,
+            },
+            Self::Config {
+                message,
+                detail: known,
+            } => Self::Config {
+                message,
+                detail: joined(detail, &known),
+            },
+            other => other.context(detail),
+        }
+    }
+
+    /// The same error marked as the last of its retries, `why` (attempts, deadline) in its
+    /// detail.
+    pub fn gave_up(self, why: impl fmt::Display) -> Self {
+        match self.detail(why) {
+            Self::Backend {
+                driver,
+                kind,
+                message,
+                detail,
+                ..
+            } => Self::Backend {
+                driver,
+                kind,
+                message,
+                detail,
+                gave_up: true,
+            },
+            other => other,
+        }
+    }
+
+    /// Argo's text for this failure, word for word: what the termination log (the node's
+    /// message) says. Argo's S3, OSS and GCS drivers retry through `wait.ExponentialBackoff`,
+    /// whose exhaustion reads `timed out waiting for the condition: <last error>`.
+    pub fn termination_message(&self) -> String {
+        match self {
+            Self::Backend {
+                driver,
+                message,
+                gave_up: true,
+                ..
+            } if ARGO_RETRYING_DRIVERS.contains(driver) => {
+                format!("timed out waiting for the condition: {message}")
+            }
+            Self::Backend { message, .. }
+            | Self::NotFound { message, .. }
+            | Self::NotSupported { message, .. }
+            | Self::Config { message, .. } => message.clone(),
+            Self::Io { .. } => self.to_string(),
+        }
     }
 
     /// The same error with its message rewritten (typed fields unchanged).
@@ -156,17 +247,22 @@ impl Error {
                 driver,
                 message: f(message),
             },
-            Self::Config { message } => Self::Config {
+            Self::Config { message, detail } => Self::Config {
                 message: f(message),
+                detail,
             },
             Self::Backend {
                 driver,
                 kind,
                 message,
+                detail,
+                gave_up,
             } => Self::Backend {
                 driver,
                 kind,
                 message: f(message),
+                detail,
+                gave_up,
             },
             Self::Io { context, source } => Self::Io {
                 context: f(context),
@@ -177,6 +273,39 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The drivers whose Argo counterparts retry with `wait.ExponentialBackoff` (S3, OSS, GCS).
+const ARGO_RETRYING_DRIVERS: &[&str] = &["s3", "oss", "gcs"];
+
+/// An I/O error as Go words it: the C library's text of its error number, first letter in
+/// lower case (`no such file or directory`).
+pub fn go_error_text(e: &std::io::Error) -> String {
+    let text = match e.raw_os_error() {
+        Some(code) => nix::errno::Errno::from_raw(code).desc().to_string(),
+        None => e.to_string(),
+    };
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|first| first.to_lowercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+/// `new`, then what was `known` before it.
+fn joined(new: impl fmt::Display, known: &str) -> String {
+    match known {
+        "" => new.to_string(),
+        _ => format!("{new}; {known}"),
+    }
+}
+
+/// ` (detail)`, or nothing for no detail.
+fn parenthesized(detail: &str) -> String {
+    match detail {
+        "" => String::new(),
+        d => format!(" ({d})"),
+    }
+}
 
 /// An error and its causes on one line, each text said once (client libraries' own messages
 /// often say little, such as "error sending request", or repeat their cause).

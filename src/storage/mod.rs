@@ -40,7 +40,7 @@ pub mod secrets;
 pub mod timeouts;
 pub mod verify;
 
-pub use error::{Error, ErrorKind, Result, cause_chain, is_tls_failure};
+pub use error::{Error, ErrorKind, Result, cause_chain, go_error_text, is_tls_failure};
 pub use secrets::Secrets;
 
 /// Argo's text for deleting from a store that cannot (`common.ErrDeleteNotSupported`).

@@ -107,9 +107,7 @@ impl Backoff {
                         } else {
                             "no attempts left"
                         };
-                        return Err(e.map_message(|m| {
-                            format!("{m} (gave up after {attempt} attempts: {why})")
-                        }));
+                        return Err(e.gave_up(format!("gave up after {attempt} attempts: {why}")));
                     }
                     retries.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(operation = what, attempt, error = %e, ?sleep, "transient failure, retrying");

@@ -8,7 +8,7 @@ use std::fmt;
 use crate::contract::Roots;
 use crate::model::SecretKeySelector;
 
-use super::{Error, Result};
+use super::{Error, Result, go_error_text};
 
 /// Reads mounted secrets.
 #[derive(Debug, Clone, Default)]
@@ -32,13 +32,15 @@ impl Secrets {
                 name: format!("{}/{}", selector.name, selector.key),
                 value: String::from_utf8_lossy(&bytes).into_owned(),
             }),
-            Err(e) => Err(Error::config(format!(
-                "secret {:?} key {:?} is not available at {}: {}",
-                selector.name,
-                selector.key,
-                path.display(),
-                std::io::Error::from(e.kind())
-            ))),
+            // Argo's text is Go's `os.ReadFile` error; ours names the secret and key.
+            Err(e) => Err(
+                Error::config(format!("open {}: {}", path.display(), go_error_text(&e))).detail(
+                    format!(
+                        "secret {:?} key {:?} is not available",
+                        selector.name, selector.key
+                    ),
+                ),
+            ),
         }
     }
 

@@ -133,7 +133,9 @@ impl<'a> Loader<'a> {
             }
             Some(LocationKind::Git) => clone_git(&location, self.secrets, &dest).await,
             _ => {
-                let driver = storage::open(&location, self.secrets).await?;
+                let driver = storage::open(&location, self.secrets)
+                    .await
+                    .map_err(|e| opening_failure(name, e))?;
                 let strategy = art.archive.as_ref().and_then(|a| a.declared());
                 let mut attempt = 1;
                 let fetched = loop {
@@ -160,7 +162,7 @@ impl<'a> Loader<'a> {
                 if let Error::NoSpace { dir, free, .. } = &mut e {
                     *free = free_bytes(dir);
                 }
-                return Err(e);
+                return Err(loading_failure(name, e));
             }
         };
         if let Some(mode) = art.mode {
@@ -184,6 +186,7 @@ impl<'a> Loader<'a> {
         dest: &Path,
         strategy: Option<ArchiveStrategy>,
     ) -> Result<u64> {
+        const GET_FILE: &str = "failed to get file";
         match download::open(Arc::clone(&driver), key, self.config, &self.budget).await {
             Ok((meta, body)) => {
                 let (progress, _reporting) = Progress::start(
@@ -204,6 +207,7 @@ impl<'a> Loader<'a> {
                     .await
                     .map_err(|e| {
                         e.no_space(&object(&driver, key), Some(meta.size), parent(dest))
+                            .in_s3_step(driver.name(), GET_FILE)
                     })?;
                 Ok(meta.size)
             }
@@ -216,7 +220,7 @@ impl<'a> Loader<'a> {
                 Ok(None) | Err(Error::Storage(storage::Error::NotSupported { .. })) => Err(e),
                 Err(other) => Err(other),
             },
-            Err(e) => Err(e),
+            Err(e) => Err(e.in_s3_step(driver.name(), GET_FILE)),
         }
     }
 
@@ -234,7 +238,12 @@ impl<'a> Loader<'a> {
         dest: &Path,
     ) -> Result<Option<u64>> {
         let prefix = format!("{}/", keys::clean(key));
-        let first = driver.list(&prefix, None).await?;
+        let first = driver.list(&prefix, None).await.map_err(|e| {
+            e.in_s3_step(
+                driver.name(),
+                format!("failed to test if {key} is a directory"),
+            )
+        })?;
         if first.objects.is_empty() {
             return Ok(None);
         }
@@ -257,7 +266,8 @@ impl<'a> Loader<'a> {
             })
             .try_buffer_unordered(self.config.file_concurrency)
             .try_fold(0u64, |acc, n| futures::future::ready(Ok(acc + n)))
-            .await?;
+            .await
+            .map_err(|e| e.in_s3_step(driver.name(), "failed to get directory"))?;
         fs::rename(&tmp, dest).map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))?;
         Ok(Some(total))
     }
@@ -279,6 +289,27 @@ fn listed_target(prefix: &str, key: &str, dir: &Path) -> Option<PathBuf> {
             tracing::warn!(%key, reason = %why, "listed key skipped: it cannot be placed below the destination");
             None
         }
+    }
+}
+
+/// Argo builds the driver (secrets, options) before loading: a failure there is said as it is,
+/// and any other (the store answering, the connection) as the driver's load failing.
+fn opening_failure(artifact: &str, e: storage::Error) -> Error {
+    match e {
+        storage::Error::Config { .. } | storage::Error::NotSupported { .. } => e.into(),
+        other => loading_failure(artifact, other.into()),
+    }
+}
+
+/// `artifact <name> failed to load: <err>` for what Argo's driver `Load` returns; the
+/// unpacking (illegal paths...) and the artifact's own definition fail in their own words.
+fn loading_failure(artifact: &str, e: Error) -> Error {
+    match e {
+        Error::Archive(_) | Error::Invalid(_) | Error::Load { .. } => e,
+        other => Error::Load {
+            artifact: artifact.to_string(),
+            source: Box::new(other),
+        },
     }
 }
 

@@ -40,6 +40,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The storage step of loading an input failed (Argo: `artifact <name> failed to load:
+    /// <err>`); the artifact's own definition and its unpacking fail without this prefix.
+    #[error("artifact {artifact} failed to load: {source}")]
+    Load {
+        artifact: String,
+        #[source]
+        source: Box<Error>,
+    },
     /// The destination's filesystem filled up (or its quota did) while placing an object.
     #[error(
         "not enough space at {} for {object} ({} stored, {} free once the partial copy is removed): {source}",
@@ -92,6 +100,28 @@ impl Error {
         }
     }
 
+    /// A storage failure named as Argo's S3 driver names the step (see
+    /// [`storage::Error::in_s3_step`]); other failures unchanged.
+    pub fn in_s3_step(self, driver: &str, step: impl std::fmt::Display) -> Self {
+        match self {
+            Self::Storage(e) => Self::Storage(e.in_s3_step(driver, step)),
+            other => other,
+        }
+    }
+
+    /// Argo's text for this failure, word for word, for the termination log; the error's
+    /// `Display` adds our context (endpoint, attempts, causes) for the log lines.
+    pub fn termination_message(&self) -> String {
+        match self {
+            Self::Storage(e) => e.termination_message(),
+            Self::Load { artifact, source } => format!(
+                "artifact {artifact} failed to load: {}",
+                source.termination_message()
+            ),
+            other => other.to_string(),
+        }
+    }
+
     /// Whether the bytes of a download failed the whole-object check: fetching the object
     /// again can succeed.
     pub fn is_corrupt_download(&self) -> bool {
@@ -103,6 +133,7 @@ impl Error {
         match self {
             Self::NotFound(_) => true,
             Self::Storage(e) => e.is_not_found(),
+            Self::Load { source, .. } => source.is_not_found(),
             _ => false,
         }
     }
@@ -134,18 +165,87 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Checks an artifact path as Argo does before using it.
+/// Checks and cleans an artifact path as Argo does before using it (`Artifact.CleanPath`).
+///
+/// A path that climbs with `..` must stay strictly below what precedes its first `/../` (or
+/// its final `/` plus two characters, which is how Argo's check reads a trailing `/..`): the
+/// path is refused when its cleaned form leaves that prefix. A relative path that starts with
+/// `..` has no such prefix and passes, as in Argo.
 pub fn validate_path(name: &str, path: &str) -> Result<String> {
     if path.is_empty() {
         return Err(Error::Invalid(format!(
             "Artifact '{name}' did not specify a path"
         )));
     }
+    let safe_dir: &[u8] = match path.find("/../") {
+        Some(i) => &path.as_bytes()[..i],
+        None if ends_with_slash_and_two_chars(path) => &path.as_bytes()[..path.len() - 3],
+        None => b"",
+    };
     let cleaned = crate::keys::clean(path);
-    if cleaned.split('/').any(|c| c == "..") {
+    let mut safe_with_slash = safe_dir.to_vec();
+    safe_with_slash.push(b'/');
+    if !safe_dir.is_empty()
+        && (!cleaned.as_bytes().starts_with(&safe_with_slash)
+            || cleaned.len() <= safe_with_slash.len())
+    {
         return Err(Error::Invalid(format!(
             "Artifact '{name}' attempted to use a path containing '..'. Directory traversal is not permitted"
         )));
     }
     Ok(cleaned)
+}
+
+/// Whether `path` ends in `/` and two more characters other than newlines: Argo's regular
+/// expression `/..$`, whose dots match any character.
+fn ends_with_slash_and_two_chars(path: &str) -> bool {
+    let mut tail = path.chars().rev();
+    let (Some(last), Some(before), Some(slash)) = (tail.next(), tail.next(), tail.next()) else {
+        return false;
+    };
+    slash == '/' && last != '\n' && before != '\n'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_path;
+
+    /// Argo's own cases (`TestArtifact_ValidatePath`).
+    #[test]
+    fn paths_are_checked_as_argo_checks_them() {
+        for refused in [
+            "/tmp/..",
+            "/tmp/../",
+            "/tmp/../../etc/passwd",
+            "/tmp/../tmp",
+            "/tmp/../tmp/",
+            "/tmp/subdir/../../tmp/subdir/",
+            "/tmp/../tmp-imposter",
+        ] {
+            let e = validate_path("a1", refused).expect_err(refused);
+            assert_eq!(
+                e.to_string(),
+                "Artifact 'a1' attempted to use a path containing '..'. Directory traversal is not permitted",
+                "{refused}"
+            );
+        }
+        for (given, cleaned) in [
+            ("..", ".."),
+            ("../", ".."),
+            ("../..", "../.."),
+            ("../etc/passwd", "../etc/passwd"),
+            ("/tmp/../tmp/abcd", "/tmp/abcd"),
+            ("/tmp/subdir/../../tmp/subdir/abcd", "/tmp/subdir/abcd"),
+            ("/tmp/..artifact.txt", "/tmp/..artifact.txt"),
+            ("/tmp/artif..t.txt", "/tmp/artif..t.txt"),
+            ("/tmp/ab", "/tmp/ab"),
+            ("/tmp", "/tmp"),
+        ] {
+            assert_eq!(validate_path("a1", given).expect(given), cleaned);
+        }
+        assert_eq!(
+            validate_path("a1", "").expect_err("empty").to_string(),
+            "Artifact 'a1' did not specify a path"
+        );
+    }
 }

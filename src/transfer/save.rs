@@ -18,11 +18,11 @@ use super::progress::{self, Progress};
 use super::upload::{PartWriter, UploadStats, Uploader};
 use super::{Error, Result, validate_path};
 use crate::archive::{self, gzip};
-use crate::contract::{Roots, STORAGE_NOT_CONFIGURED};
+use crate::contract::{NO_ARCHIVE_LOCATION, Roots, STORAGE_NOT_CONFIGURED};
 use crate::keys;
 use crate::model::ArchiveStrategy;
-use crate::model::{Artifact, ArtifactLocation, Template};
-use crate::storage::{self, Driver, PutOptions, Secrets};
+use crate::model::{Artifact, ArtifactLocation, LocationKind, Template};
+use crate::storage::{self, Driver, PutOptions, Secrets, go_error_text};
 use crate::telemetry::{Direction, Transfer, artifact_span};
 
 /// One saved output: what to report, where it went, how it went.
@@ -81,16 +81,41 @@ pub fn output_location(
     archive: Option<&ArtifactLocation>,
 ) -> Result<(Artifact, ArtifactLocation)> {
     let mut reported = art.clone();
-    if !art.location.has_location_or_key() {
-        let archive = archive
-            .filter(|a| a.kind().is_some())
-            .ok_or_else(|| Error::Invalid(STORAGE_NOT_CONFIGURED.to_string()))?;
+    if !art.location.has_key() {
+        let archive = usable_archive(archive)?;
+        refuse_keyless_kind(&art.location, archive)?;
         let archive_key = archive.key().unwrap_or_default();
         let key = keys::join(&[&archive_key, &output_file_name(art, path)]);
         reported.location = archive.key_only(key);
     }
     let location = reported.relocated(archive).map_err(Error::Invalid)?;
     Ok((reported, location))
+}
+
+/// Argo gives a keyless output the archive's type, then sets the key on the type in effect,
+/// the first in its order: a git or raw location of the artifact's own that comes first takes
+/// no key.
+fn refuse_keyless_kind(own: &ArtifactLocation, archive: &ArtifactLocation) -> Result<()> {
+    let in_effect = own.kind().into_iter().chain(archive.kind()).min();
+    match in_effect {
+        Some(LocationKind::Git) => Err(Error::Invalid(
+            "key unsupported: cannot set key on git artifact".to_string(),
+        )),
+        Some(LocationKind::Raw) => Err(Error::Invalid(
+            "key unsupported: cannot set key for raw artifact".to_string(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The archive location an output without a key goes to; Argo's text when there is none (no
+/// `archiveLocation`) or it names no storage.
+fn usable_archive(archive: Option<&ArtifactLocation>) -> Result<&ArtifactLocation> {
+    match archive {
+        None => Err(Error::Invalid(NO_ARCHIVE_LOCATION.to_string())),
+        Some(a) if a.kind().is_none() => Err(Error::Invalid(STORAGE_NOT_CONFIGURED.to_string())),
+        Some(a) => Ok(a),
+    }
 }
 
 impl Saver<'_> {
@@ -112,12 +137,6 @@ impl Saver<'_> {
 
     async fn save_inner(&self, art: &Artifact) -> Result<Saved> {
         let path = validate_path(&art.name, &art.path)?;
-        let (reported, location) =
-            output_location(art, &path, self.template.archive_location.as_ref())?;
-        let key = location.key().unwrap_or_default();
-        tracing::Span::current().record("key", key.as_str());
-        let driver = storage::open(&location, self.secrets).await?;
-        let destination = format!("{}/{}", driver.describe(), key);
         let strategy = art.archive_strategy();
         let shared = self
             .template
@@ -127,6 +146,14 @@ impl Saver<'_> {
         } else {
             self.roots.emissary_artifact(&path)
         };
+        // As Argo, the source is found before its destination is worked out.
+        source_metadata(&source, &path, shared, strategy)?;
+        let (reported, location) =
+            output_location(art, &path, self.template.archive_location.as_ref())?;
+        let key = location.key().unwrap_or_default();
+        tracing::Span::current().record("key", key.as_str());
+        let driver = storage::open(&location, self.secrets).await?;
+        let destination = format!("{}/{}", driver.describe(), key);
         // Bytes are counted as uploaded: a total is known when they are the source's own bytes.
         let total = match strategy {
             ArchiveStrategy::None if shared => tree_size(&source),
@@ -143,15 +170,21 @@ impl Saver<'_> {
             uploader: &uploader,
             ..*self
         };
+        // Argo's S3 driver names the upload step: a directory (`none`) goes file by file.
+        let put = match strategy {
+            ArchiveStrategy::None if shared && source.is_dir() => "failed to put directory",
+            _ => "failed to put file",
+        };
         let stats = if shared {
             saver
                 .save_from_tree(Arc::clone(&driver), &key, &source, &path, strategy)
-                .await?
+                .await
         } else {
             saver
                 .save_from_emissary(Arc::clone(&driver), &key, &source, art, strategy)
-                .await?
-        };
+                .await
+        }
+        .map_err(|e| e.in_s3_step(driver.name(), put))?;
         if stats.bytes == 0 {
             tracing::warn!(artifact = %art.name, key, "the artifact is empty");
         }
@@ -173,7 +206,7 @@ impl Saver<'_> {
         path: &str,
         strategy: ArchiveStrategy,
     ) -> Result<UploadStats> {
-        let meta = local_source(src, path)?;
+        let meta = source_metadata(src, path, true, strategy)?;
         let threads = self.uploader.config().gzip_threads;
         let src = src.to_path_buf();
         match strategy {
@@ -208,7 +241,7 @@ impl Saver<'_> {
         art: &Artifact,
         strategy: ArchiveStrategy,
     ) -> Result<UploadStats> {
-        local_source(tgz, &art.path)?;
+        source_metadata(tgz, &art.path, false, strategy)?;
         match strategy {
             ArchiveStrategy::Tar { .. } => self.uploader.upload_file(driver, key, tgz).await,
             ArchiveStrategy::Zip => {
@@ -258,12 +291,7 @@ impl Saver<'_> {
             name,
             ..Default::default()
         };
-        let archive = self
-            .template
-            .archive_location
-            .as_ref()
-            .filter(|a| a.kind().is_some())
-            .ok_or_else(|| Error::Invalid(STORAGE_NOT_CONFIGURED.to_string()))?;
+        let archive = usable_archive(self.template.archive_location.as_ref())?;
         let key = keys::join(&[
             &archive.key().unwrap_or_default(),
             &format!("{container}.log"),
@@ -277,7 +305,8 @@ impl Saver<'_> {
         let stats = self
             .uploader
             .upload_file(Arc::clone(&driver), &key, &log)
-            .await?;
+            .await
+            .map_err(|e| e.in_s3_step(driver.name(), "failed to put file"))?;
         Ok(Some(Saved {
             artifact: reported,
             key,
@@ -288,13 +317,24 @@ impl Saver<'_> {
     }
 }
 
-/// The metadata of an output's local source; [`Error::NotFound`] (Argo's text, naming the
-/// artifact's `path`) only when it does not exist: any other failure to read it is an error
-/// even for an optional output.
-fn local_source(source: &Path, path: &str) -> Result<fs::Metadata> {
+/// The source of an output at `path` (`source` here), or Argo's words for its absence: for a
+/// shared path it checks the path itself (`none`) or stats it to archive it; for main's own
+/// filesystem its wait opens the emissary's tgz. Only a source that does not exist is
+/// [`Error::NotFound`] (what makes an optional output absent): any other failure to read it is
+/// an error even for an optional output.
+fn source_metadata(
+    source: &Path,
+    path: &str,
+    shared: bool,
+    strategy: ArchiveStrategy,
+) -> Result<fs::Metadata> {
     fs::metadata(source).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => {
-            Error::NotFound(format!("{path} no such file or directory"))
+            Error::NotFound(match (shared, strategy) {
+                (true, ArchiveStrategy::None) => format!("{path} no such file or directory"),
+                (true, _) => format!("stat {}: {}", source.display(), go_error_text(&e)),
+                (false, _) => format!("open {}: {}", source.display(), go_error_text(&e)),
+            })
         }
         _ => Error::io(format!("reading {}", source.display()), e),
     })

@@ -44,11 +44,12 @@ where
         SdkError::ServiceError(s) => {
             let code = s.err().code().unwrap_or_default();
             if NOT_FOUND.contains(&code) || (code.is_empty() && status == Some(404)) {
-                let message = s
-                    .err()
-                    .message()
-                    .unwrap_or("The specified key does not exist.")
-                    .to_string();
+                // A HEAD answer has no body: minio calls its bare 404 a missing key too.
+                let code = match code {
+                    "" | "NotFound" => "NoSuchKey",
+                    other => other,
+                };
+                let message = argo_sentence(Some(code), s.err().message(), None);
                 return Error::not_found(key, message);
             }
             if THROTTLING.contains(&code) {
@@ -67,22 +68,40 @@ where
         }
         _ => ErrorKind::Request,
     };
-    let detail = match &err {
+    match &err {
         SdkError::ServiceError(s) => {
             let e = s.err();
             let status_text = status.map(|s| format!("HTTP {s}{}", reason(s)));
-            match (e.code(), status_text, e.message()) {
-                (Some(code), Some(st), Some(m)) => format!("{code} ({st}): {m}"),
-                (Some(code), Some(st), None) => format!("{code} ({st})"),
-                (Some(code), None, m) => format!("{code}: {}", m.unwrap_or_default()),
-                // HEAD answers have no body, hence no error code: the status says it all.
-                (None, Some(st), _) => st,
-                (None, None, m) => m.unwrap_or("unknown service error").to_string(),
-            }
+            let message = argo_sentence(e.code(), e.message(), status_text.as_deref());
+            let detail = match (e.code(), status_text) {
+                (Some(code), Some(st)) => format!("{code}, {st}"),
+                (Some(code), None) => code.to_string(),
+                (None, Some(st)) => st,
+                (None, None) => String::new(),
+            };
+            Error::backend(DRIVER, kind, message).detail(detail)
         }
-        other => cause_chain(other),
+        other => Error::backend(DRIVER, kind, cause_chain(other)),
+    }
+}
+
+/// What Argo's S3 client (minio-go) says for a service error: the fixed sentence of a missing
+/// bucket or key (servers word them with or without a final stop), else the server's message
+/// (minio's `Error()`), else minio's text for a bare code, else the status. Chosen by the
+/// error code, a protocol field.
+fn argo_sentence(code: Option<&str>, message: Option<&str>, status: Option<&str>) -> String {
+    let known = match code {
+        Some("NoSuchBucket") => Some("The specified bucket does not exist"),
+        Some("NoSuchKey") => Some("The specified key does not exist."),
+        _ => None,
     };
-    Error::backend(DRIVER, kind, detail)
+    match (known, message.filter(|m| !m.is_empty()), code, status) {
+        (Some(sentence), ..) => sentence.to_string(),
+        (None, Some(m), ..) => m.to_string(),
+        (None, None, Some(code), _) => format!("Error response code {code}."),
+        (None, None, None, Some(status)) => status.to_string(),
+        (None, None, None, None) => "unknown service error".to_string(),
+    }
 }
 
 /// ` Forbidden` for 403: the reason phrase of a status, when it has one.

@@ -77,7 +77,7 @@ impl S3Driver {
             k => format!("{}/{k}", self.located),
         };
         match classify(err, key) {
-            e @ Error::Backend { .. } => e.context(format!("{op} {at}")),
+            e @ Error::Backend { .. } => e.detail(format!("{op} {at}")),
             other => other,
         }
     }
@@ -85,6 +85,16 @@ impl S3Driver {
     /// Connects to the location's bucket, creating it first when `createBucketIfNotPresent`
     /// asks (an existing bucket is fine).
     pub async fn new(loc: &S3Artifact, secrets: &Secrets) -> Result<Self> {
+        // Argo reads the secrets as it builds the driver, and says a failure as it is; only
+        // the client it makes later is `failed to create new S3 client`.
+        for selector in [
+            &loc.access_key_secret,
+            &loc.secret_key_secret,
+            &loc.session_token_secret,
+            &loc.ca_secret,
+        ] {
+            secrets.read_opt(selector.as_ref())?;
+        }
         let encryption = Self::encryption(loc)?;
         let client = config::client(loc, secrets)
             .await
@@ -123,6 +133,15 @@ impl S3Driver {
                 return Err(Error::config(
                     "serverSideCustomerKeySecret and kmsKeyId cannot be set together",
                 ));
+            }
+            if loc.insecure == Some(true) {
+                // Argo's client refuses it; a request that can never be right.
+                return Err(Error::backend(
+                    "s3",
+                    ErrorKind::Request,
+                    "secure must be set if EncryptOpts.SSECPassword is set",
+                )
+                .context("failed to create new S3 client"));
             }
             if enc.enable_encryption {
                 return Err(Error::not_supported(
