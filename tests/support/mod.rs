@@ -2,6 +2,7 @@
 //! real `argoexec` binary as a child process.
 #![allow(dead_code)]
 
+pub mod alibaba;
 pub mod archives;
 #[cfg(feature = "azure")]
 pub mod azure_server;

@@ -28,6 +28,8 @@ struct S3Fs {
     root: std::path::PathBuf,
     /// Full-object CRC32C (base64) of objects completed with one, by bucket and key.
     full_object_crc: std::sync::Mutex<std::collections::HashMap<(String, String), String>>,
+    /// Bucket lifecycle configurations (s3s-fs keeps none), by bucket.
+    lifecycles: std::sync::Mutex<std::collections::HashMap<String, s3s::dto::LifecycleRules>>,
 }
 
 impl S3Fs {
@@ -262,6 +264,45 @@ impl S3 for S3Fs {
         }))
     }
 
+    /// Kept in memory, and only with a Content-MD5 header, as OSS requires.
+    async fn put_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<s3s::dto::PutBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<s3s::dto::PutBucketLifecycleConfigurationOutput>> {
+        if req.headers.get("content-md5").is_none() {
+            return Err(s3s::s3_error!(InvalidRequest, "Content-MD5 is required"));
+        }
+        let rules = req
+            .input
+            .lifecycle_configuration
+            .map(|c| c.rules)
+            .unwrap_or_default();
+        self.lifecycles
+            .lock()
+            .expect("lifecycles")
+            .insert(req.input.bucket, rules);
+        Ok(S3Response::new(Default::default()))
+    }
+
+    async fn get_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<s3s::dto::GetBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<s3s::dto::GetBucketLifecycleConfigurationOutput>> {
+        let rules = self
+            .lifecycles
+            .lock()
+            .expect("lifecycles")
+            .get(&req.input.bucket)
+            .cloned()
+            .ok_or_else(|| s3s::s3_error!(NoSuchLifecycleConfiguration))?;
+        Ok(S3Response::new(
+            s3s::dto::GetBucketLifecycleConfigurationOutput {
+                rules: Some(rules),
+                ..Default::default()
+            },
+        ))
+    }
+
     delegate! {
         delete_objects: DeleteObjectsInput => DeleteObjectsOutput,
         list_objects_v2: ListObjectsV2Input => ListObjectsV2Output,
@@ -277,16 +318,26 @@ impl S3 for S3Fs {
 
 /// Serves S3 for the data in `root` on `listener` until the task is dropped.
 pub async fn serve(root: &Path, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    let mut auth = s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY);
+    auth.register(MARKER_ACCESS_KEY.into(), MARKER_SECRET_KEY.into());
+    serve_with_auth(root, listener, auth).await
+}
+
+/// As [`serve`], accepting the keys `auth` knows instead of the test keys.
+pub async fn serve_with_auth(
+    root: &Path,
+    listener: tokio::net::TcpListener,
+    auth: impl s3s::auth::S3Auth,
+) -> std::io::Result<()> {
     let fs = s3s_fs::FileSystem::new(root)
         .map_err(|e| std::io::Error::other(format!("s3s-fs: {e:?}")))?;
     let fs = S3Fs {
         fs,
         root: root.to_path_buf(),
         full_object_crc: Default::default(),
+        lifecycles: Default::default(),
     };
     let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-    let mut auth = s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY);
-    auth.register(MARKER_ACCESS_KEY.into(), MARKER_SECRET_KEY.into());
     builder.set_auth(auth);
     let service = builder.build();
     loop {

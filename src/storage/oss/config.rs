@@ -7,13 +7,12 @@
 
 use aws_sdk_s3::config::Credentials;
 
-use crate::model::{CreateS3BucketOptions, OssArtifact, S3Artifact};
-use crate::storage::{Error, Result, Secrets};
+use aws_sdk_s3::config::SharedCredentialsProvider;
+use aws_sdk_s3::types::BucketLifecycleConfiguration;
 
-/// Environment variables of Alibaba's default credential chain that `useSDKCreds` reads.
-const ENV_ACCESS_KEY: &str = "ALIBABA_CLOUD_ACCESS_KEY_ID";
-const ENV_SECRET_KEY: &str = "ALIBABA_CLOUD_ACCESS_KEY_SECRET";
-const ENV_SECURITY_TOKEN: &str = "ALIBABA_CLOUD_SECURITY_TOKEN";
+use super::credentials::AlibabaEnv;
+use crate::model::{CreateS3BucketOptions, OssArtifact, OssLifecycleRule, S3Artifact};
+use crate::storage::{Error, Result, Secrets};
 
 /// The S3 view of an OSS location.
 pub fn s3_location(loc: &OssArtifact) -> Result<S3Artifact> {
@@ -60,42 +59,88 @@ fn region_of(host: &str) -> String {
 }
 
 /// Argo's credentials: the key secrets with the optional `securityToken` (a plain field), or
-/// with `useSDKCreds` the environment of Alibaba's default chain.
-pub fn credentials(loc: &OssArtifact, secrets: &Secrets) -> Result<Credentials> {
+/// with `useSDKCreds` Alibaba's default chain (see [`super::credentials`]).
+pub fn credentials(
+    loc: &OssArtifact,
+    secrets: &Secrets,
+    env: &AlibabaEnv,
+) -> Result<SharedCredentialsProvider> {
     let token = (!loc.security_token.is_empty()).then(|| loc.security_token.clone());
     if loc.use_sdk_creds {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        return match (var(ENV_ACCESS_KEY), var(ENV_SECRET_KEY)) {
-            (Some(a), Some(s)) => Ok(Credentials::new(
-                a,
-                s,
-                var(ENV_SECURITY_TOKEN).or(token),
-                None,
-                "alibaba-env",
-            )),
-            _ => Err(Error::not_supported(
-                "oss",
-                format!(
-                    "useSDKCreds for OSS reads {ENV_ACCESS_KEY} and {ENV_SECRET_KEY} only; \
-                     RAM roles and OIDC are not supported yet"
-                ),
-            )),
-        };
+        return super::credentials::resolve(env, token);
     }
     let access = secrets.read_opt(loc.access_key_secret.as_ref())?;
     let secret = secrets.read_opt(loc.secret_key_secret.as_ref())?;
     match (access, secret) {
-        (Some(a), Some(s)) if !a.is_empty() && !s.is_empty() => Ok(Credentials::new(
-            a.expose_trimmed(),
-            s.expose_trimmed(),
-            token,
-            None,
-            "argo-secret",
-        )),
+        (Some(a), Some(s)) if !a.is_empty() && !s.is_empty() => {
+            Ok(SharedCredentialsProvider::new(Credentials::new(
+                a.expose_trimmed(),
+                s.expose_trimmed(),
+                token,
+                None,
+                "argo-secret",
+            )))
+        }
         _ => Err(Error::config(
             "the OSS location needs accessKeySecret and secretKeySecret (or useSDKCreds)",
         )),
     }
+}
+
+/// Argo's check of a `lifecycleRule`, with its words.
+pub fn check_lifecycle_rule(rule: &OssLifecycleRule) -> Result<()> {
+    if rule.mark_infrequent_access_after_days > rule.mark_deletion_after_days {
+        return Err(Error::config(
+            "markInfrequentAccessAfterDays cannot be large than markDeletionAfterDays",
+        ));
+    }
+    Ok(())
+}
+
+/// The bucket lifecycle of a `lifecycleRule` for the objects below `prefix`: move to
+/// Infrequent Access after `markInfrequentAccessAfterDays`, delete after
+/// `markDeletionAfterDays` (a zero leaves that action out; both zero, no rule at all, as
+/// Argo). Argo's own rule passes the first number to the expiration too, deleting objects when
+/// they were meant to move to IA; we do what the field names say (docs/compatibility.md).
+pub fn lifecycle_configuration(
+    rule: &OssLifecycleRule,
+    prefix: &str,
+) -> Result<Option<BucketLifecycleConfiguration>> {
+    use aws_sdk_s3::types::{
+        ExpirationStatus, LifecycleExpiration, LifecycleRule, Transition, TransitionStorageClass,
+    };
+    let (ia, deletion) = (
+        rule.mark_infrequent_access_after_days,
+        rule.mark_deletion_after_days,
+    );
+    if ia == 0 && deletion == 0 {
+        return Ok(None);
+    }
+    let invalid = |e: aws_sdk_s3::error::BuildError| Error::config(format!("lifecycleRule: {e}"));
+    // OSS takes the rule's prefix as a `Prefix` element of the rule (its own XML), which is
+    // S3's older form of the filter; S3 still accepts it.
+    #[allow(deprecated)]
+    let mut built = LifecycleRule::builder()
+        .id("argo-artifacts")
+        .prefix(prefix)
+        .status(ExpirationStatus::Enabled);
+    if ia > 0 {
+        built = built.transitions(
+            Transition::builder()
+                .days(ia)
+                .storage_class(TransitionStorageClass::from("IA"))
+                .build(),
+        );
+    }
+    if deletion > 0 {
+        built = built.expiration(LifecycleExpiration::builder().days(deletion).build());
+    }
+    Ok(Some(
+        BucketLifecycleConfiguration::builder()
+            .rules(built.build().map_err(invalid)?)
+            .build()
+            .map_err(invalid)?,
+    ))
 }
 
 #[cfg(test)]

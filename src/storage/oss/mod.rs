@@ -3,16 +3,19 @@
 //! OSS answers S3 requests (SigV4, virtual-hosted buckets) on its ordinary endpoints, so the S3
 //! driver does the work: ranged parallel reads, and multipart uploads in parallel from the
 //! shared pipeline (where Argo uploads `ceil(size/5 GiB)+1` parts one after the other above
-//! 5 GiB). What stays OSS-specific: endpoint and credential rules (see `config`), and the
-//! empty "directory" marker objects Argo writes when it saves a directory, kept here so the
-//! OSS console shows the same tree. Errors are the S3 driver's: the wire protocol is the same.
+//! 5 GiB). What stays OSS-specific: endpoint and credential rules (see `config` and
+//! `credentials`: keys, RRSA, the ECS RAM role), the bucket's `lifecycleRule`, and the empty
+//! "directory" marker objects Argo writes when it saves a directory, kept here so the OSS
+//! console shows the same tree. Errors are the S3 driver's: the wire protocol is the same.
 
 use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use aws_sdk_s3::types::BucketLifecycleConfiguration;
 use bytes::Bytes;
+use tokio::sync::OnceCell;
 
 use super::s3::S3Driver;
 use super::{
@@ -22,6 +25,9 @@ use super::{
 use crate::model::OssArtifact;
 
 mod config;
+pub mod credentials;
+
+use credentials::AlibabaEnv;
 
 /// One OSS bucket.
 #[derive(Debug)]
@@ -32,20 +38,28 @@ pub struct OssDriver {
     root: String,
     /// Marker objects already written by this driver.
     markers: Mutex<HashSet<String>>,
+    /// The bucket lifecycle the location's `lifecycleRule` asks for, if any.
+    lifecycle: Option<BucketLifecycleConfiguration>,
+    lifecycle_applied: OnceCell<()>,
 }
 
 impl OssDriver {
+    /// The driver of `loc`, with `useSDKCreds` reading Alibaba's chain from the environment.
     pub async fn new(loc: &OssArtifact, secrets: &Secrets) -> Result<Self> {
+        Self::with_env(loc, secrets, &AlibabaEnv::from_env()).await
+    }
+
+    /// As [`OssDriver::new`], with the chain's variables given (a controller's own, a test's).
+    pub async fn with_env(loc: &OssArtifact, secrets: &Secrets, env: &AlibabaEnv) -> Result<Self> {
         let s3_loc = config::s3_location(loc)?;
-        let credentials = config::credentials(loc, secrets)?;
-        if let Some(rule) = &loc.lifecycle_rule {
-            tracing::warn!(
-                bucket = %loc.bucket,
-                infrequent_access_after_days = rule.mark_infrequent_access_after_days,
-                deletion_after_days = rule.mark_deletion_after_days,
-                "OSS lifecycleRule is not applied by argoexec-rs: set it on the bucket instead"
-            );
-        }
+        let credentials = config::credentials(loc, secrets, env)?;
+        let lifecycle = match &loc.lifecycle_rule {
+            Some(rule) => {
+                config::check_lifecycle_rule(rule)?;
+                config::lifecycle_configuration(rule, &crate::keys::clean(&loc.key))?
+            }
+            None => None,
+        };
         let s3 = S3Driver::with_credentials(&s3_loc, secrets, credentials)
             .await
             .map_err(|e| e.map_message(|m| m.replace("S3 client", "OSS client")))?;
@@ -54,7 +68,20 @@ impl OssDriver {
             bucket: loc.bucket.clone(),
             root: crate::keys::clean(&loc.key),
             markers: Mutex::new(HashSet::new()),
+            lifecycle,
+            lifecycle_applied: OnceCell::new(),
         })
+    }
+
+    /// Before the first write: the location's `lifecycleRule` on the bucket (as Argo sets it
+    /// on every save; once per driver is enough, the rule does not change in between).
+    async fn prepare_save(&self, key: &str) -> Result<()> {
+        if let Some(configuration) = &self.lifecycle {
+            self.lifecycle_applied
+                .get_or_try_init(|| self.s3.put_lifecycle(configuration.clone()))
+                .await?;
+        }
+        self.write_markers(key).await
     }
 
     /// Argo's explicit empty objects `<root>/` and `<root>/<dir>/` for the directories leading
@@ -112,7 +139,7 @@ impl Driver for OssDriver {
     }
 
     async fn put(&self, key: &str, data: Bytes, opts: &PutOptions) -> Result<()> {
-        self.write_markers(key).await?;
+        self.prepare_save(key).await?;
         self.s3.put(key, data, opts).await
     }
 
@@ -130,7 +157,7 @@ impl Driver for OssDriver {
     }
 
     async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String> {
-        self.write_markers(key).await?;
+        self.prepare_save(key).await?;
         self.s3.create_multipart(key, opts).await
     }
 

@@ -107,7 +107,7 @@ impl S3Driver {
     pub(crate) async fn with_credentials(
         loc: &S3Artifact,
         secrets: &Secrets,
-        credentials: aws_sdk_s3::config::Credentials,
+        credentials: aws_sdk_s3::config::SharedCredentialsProvider,
     ) -> Result<Self> {
         let encryption = Self::encryption(loc)?;
         let client = aws_sdk_s3::Client::from_conf(
@@ -116,6 +116,29 @@ impl S3Driver {
                 .build(),
         );
         Self::connect(loc, client, encryption).await
+    }
+
+    /// Replaces the bucket's lifecycle configuration. Sent with Content-MD5, which OSS
+    /// requires for it (S3 takes either that or the SDK's checksum header).
+    pub(crate) async fn put_lifecycle(
+        &self,
+        configuration: aws_sdk_s3::types::BucketLifecycleConfiguration,
+    ) -> Result<()> {
+        self.client
+            .put_bucket_lifecycle_configuration()
+            .bucket(&self.bucket)
+            .lifecycle_configuration(configuration)
+            .customize()
+            .mutate_request(|request| {
+                if let Some(body) = request.body().bytes() {
+                    let md5 = B64.encode(<md5::Md5 as md5::Digest>::digest(body));
+                    request.headers_mut().insert("Content-MD5", md5);
+                }
+            })
+            .send()
+            .await
+            .map_err(|e| self.failed("put bucket lifecycle of", "", e))?;
+        Ok(())
     }
 
     /// The server-side encryption the location asks for.
