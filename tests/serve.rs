@@ -585,8 +585,7 @@ fn vm_hwm_kib(pid: u32) -> u64 {
 /// The bearer token of the tests that set one.
 const TOKEN: &str = "serve-token-marker-71c2e9";
 
-/// A 32 MiB object read in 1 MiB chunks, 4 in flight: a 6 MiB budget of which each
-/// connection may hold 2 MiB (two chunks, the default share).
+/// A 32 MiB object read in 1 MiB chunks, 4 in flight: a 6 MiB budget.
 const SMALL_CHUNKS: [(&str, &str); 2] = [
     ("ARGOEXEC_DOWNLOAD_CHUNK_MIB", "1"),
     ("ARGOEXEC_CONCURRENCY", "4"),
@@ -716,18 +715,27 @@ async fn clients_that_stop_reading_do_not_starve_a_fresh_reader() {
     let pod = TestPod::new().await;
     let data = pseudo_random(32 << 20, 5);
     pod.put(BIG_KEY, data.clone()).await;
-    // Neither timeout may free the stalled clients' memory during the test.
+    // Each connection may hold one chunk of the 6 MiB budget; neither timeout may free the
+    // stalled clients' memory during the test.
     let served = Served::launch(
         &pod,
         &write_repository(&pod),
-        &["--idle-timeout", "10m", "--connection-timeout", "1h"],
+        &[
+            "--connection-budget-mib",
+            "1",
+            "--idle-timeout",
+            "10m",
+            "--connection-timeout",
+            "1h",
+        ],
         &SMALL_CHUNKS,
     )
     .await;
     let at = format!("/artifacts/{BIG_KEY}");
-    // Two stalled clients would hold the whole 6 MiB budget if each could take all it asks.
+    // Without a share each, three stalled clients hold the whole budget: the third body
+    // never starts, nor does the fresh reader's.
     let mut stalled = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..3 {
         stalled.push(stalled_reader(served.addr, &at).await.0);
     }
     let (status, _, body) = get(served.addr, &at, &[]).await;
