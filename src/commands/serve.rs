@@ -87,7 +87,9 @@ impl Limits {
             max_connections: args.max_connections as usize,
             connection_budget: args
                 .connection_budget_mib
-                .map_or(2 * transfer.download_chunk, |mib| mib << 20),
+                .map_or(2 * transfer.download_chunk, |mib| {
+                    mib.saturating_mul(1 << 20)
+                }),
         }
     }
 }
