@@ -178,6 +178,17 @@ impl Streamer {
         Self { config, budget }
     }
 
+    /// A streamer drawing on this one's budget but never holding more than `bytes` of it (at
+    /// least one chunk). A server makes one per client: the chunks of a client that stops
+    /// reading stay held, and the share bounds them, so a few stalled clients leave the rest
+    /// of the budget to the others.
+    pub fn share(&self, bytes: u64) -> Self {
+        Self {
+            config: self.config.clone(),
+            budget: self.budget.share(bytes.max(self.config.download_chunk)),
+        }
+    }
+
     /// Streams `key` from `driver`, or the bytes `range` of it.
     pub async fn open(
         &self,

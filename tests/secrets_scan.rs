@@ -2,11 +2,15 @@
 //! saves and `init` loads artifacts with them (S3 keys, HTTP basic auth, a password in a URL),
 //! at `--loglevel debug`, successes and failures, and the test scans everything the runs
 //! produced: stdout, stderr, the termination log and every request body the Kubernetes API
-//! received (the WorkflowTaskResult). A marker found anywhere fails the test.
+//! received (the WorkflowTaskResult). A marker found anywhere, as itself, base64-encoded
+//! (standard or URL-safe, padded or not, at any offset) or percent-encoded, fails the test.
+//! The same runs are scanned again with every client library logging at trace level
+//! (`ARGOEXEC_LOG=trace`), where signatures and headers are most likely to show.
 
 mod support;
 
 use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 use support::http_server::{HttpServer, Rules};
 use support::kube_server::PodWithApi;
@@ -32,10 +36,44 @@ const DEBUG_JSON: [&str; 4] = ["--loglevel", "debug", "--log-format", "json"];
 
 fn basic(user: &str, password: &str) -> String {
     let pair = format!("{user}:{password}");
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(pair)
-    )
+    format!("Basic {}", STANDARD.encode(pair))
+}
+
+/// What `marker` looks like wherever it may be printed: itself; base64-encoded in the four
+/// alphabets, whole and, at each of the three byte offsets it can start at inside a longer
+/// value (`user:password`), the characters that depend on its bytes alone; percent-encoded,
+/// with upper- and lower-case hex digits.
+fn forms(marker: &str) -> Vec<(String, String)> {
+    let mut forms = vec![("literal".to_string(), marker.to_string())];
+    for (alphabet, engine) in [
+        ("base64", STANDARD),
+        ("base64 unpadded", STANDARD_NO_PAD),
+        ("base64url", URL_SAFE),
+        ("base64url unpadded", URL_SAFE_NO_PAD),
+    ] {
+        forms.push((alphabet.to_string(), engine.encode(marker)));
+        for offset in 0..3 {
+            let mut shifted = vec![b'.'; offset];
+            shifted.extend_from_slice(marker.as_bytes());
+            let encoded = engine.encode(&shifted);
+            // Skip the group holding the bytes before the marker, and the last, partial
+            // group, which depends on what follows it.
+            let start = if offset == 0 { 0 } else { 4 };
+            let end = shifted.len() / 3 * 4;
+            forms.push((
+                format!("{alphabet} at offset {offset}"),
+                encoded[start..end].to_string(),
+            ));
+        }
+    }
+    let percent = percent_encoding::utf8_percent_encode(marker, percent_encoding::NON_ALPHANUMERIC)
+        .to_string();
+    forms.push((
+        "percent-encoded, lower-case hex".into(),
+        percent.to_lowercase(),
+    ));
+    forms.push(("percent-encoded".into(), percent));
+    forms
 }
 
 /// An S3 location on the pod's server signed with the marker identity.
@@ -69,21 +107,65 @@ impl Seen {
         ));
     }
 
-    fn assert_clean(&self) {
-        for marker in MARKERS {
-            if let Some(at) = self.0.find(marker) {
-                let from = at.saturating_sub(300);
-                panic!(
-                    "secret {marker:?} leaked:\n...{}",
-                    &self.0[from..(at + 100).min(self.0.len())]
-                );
+    fn assert_clean(&self, markers: &[&str]) {
+        for marker in markers {
+            for (form, needle) in forms(marker) {
+                if let Some(at) = self.0.find(&needle) {
+                    let from = self.0.floor_char_boundary(at.saturating_sub(300));
+                    let to = self.0.ceil_char_boundary((at + 100).min(self.0.len()));
+                    panic!(
+                        "secret {marker:?} leaked ({form}: {needle}):\n...{}",
+                        &self.0[from..to]
+                    );
+                }
             }
         }
     }
 }
 
+#[test]
+fn every_form_of_a_marker_is_found_where_it_is_encoded() {
+    let marker = "marker-probe-3c1d";
+    for prefix in ["", "u", "us", "use"] {
+        let pair = format!("{prefix}:{marker}:tail");
+        for encoded in [STANDARD.encode(&pair), URL_SAFE_NO_PAD.encode(&pair)] {
+            let seen = Seen(format!("Authorization: Basic {encoded}"));
+            let caught = std::panic::catch_unwind(|| seen.assert_clean(&[marker]));
+            assert!(caught.is_err(), "{pair:?} as {encoded}");
+        }
+    }
+    let query = format!(
+        "?password={}",
+        percent_encoding::utf8_percent_encode(marker, percent_encoding::NON_ALPHANUMERIC)
+    );
+    assert!(std::panic::catch_unwind(|| Seen(query.clone()).assert_clean(&[marker])).is_err());
+    Seen("nothing to see".into()).assert_clean(&[marker]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn no_secret_reaches_any_output_at_debug_level_in_success_or_failure() {
+    run_every_scenario(&[]).await.assert_clean(&MARKERS);
+}
+
+/// With every library at trace level the S3 access key id may be printed: it is an
+/// identifier (it travels in every signed request's `Authorization` header and in CloudTrail
+/// records), not a secret; the secret key, the passwords and the signatures never are.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_reaches_any_output_with_every_library_logging_at_trace_level() {
+    let seen = run_every_scenario(&[("ARGOEXEC_LOG", "trace")]).await;
+    // The libraries did log at trace level: aws_sigv4 signing, aws_smithy_runtime sending.
+    for library_line in ["msg=\"signing request\"", "msg=\"transmitting request\""] {
+        assert!(
+            seen.0.contains(library_line),
+            "no {library_line:?} in the logs"
+        );
+    }
+    seen.assert_clean(&MARKERS[1..]);
+}
+
+/// `wait` saves and `init` loads artifacts with marker secrets, successes and failures, with
+/// `log_env` added to every run; returns everything the runs left behind.
+async fn run_every_scenario(log_env: &[(&str, &str)]) -> Seen {
     let s = PodWithApi::start("argo").await;
     let pod = &s.pod;
     pod.write_secret("marked", "access", MARKER_ACCESS_KEY);
@@ -122,7 +204,7 @@ async fn no_secret_reaches_any_output_at_debug_level_in_success_or_failure() {
     pod.stage_wait(&produce);
     let mut args = vec!["wait"];
     args.extend(DEBUG_TEXT);
-    let out = pod.argoexec(&args, &env).await;
+    let out = pod.argoexec(&args, &[&env[..], log_env].concat()).await;
     assert_ok(&out);
     seen.run("wait", &out, pod);
     assert!(pod.get("scan/big.bin").await == Some(big.clone()), "saved");
@@ -150,7 +232,12 @@ async fn no_secret_reaches_any_output_at_debug_level_in_success_or_failure() {
     let t = consume.to_string();
     let mut args = vec!["init"];
     args.extend(DEBUG_JSON);
-    let out = pod.argoexec(&args, &[("ARGO_TEMPLATE", &t)]).await;
+    let out = pod
+        .argoexec(
+            &args,
+            &[&[("ARGO_TEMPLATE", t.as_str())][..], log_env].concat(),
+        )
+        .await;
     assert_ok(&out);
     seen.run("init", &out, pod);
     assert!(std::fs::read(pod.roots().input_artifact("big")).expect("big") == big);
@@ -168,7 +255,14 @@ async fn no_secret_reaches_any_output_at_debug_level_in_success_or_failure() {
         let out = pod
             .argoexec(
                 &args,
-                &[("ARGO_TEMPLATE", &t), ("EXECUTOR_RETRY_BACKOFF_STEPS", "2")],
+                &[
+                    &[
+                        ("ARGO_TEMPLATE", t.as_str()),
+                        ("EXECUTOR_RETRY_BACKOFF_STEPS", "2"),
+                    ][..],
+                    log_env,
+                ]
+                .concat(),
             )
             .await;
         assert_eq!(out.status.code(), Some(64), "the failure happened");
@@ -192,5 +286,5 @@ async fn no_secret_reaches_any_output_at_debug_level_in_success_or_failure() {
         "the outputs were reported: {api:?}"
     );
     seen.0.push_str(&api.join("\n"));
-    seen.assert_clean();
+    seen
 }

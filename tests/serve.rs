@@ -1,12 +1,14 @@
 //! `argoexec serve` as the real process over the loopback S3 server: ranges (206, 416),
 //! conditional requests, listing, refusal of keys outside the repository, no secrets in logs,
-//! and a 2 GiB object streamed with flat memory.
+//! a 2 GiB object streamed with flat memory, and its exposure: bearer tokens, stalled clients
+//! (their share of the budget, the idle timeout), the connection limit.
 
 mod support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,14 +20,15 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use support::s3_server::{ACCESS_KEY, SECRET_KEY};
 use support::{BUCKET, SECRET_NAME, TestPod, pseudo_random};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// A running `argoexec serve`, stopped (SIGKILL) when dropped.
 struct Served {
     addr: SocketAddr,
     child: tokio::process::Child,
-    /// Everything it logs, drained as it comes so the pipe never fills and blocks it.
-    log: tokio::task::JoinHandle<String>,
+    /// Everything it logged so far, drained as it comes so the pipe never fills and blocks it.
+    log: Arc<Mutex<String>>,
+    drained: tokio::task::JoinHandle<()>,
 }
 
 impl Served {
@@ -34,6 +37,15 @@ impl Served {
     }
 
     async fn start_with(pod: &TestPod, repository: &std::path::Path, extra: &[&str]) -> Self {
+        Self::launch(pod, repository, extra, &[]).await
+    }
+
+    async fn launch(
+        pod: &TestPod,
+        repository: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let repo = repository.to_string_lossy().into_owned();
         let mut args = vec![
             "serve",
@@ -46,7 +58,7 @@ impl Served {
         ];
         args.extend_from_slice(extra);
         let mut child = pod
-            .command(&args, &[])
+            .command(&args, env)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -67,13 +79,36 @@ impl Served {
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no address in {first:?}"));
         assert!(first.starts_with("serving s3://argo-artifacts/"), "{first}");
-        let mut stderr = child.stderr.take().expect("stderr");
-        let log = tokio::spawn(async move {
-            let mut log = String::new();
-            let _ = stderr.read_to_string(&mut log).await;
-            log
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&log);
+        let drained = tokio::spawn(async move {
+            let mut line = String::new();
+            while matches!(stderr.read_line(&mut line).await, Ok(n) if n > 0) {
+                sink.lock().expect("log").push_str(&line);
+                line.clear();
+            }
         });
-        Self { addr, child, log }
+        Self {
+            addr,
+            child,
+            log,
+            drained,
+        }
+    }
+
+    /// Waits (at most a minute) until the server has logged a line holding `needle`.
+    async fn wait_for_log(&self, needle: &str) {
+        for _ in 0..600 {
+            if self.log.lock().expect("log").contains(needle) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the server never logged {needle:?}:\n{}",
+            self.log.lock().expect("log")
+        );
     }
 
     /// Stops the server (SIGTERM) and returns what it logged.
@@ -89,7 +124,8 @@ impl Served {
             .expect("serve stopped in time")
             .expect("wait");
         assert!(status.success(), "serve exits 0 on SIGTERM: {status:?}");
-        self.log.await.expect("log")
+        self.drained.await.expect("log drained");
+        self.log.lock().expect("log").clone()
     }
 }
 
@@ -156,7 +192,11 @@ fn assert_no_secrets(log: &str) {
     assert!(log.contains("request"), "the server logged its requests");
     let leaks: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains(SECRET_KEY) || l.contains(ACCESS_KEY))
+        .filter(|l| {
+            [SECRET_KEY, ACCESS_KEY, TOKEN]
+                .iter()
+                .any(|s| l.contains(s))
+        })
         .collect();
     assert!(
         leaks.is_empty(),
@@ -540,4 +580,253 @@ fn vm_hwm_kib(pid: u32) -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// The bearer token of the tests that set one.
+const TOKEN: &str = "serve-token-marker-71c2e9";
+
+/// A 32 MiB object read in 1 MiB chunks, 4 in flight: a 6 MiB budget.
+const SMALL_CHUNKS: [(&str, &str); 2] = [
+    ("ARGOEXEC_DOWNLOAD_CHUNK_MIB", "1"),
+    ("ARGOEXEC_CONCURRENCY", "4"),
+];
+const BIG_KEY: &str = "art/wf/pod/big.bin";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bearer_token_is_required_when_one_is_set() {
+    let pod = TestPod::new().await;
+    pod.put("art/wf/pod/ok.txt", b"served".to_vec()).await;
+    let token_file = pod.root.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token file");
+    let token_file = token_file.to_string_lossy().into_owned();
+    let served = Served::start(&pod, &["--token-file", &token_file]).await;
+    let at = "/artifacts/art/wf/pod/ok.txt";
+    let bearer = format!("Bearer {TOKEN}");
+
+    for path in [at, "/", "/list/art/", "/artifacts/outside/x"] {
+        let (status, headers, body) = get(served.addr, path, &[]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(
+            header_of(&headers, header::WWW_AUTHENTICATE),
+            "Bearer realm=\"argoexec serve\"",
+            "{path}"
+        );
+        assert!(!String::from_utf8_lossy(&body).contains("served"), "{path}");
+    }
+    for wrong in [
+        format!("Bearer {TOKEN}x"),
+        format!("Bearer {}", &TOKEN[1..]),
+        format!("Basic {TOKEN}"),
+    ] {
+        let (status, headers, _) = get(served.addr, at, &[(header::AUTHORIZATION, &wrong)]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{wrong}");
+        assert!(
+            header_of(&headers, header::WWW_AUTHENTICATE).contains("error=\"invalid_token\""),
+            "{wrong}"
+        );
+    }
+    let (status, _, body) = get(served.addr, at, &[(header::AUTHORIZATION, &bearer)]).await;
+    assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"served"[..]));
+    assert_no_secrets(&served.stop().await);
+
+    // The same token from an environment variable the flag names.
+    let served = Served::launch(
+        &pod,
+        &write_repository(&pod),
+        &["--token-env", "SERVE_TOKEN"],
+        &[("SERVE_TOKEN", TOKEN)],
+    )
+    .await;
+    let (status, _, _) = get(served.addr, at, &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, body) = get(served.addr, at, &[(header::AUTHORIZATION, &bearer)]).await;
+    assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"served"[..]));
+    assert_no_secrets(&served.stop().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_only_loopback_addresses_are_served() {
+    let pod = TestPod::new().await;
+    let repo = write_repository(&pod);
+    let repo = repo.to_string_lossy();
+    // A documentation address (RFC 5737): refused before anything binds.
+    let out = pod
+        .argoexec(
+            &["serve", "--repository", &repo, "--listen", "192.0.2.1:2747"],
+            &[],
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(64));
+    let log = pod.termination_log();
+    assert!(
+        log.contains("--listen 192.0.2.1:2747 is not a loopback address")
+            && log.contains("--token-file"),
+        "{log}"
+    );
+    assert!(out.stdout.is_empty(), "nothing was served");
+
+    // An empty token is no token.
+    let out = pod
+        .argoexec(
+            &["serve", "--repository", &repo, "--token-env", "SERVE_TOKEN"],
+            &[("SERVE_TOKEN", " ")],
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        pod.termination_log().contains("--token-env SERVE_TOKEN"),
+        "{}",
+        pod.termination_log()
+    );
+}
+
+/// A client that asks for `path` and, once the body has started, reads nothing more: its
+/// small receive buffer fills and the server's writes stall. Returns the socket and the body
+/// bytes it received.
+async fn stalled_reader(addr: SocketAddr, path: &str) -> (tokio::net::TcpStream, usize) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("receive buffer");
+    let mut stream = socket.connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("request");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    let body_start = tokio::time::timeout(Duration::from_secs(60), async {
+        while seen.len() < 1 << 16 {
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed before the body started");
+            seen.extend_from_slice(&buf[..n]);
+            if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n")
+                && seen.len() > end + 4
+            {
+                return end + 4;
+            }
+        }
+        panic!("no body after 64 KiB");
+    })
+    .await
+    .expect("the body started in time");
+    assert!(seen.starts_with(b"HTTP/1.1 200"), "{:?}", &seen[..12]);
+    (stream, seen.len() - body_start)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_stop_reading_do_not_starve_a_fresh_reader() {
+    let pod = TestPod::new().await;
+    let data = pseudo_random(32 << 20, 5);
+    pod.put(BIG_KEY, data.clone()).await;
+    // Each connection may hold one chunk of the 6 MiB budget; neither timeout may free the
+    // stalled clients' memory during the test.
+    let served = Served::launch(
+        &pod,
+        &write_repository(&pod),
+        &[
+            "--connection-budget-mib",
+            "1",
+            "--idle-timeout",
+            "10m",
+            "--connection-timeout",
+            "1h",
+        ],
+        &SMALL_CHUNKS,
+    )
+    .await;
+    let at = format!("/artifacts/{BIG_KEY}");
+    // Without a share each, three stalled clients hold the whole budget: the third body
+    // never starts, nor does the fresh reader's.
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        stalled.push(stalled_reader(served.addr, &at).await.0);
+    }
+    let (status, _, body) = get(served.addr, &at, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == data, "the fresh reader got the whole object");
+    // The stalled clients are still connected, their bodies still pending.
+    for mut client in stalled {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(60), client.read(&mut buf))
+            .await
+            .expect("read in time")
+            .expect("read");
+        assert!(n > 0, "the stalled connection was still open");
+    }
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_where_nothing_moves_is_closed_after_the_idle_timeout() {
+    let pod = TestPod::new().await;
+    let data = pseudo_random(32 << 20, 6);
+    pod.put(BIG_KEY, data).await;
+    let served = Served::launch(
+        &pod,
+        &write_repository(&pod),
+        &["--idle-timeout", "1s"],
+        &SMALL_CHUNKS,
+    )
+    .await;
+    let (mut client, mut received) =
+        stalled_reader(served.addr, &format!("/artifacts/{BIG_KEY}")).await;
+    served.wait_for_log("closed a connection idle").await;
+    // What was already on its way arrives, then the connection ends short of the object.
+    let mut buf = vec![0u8; 1 << 16];
+    let drained = tokio::time::timeout(Duration::from_secs(60), async {
+        for _ in 0..(32 << 20) / 1024 {
+            match client.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received += n,
+            }
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the connection was closed");
+    assert!(
+        received < 32 << 20,
+        "closed before the whole body: {received} bytes"
+    );
+    served.stop().await;
+}
+
+/// A kept-alive connection that has been answered once, held open until dropped.
+async fn held_connection(
+    addr: SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = Request::get("/")
+        .header(header::HOST, addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let response = tokio::time::timeout(Duration::from_secs(60), sender.send_request(req))
+        .await
+        .expect("answered in time")
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    sender
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_answered_503() {
+    let pod = TestPod::new().await;
+    let served = Served::start(&pod, &["--max-connections", "2", "--idle-timeout", "10m"]).await;
+    let first = held_connection(served.addr).await;
+    let _second = held_connection(served.addr).await;
+    let (status, headers, _) = get(served.addr, "/", &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header_of(&headers, header::RETRY_AFTER), "1");
+    // A closed connection frees its place (once the server has seen it close).
+    drop(first);
+    let mut answered = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..300 {
+        answered = get(served.addr, "/", &[]).await.0;
+        if answered == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(answered, StatusCode::OK);
+    served.stop().await;
 }

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -101,13 +102,42 @@ pub struct ServeArgs {
     /// `workflows.argoproj.io/default-artifact-repository` annotation names).
     #[arg(long)]
     pub key: Option<String>,
-    /// Address to listen on. Loopback by default: the server has no authentication.
+    /// Address to listen on. A non-loopback address needs `--token-file` or `--token-env`.
     #[arg(long, env = "ARGOEXEC_SERVE_LISTEN", default_value = "127.0.0.1:2747")]
     pub listen: SocketAddr,
     /// Serve only keys starting with this (it must lie below the repository's own prefix, the
     /// literal start of its key format).
     #[arg(long)]
     pub prefix: Option<String>,
+    /// A file holding the token every request must carry (`Authorization: Bearer <token>`);
+    /// surrounding whitespace is ignored.
+    #[arg(long, env = "ARGOEXEC_SERVE_TOKEN_FILE", conflicts_with = "token_env")]
+    pub token_file: Option<PathBuf>,
+    /// The name of an environment variable holding the bearer token (instead of a file).
+    #[arg(long)]
+    pub token_env: Option<String>,
+    /// Close a connection when no byte has moved either way for this long (Go duration): a
+    /// client that stops reading, or sends nothing.
+    #[arg(long, env = "ARGOEXEC_SERVE_IDLE_TIMEOUT", default_value = "60s", value_parser = go_duration)]
+    pub idle_timeout: Duration,
+    /// Close a connection this long after it was accepted, whatever it is doing (Go duration).
+    #[arg(long, env = "ARGOEXEC_SERVE_CONNECTION_TIMEOUT", default_value = "1h", value_parser = go_duration)]
+    pub connection_timeout: Duration,
+    /// Connections served at once; more are answered 503.
+    #[arg(long, env = "ARGOEXEC_SERVE_MAX_CONNECTIONS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub max_connections: u32,
+    /// Download memory one connection may hold, in MiB (default: two download chunks, 8 MiB).
+    #[arg(long, env = "ARGOEXEC_SERVE_CONNECTION_BUDGET_MIB",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub connection_budget_mib: Option<u64>,
+}
+
+/// A positive Go duration (`90s`, `1m30s`, `500ms`).
+fn go_duration(s: &str) -> Result<Duration, String> {
+    crate::contract::parse_go_duration(s)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s:?} is not a positive Go duration (e.g. 90s, 1m30s, 500ms)"))
 }
 
 #[derive(Debug, Subcommand)]

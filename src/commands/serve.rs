@@ -11,11 +11,22 @@
 //! segments and NUL bytes are refused with 400; keys outside the served prefix (the literal
 //! start of the repository's key format, or `--prefix` below it) with 403. Logs name the
 //! request line and status only: no headers, no credentials.
+//!
+//! Exposure: with `--token-file`/`--token-env` every request must carry the bearer token (else
+//! 401); without one the server refuses to listen anywhere but on loopback. Each connection is
+//! closed when nothing moves for `--idle-timeout` (a client that stops reading its response
+//! holds its buffers until then) and after `--connection-timeout` in all; past
+//! `--max-connections` clients are answered 503; and each connection holds at most its
+//! `--connection-budget-mib` share of the download budget, so a few stalled clients cannot
+//! starve the others.
 
 use std::convert::Infallible;
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,8 +39,12 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use super::cli::ServeArgs;
 use super::{CommandError, Pod};
@@ -38,22 +53,50 @@ use crate::model::{ArtifactRepository, ArtifactRepositoryRef};
 use crate::repository::{ConfigMapData, ConfigMaps, Resolver};
 use crate::storage::{self, Driver, ObjectMeta};
 use crate::stream::{ByteRange, StreamError, Streamer};
+use crate::transfer::TransferConfig;
 
-/// Connections served at once; more wait to be accepted.
-const MAX_CONNECTIONS: usize = 256;
-/// How long a client may take to send its request headers.
+/// How long a client may take to send its request headers (or the idle timeout, if shorter).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Body = UnsyncBoxBody<Bytes, io::Error>;
 
 struct Server {
     driver: Arc<dyn Driver>,
+    /// The download budget of every connection together; each gets a share of it.
     streamer: Streamer,
     /// Every key served starts with this.
     prefix: String,
+    /// Required of every request when set.
+    token: Option<Token>,
+}
+
+/// How long connections live, how many are served, and how much memory each may hold.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    idle: Duration,
+    lifetime: Duration,
+    max_connections: usize,
+    connection_budget: u64,
+}
+
+impl Limits {
+    fn new(args: &ServeArgs, transfer: &TransferConfig) -> Self {
+        Self {
+            idle: args.idle_timeout,
+            lifetime: args.connection_timeout,
+            max_connections: args.max_connections as usize,
+            connection_budget: args
+                .connection_budget_mib
+                .map_or(2 * transfer.download_chunk, |mib| {
+                    mib.saturating_mul(1 << 20)
+                }),
+        }
+    }
 }
 
 pub async fn run(pod: &Pod, args: &ServeArgs) -> Result<(), CommandError> {
+    let token = bearer_token(args)?;
+    check_exposure(args.listen, token.is_some())?;
     let repository = load_repository(args)?;
     let location = repository.to_location().ok_or_else(|| {
         CommandError::failed(format!(
@@ -84,21 +127,78 @@ pub async fn run(pod: &Pod, args: &ServeArgs) -> Result<(), CommandError> {
     let addr = listener
         .local_addr()
         .map_err(|e| CommandError::failed(format!("listening address: {e}")))?;
-    if !addr.ip().is_loopback() {
-        tracing::warn!(%addr, "serving artifacts without authentication on a non-loopback address");
-    }
     // The first line of stdout tells scripts (and tests) where to connect.
     println!(
         "serving {}/{prefix} on http://{addr}",
         driver.describe().trim_end_matches('/')
     );
-    tracing::info!(repository = driver.describe(), prefix, %addr, "serving artifacts");
+    tracing::info!(
+        repository = driver.describe(),
+        prefix,
+        %addr,
+        bearer_token = token.is_some(),
+        "serving artifacts"
+    );
     let server = Arc::new(Server {
         driver,
         streamer: Streamer::new(pod.transfer.clone()),
         prefix,
+        token,
     });
-    accept_until_stopped(listener, server).await
+    accept_until_stopped(listener, server, Limits::new(args, &pod.transfer)).await
+}
+
+/// The token of `--token-file` or `--token-env`, when one is given.
+fn bearer_token(args: &ServeArgs) -> Result<Option<Token>, CommandError> {
+    let (text, source) = if let Some(path) = &args.token_file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            CommandError::failed(format!("cannot read --token-file {}: {e}", path.display()))
+        })?;
+        (text, format!("--token-file {}", path.display()))
+    } else if let Some(name) = &args.token_env {
+        let text = std::env::var(name).unwrap_or_default();
+        (text, format!("--token-env {name}"))
+    } else {
+        return Ok(None);
+    };
+    let token = text.trim();
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(CommandError::failed(format!(
+            "{source}: the token must be non-empty printable ASCII without spaces"
+        )));
+    }
+    Ok(Some(Token::new(token)))
+}
+
+/// Refuses to serve without authentication anywhere but on loopback, before anything listens.
+fn check_exposure(listen: SocketAddr, authenticated: bool) -> Result<(), CommandError> {
+    if authenticated || listen.ip().is_loopback() {
+        return Ok(());
+    }
+    Err(CommandError::failed(format!(
+        "--listen {listen} is not a loopback address: set --token-file (or --token-env) so \
+         that clients must send a bearer token, or listen on 127.0.0.1"
+    )))
+}
+
+/// The bearer token, kept as its SHA-256 digest: compared in constant time whatever the length
+/// of what a client sends, and never printable.
+struct Token([u8; 32]);
+
+impl Token {
+    fn new(token: &str) -> Self {
+        Self(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// Whether an `Authorization` header carries this token (`Bearer` in any case, RFC 6750).
+    fn admits(&self, authorization: Option<&str>) -> bool {
+        let Some((scheme, credentials)) = authorization.and_then(|v| v.trim().split_once(' '))
+        else {
+            return false;
+        };
+        let digest: [u8; 32] = Sha256::digest(credentials.trim().as_bytes()).into();
+        scheme.eq_ignore_ascii_case("bearer") && bool::from(digest.ct_eq(&self.0))
+    }
 }
 
 /// Reads `--repository`: one repository, or a ConfigMap manifest whose entry is chosen by
@@ -141,17 +241,15 @@ fn load_repository(args: &ServeArgs) -> Result<ArtifactRepository, CommandError>
 async fn accept_until_stopped(
     listener: TcpListener,
     server: Arc<Server>,
+    limits: Limits,
 ) -> Result<(), CommandError> {
-    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    // Refusing costs a little too: as many refusals in flight as connections, then the
+    // connections beyond are closed unanswered.
+    let refusals = Arc::new(Semaphore::new(limits.max_connections));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| CommandError::failed(format!("cannot watch SIGTERM: {e}")))?;
     loop {
-        let permit = tokio::select! {
-            _ = terminate.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-            permit = Arc::clone(&connections).acquire_owned() => permit,
-        };
-        let Ok(permit) = permit else { break };
         let (stream, peer) = tokio::select! {
             _ = terminate.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
@@ -163,36 +261,201 @@ async fn accept_until_stopped(
                 }
             },
         };
-        let server = Arc::clone(&server);
-        tokio::spawn(async move {
-            let _permit = permit;
-            let service = service_fn(move |req| {
-                let server = Arc::clone(&server);
-                async move { Ok::<_, Infallible>(handle(&server, peer, req).await) }
-            });
-            let served = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = served {
-                tracing::debug!(%peer, error = %e, "connection ended");
-            }
-        });
+        if let Ok(permit) = Arc::clone(&connections).try_acquire_owned() {
+            let server = Arc::clone(&server);
+            tokio::spawn(serve_connection(server, stream, peer, limits, permit));
+        } else if let Ok(slot) = Arc::clone(&refusals).try_acquire_owned() {
+            tokio::spawn(refuse_busy(stream, peer, limits, slot));
+        }
     }
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn handle(server: &Server, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+/// hyper's HTTP/1 server with the header timeout.
+fn http1(limits: &Limits) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.idle.min(HEADER_TIMEOUT));
+    builder
+}
+
+/// Serves one connection until the client is done with it, nothing moves on it for the idle
+/// timeout, or it reaches the connection timeout; its streams share one slice of the budget.
+async fn serve_connection(
+    server: Arc<Server>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    limits: Limits,
+    _permit: OwnedSemaphorePermit,
+) {
+    let streamer = server.streamer.share(limits.connection_budget);
+    let service = service_fn(move |req| {
+        let server = Arc::clone(&server);
+        let streamer = streamer.clone();
+        async move { Ok::<_, Infallible>(handle(&server, &streamer, peer, req).await) }
+    });
+    let activity = Arc::new(Activity::new());
+    let socket = Watched {
+        stream,
+        activity: Arc::clone(&activity),
+    };
+    tokio::select! {
+        served = http1(&limits).serve_connection(TokioIo::new(socket), service) => {
+            if let Err(e) = served {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+        }
+        () = activity.quiet_for(limits.idle) => {
+            tracing::info!(%peer, "closed a connection idle for the whole --idle-timeout");
+        }
+        () = tokio::time::sleep(limits.lifetime) => {
+            tracing::info!(%peer, "closed a connection open for the whole --connection-timeout");
+        }
+    }
+}
+
+/// Answers a connection beyond `--max-connections` with 503 and closes it.
+async fn refuse_busy(
+    stream: TcpStream,
+    peer: SocketAddr,
+    limits: Limits,
+    _slot: OwnedSemaphorePermit,
+) {
+    tracing::debug!(%peer, "connection limit reached: answering 503");
+    let service = service_fn(|_req| async {
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections, try again later",
+        );
+        set(&mut r, header::RETRY_AFTER, "1");
+        Ok::<_, Infallible>(r)
+    });
+    let refused = http1(&limits)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(limits.idle.min(HEADER_TIMEOUT), refused).await;
+}
+
+/// When bytes last moved on a connection.
+#[derive(Debug)]
+struct Activity {
+    opened: Instant,
+    /// Milliseconds from `opened` to the last move.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            opened: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Returns once nothing has moved for `idle`.
+    async fn quiet_for(&self, idle: Duration) {
+        loop {
+            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let quiet = self.opened.elapsed().saturating_sub(last);
+            if quiet >= idle {
+                return;
+            }
+            tokio::time::sleep(idle - quiet).await;
+        }
+    }
+}
+
+/// A connection's socket noting when bytes move either way. hyper waits without end for a
+/// client that stops reading its response (the body is only polled once the socket takes
+/// more); this is what finds such a connection.
+struct Watched {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl Watched {
+    fn noted(&self, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        written
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        read
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.noted(written)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let written = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.noted(written)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+async fn handle(
+    server: &Server,
+    streamer: &Streamer,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let response = route(server, &req).await;
+    let response = route(server, streamer, &req).await;
     tracing::info!(%peer, %method, path, status = response.status().as_u16(), "request");
     response
 }
 
-async fn route(server: &Server, req: &Request<Incoming>) -> Response<Body> {
+async fn route(server: &Server, streamer: &Streamer, req: &Request<Incoming>) -> Response<Body> {
+    let authorization = header_str(req, header::AUTHORIZATION);
+    if let Some(token) = &server.token
+        && !token.admits(authorization)
+    {
+        return unauthorized(authorization.is_some());
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -215,7 +478,7 @@ async fn route(server: &Server, req: &Request<Incoming>) -> Response<Body> {
     }
     if let Some(raw) = path.strip_prefix("/artifacts/") {
         return match server.checked(raw, false) {
-            Ok(key) => object(server, req, &key).await,
+            Ok(key) => object(server, streamer, req, &key).await,
             Err((status, why)) => error(status, why),
         };
     }
@@ -281,7 +544,12 @@ fn header_str(req: &Request<Incoming>, name: header::HeaderName) -> Option<&str>
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn object(server: &Server, req: &Request<Incoming>, key: &str) -> Response<Body> {
+async fn object(
+    server: &Server,
+    streamer: &Streamer,
+    req: &Request<Incoming>,
+    key: &str,
+) -> Response<Body> {
     let meta = match server.driver.head(key).await {
         Ok(meta) => meta,
         Err(e) => return storage_error(&StreamError::Storage(e)),
@@ -314,8 +582,7 @@ async fn object(server: &Server, req: &Request<Incoming>, key: &str) -> Response
     let mut response = if req.method() == Method::HEAD {
         empty(status_for(partial))
     } else {
-        match server
-            .streamer
+        match streamer
             .open_known(Arc::clone(&server.driver), key, meta.clone(), range)
             .await
         {
@@ -369,6 +636,18 @@ fn status_for(partial: bool) -> StatusCode {
     } else {
         StatusCode::OK
     }
+}
+
+/// 401 with the challenge RFC 6750 describes; `invalid_token` when credentials were sent.
+fn unauthorized(credentials_sent: bool) -> Response<Body> {
+    let mut r = error(StatusCode::UNAUTHORIZED, "a bearer token is required");
+    let challenge = if credentials_sent {
+        "Bearer realm=\"argoexec serve\", error=\"invalid_token\""
+    } else {
+        "Bearer realm=\"argoexec serve\""
+    };
+    set(&mut r, header::WWW_AUTHENTICATE, challenge);
+    r
 }
 
 fn unsatisfiable(size: u64) -> Response<Body> {
@@ -462,6 +741,38 @@ mod tests {
             "./a",
         ] {
             assert!(valid_key(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_loopback_may_listen_without_a_token() {
+        for loopback in ["127.0.0.1:2747", "127.0.0.2:80", "[::1]:2747"] {
+            let addr = loopback.parse().expect("address");
+            assert!(check_exposure(addr, false).is_ok(), "{loopback}");
+        }
+        for exposed in ["0.0.0.0:2747", "[::]:2747", "10.1.2.3:2747"] {
+            let addr = exposed.parse().expect("address");
+            let refused = check_exposure(addr, false).expect_err(exposed).to_string();
+            assert!(refused.contains("--token-file"), "{refused}");
+            assert!(check_exposure(addr, true).is_ok(), "{exposed} with a token");
+        }
+    }
+
+    #[test]
+    fn a_token_admits_exactly_its_bearer() {
+        let token = Token::new("s3cr3t-t0ken");
+        assert!(token.admits(Some("Bearer s3cr3t-t0ken")));
+        assert!(token.admits(Some("bearer  s3cr3t-t0ken ")));
+        for refused in [
+            None,
+            Some(""),
+            Some("Bearer"),
+            Some("Bearer s3cr3t-t0ke"),
+            Some("Bearer s3cr3t-t0ken2"),
+            Some("Basic s3cr3t-t0ken"),
+            Some("s3cr3t-t0ken"),
+        ] {
+            assert!(!token.admits(refused), "{refused:?}");
         }
     }
 }

@@ -16,15 +16,20 @@ const UNIT: u64 = 64 * 1024;
 /// Bytes of buffers that may exist at once.
 #[derive(Debug, Clone)]
 pub struct Budget {
+    pool: Pool,
+    /// For a [`Budget::share`]: its own limit, paid before the pool it is carved from.
+    cap: Option<Pool>,
+}
+
+/// One semaphore of budget units.
+#[derive(Debug, Clone)]
+struct Pool {
     units: Arc<Semaphore>,
     total_units: u32,
 }
 
-/// A paid share of the budget; dropping it pays it back.
-pub type Permit = OwnedSemaphorePermit;
-
-impl Budget {
-    pub fn new(bytes: u64) -> Self {
+impl Pool {
+    fn new(bytes: u64) -> Self {
         let total_units = bytes.div_ceil(UNIT).clamp(1, u64::from(u32::MAX >> 4)) as u32;
         Self {
             units: Arc::new(Semaphore::new(total_units as usize)),
@@ -32,18 +37,55 @@ impl Budget {
         }
     }
 
-    fn units(&self, bytes: u64) -> u32 {
-        (bytes.div_ceil(UNIT).max(1) as u32).min(self.total_units)
+    /// Waits for the units of `bytes`; a request above the whole pool waits for all of it.
+    async fn acquire(&self, bytes: u64) -> io::Result<OwnedSemaphorePermit> {
+        let units = (bytes.div_ceil(UNIT).max(1) as u32).min(self.total_units);
+        self.units
+            .clone()
+            .acquire_many_owned(units)
+            .await
+            .map_err(|_| io::Error::other("transfer budget closed"))
+    }
+}
+
+/// A paid share of the budget; dropping it pays it back.
+#[derive(Debug)]
+pub struct Permit {
+    _pool: OwnedSemaphorePermit,
+    _cap: Option<OwnedSemaphorePermit>,
+}
+
+impl Budget {
+    pub fn new(bytes: u64) -> Self {
+        Self {
+            pool: Pool::new(bytes),
+            cap: None,
+        }
+    }
+
+    /// A budget drawing on this one but never holding more than `bytes` of it. A server gives
+    /// one to each client: the buffers of a client that stops reading stay held until it reads
+    /// again, and this bounds them, so a few stalled clients cannot take the whole budget from
+    /// the others.
+    pub fn share(&self, bytes: u64) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            cap: Some(Pool::new(bytes)),
+        }
     }
 
     /// Waits until `bytes` of budget are free. A request above the whole budget waits for all
-    /// of it, so a single oversized buffer still makes progress.
+    /// of it, so a single oversized buffer still makes progress. A share is paid first, so a
+    /// client at its limit waits on its own share and never queues for the common pool.
     pub async fn acquire(&self, bytes: u64) -> io::Result<Permit> {
-        self.units
-            .clone()
-            .acquire_many_owned(self.units(bytes))
-            .await
-            .map_err(|_| io::Error::other("transfer budget closed"))
+        let cap = match &self.cap {
+            Some(cap) => Some(cap.acquire(bytes).await?),
+            None => None,
+        };
+        Ok(Permit {
+            _pool: self.pool.acquire(bytes).await?,
+            _cap: cap,
+        })
     }
 
     /// [`Budget::acquire`] from a blocking (non-async) thread.
@@ -69,5 +111,21 @@ mod tests {
             .await
             .expect("capped at the whole budget");
         drop(big);
+    }
+
+    #[tokio::test]
+    async fn a_share_holds_at_most_its_limit_and_leaves_the_rest_to_others() {
+        let b = Budget::new(4 * UNIT);
+        let stalled = b.share(2 * UNIT);
+        let held = [
+            stalled.acquire(UNIT).await.expect("within the share"),
+            stalled.acquire(UNIT).await.expect("within the share"),
+        ];
+        let over_share =
+            tokio::time::timeout(std::time::Duration::from_millis(50), stalled.acquire(UNIT));
+        assert!(over_share.await.is_err(), "a share waits at its limit");
+        let other = b.share(2 * UNIT);
+        let fresh = other.acquire(2 * UNIT).await.expect("the rest is free");
+        drop((held, fresh));
     }
 }

@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use tokio::runtime::Handle;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::budget::Budget;
+use super::budget::{Budget, Permit};
 use super::config::TransferConfig;
 use super::parts::PartPlan;
 use super::progress::Progress;
@@ -37,7 +37,7 @@ struct PartMsg {
     part: Part,
     /// Set on the final part: the producer finished cleanly.
     last: bool,
-    _permit: OwnedSemaphorePermit,
+    _permit: Permit,
 }
 
 /// What an upload did.
@@ -60,7 +60,7 @@ pub struct PartWriter {
     plan: PartPlan,
     number: u32,
     buf: Buffer,
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<Permit>,
     remaining: Option<u64>,
     tx: Option<mpsc::Sender<PartMsg>>,
     budget: Budget,
