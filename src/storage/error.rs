@@ -328,15 +328,16 @@ mod tests {
             addr
         }
 
+        /// The timeout of a request to a server that never answers; the others get 10 s, as
+        /// a TLS handshake on a loaded machine may take a while.
+        const STALL_TIMEOUT: Duration = Duration::from_millis(200);
+
         fn client() -> reqwest::Client {
-            reqwest::Client::builder()
-                .timeout(Duration::from_millis(200))
-                .build()
-                .expect("client")
+            reqwest::Client::builder().build().expect("client")
         }
 
-        async fn failure_of(url: String) -> reqwest::Error {
-            match client().get(url).send().await {
+        async fn failure_of(url: String, timeout: Duration) -> reqwest::Error {
+            match client().get(url).timeout(timeout).send().await {
                 Ok(res) => match res.error_for_status() {
                     Ok(res) => res.bytes().await.expect_err("the body fails"),
                     Err(e) => e,
@@ -346,8 +347,12 @@ mod tests {
         }
 
         async fn kind_of_answer(answer: Answer) -> ErrorKind {
+            let timeout = match answer {
+                Answer::Nothing => STALL_TIMEOUT,
+                Answer::Bytes(_) => Duration::from_secs(10),
+            };
             let addr = serve_once(answer).await;
-            classify_reqwest(&failure_of(format!("http://{addr}/k")).await)
+            classify_reqwest(&failure_of(format!("http://{addr}/k"), timeout).await)
         }
 
         async fn kind_of_status(status: &str) -> ErrorKind {
@@ -360,7 +365,11 @@ mod tests {
             let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             let port = closed.local_addr().expect("addr").port();
             drop(closed);
-            let refused = failure_of(format!("http://127.0.0.1:{port}/k")).await;
+            let refused = failure_of(
+                format!("http://127.0.0.1:{port}/k"),
+                Duration::from_secs(10),
+            )
+            .await;
             assert!(refused.is_connect(), "{refused:?}");
             assert_eq!(classify_reqwest(&refused), ErrorKind::Network);
 
@@ -390,7 +399,7 @@ mod tests {
 
             // A TLS client meeting a server that speaks plain HTTP.
             let addr = serve_once(Answer::Bytes("HTTP/1.1 400 Bad Request\r\n\r\n".into())).await;
-            let tls = failure_of(format!("https://{addr}/k")).await;
+            let tls = failure_of(format!("https://{addr}/k"), Duration::from_secs(10)).await;
             assert!(is_tls_failure(&tls), "{tls:?}");
             assert_eq!(classify_reqwest(&tls), ErrorKind::Request);
         }
