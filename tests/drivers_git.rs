@@ -11,8 +11,8 @@ use std::path::Path;
 use argoexec::model::{ArtifactLocation, GitArtifact};
 use argoexec::storage::{self, Secrets};
 use serde_json::{Value, json};
-use support::TestPod;
 use support::git_server::{GitFixture, GitHttpServer, git};
+use support::{LOG_OPTS, TestPod, failure};
 
 fn git_loc(v: Value) -> GitArtifact {
     serde_json::from_value(v).expect("git location")
@@ -254,4 +254,82 @@ async fn wait_reports_a_git_output_as_unsupported() {
         // location has no key, so Argo looks for the archive location's, and there is none.
         "key unsupported: cannot get key for artifact location, because it is invalid; "
     );
+}
+
+/// A TCP server on 127.0.0.1 that accepts connections and never sends a byte.
+async fn silent_server() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        // A clone opens a few connections; the task ends with the test's runtime.
+        let mut held = Vec::new();
+        while held.len() < 16 {
+            let Ok((conn, _)) = listener.accept().await else {
+                break;
+            };
+            held.push(conn);
+        }
+        std::future::pending::<()>().await;
+    });
+    addr
+}
+
+/// `init` with one git input from `repo`, killed (and the test failed) after `bound`.
+async fn init_git(
+    pod: &TestPod,
+    repo: &str,
+    env: &[(&str, &str)],
+    bound: std::time::Duration,
+) -> std::process::Output {
+    let template = json!({"name": "consume", "inputs": {"artifacts": [
+        {"name": "src", "path": "/src", "git": {"repo": repo}}]}})
+    .to_string();
+    let mut env = env.to_vec();
+    env.push(("ARGO_TEMPLATE", &template));
+    let mut args = vec!["init"];
+    args.extend(LOG_OPTS);
+    pod.argoexec_with(&args, &env, bound).await
+}
+
+/// gitoxide sets no timeout on `git://`: only the step's deadline can stop a clone from a
+/// server that never answers, and it does, with exit 64 and a clear message.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clone_from_a_silent_git_server_stops_at_the_deadline() {
+    let pod = TestPod::new().await;
+    let addr = silent_server().await;
+    let deadline = (chrono::Utc::now() + chrono::Duration::seconds(3)).to_rfc3339();
+    let out = init_git(
+        &pod,
+        &format!("git://{addr}/r.git"),
+        &[("ARGO_DEADLINE", &deadline)],
+        std::time::Duration::from_secs(60),
+    )
+    .await;
+    let message = failure(&pod, &out);
+    assert!(
+        message.contains("stopped by the step deadline")
+            && message.contains(&format!("git://{addr}/r.git")),
+        "{message}"
+    );
+}
+
+/// Over HTTP the clone's requests get `ARGOEXEC_READ_TIMEOUT`: a server that accepts and
+/// never answers fails the clone without a deadline. (Before, gitoxide's HTTP client waited
+/// 30 s whatever the setting: the 20 s bound kills such a run.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clone_from_a_silent_http_server_stops_at_the_read_timeout() {
+    let pod = TestPod::new().await;
+    let addr = silent_server().await;
+    let repo = format!("http://{addr}/r.git");
+    let out = init_git(
+        &pod,
+        &repo,
+        &[("ARGOEXEC_READ_TIMEOUT", "1s")],
+        std::time::Duration::from_secs(20),
+    )
+    .await;
+    let message = failure(&pod, &out);
+    assert!(message.contains(&repo), "{message}");
 }

@@ -29,6 +29,8 @@ pub enum ArchiveError {
         "the archive unpacks to more than the limit of {limit} bytes (ARGOEXEC_MAX_UNPACKED_BYTES)"
     )]
     TooLarge { limit: u64 },
+    #[error("the archive has more than {limit} symbolic links, the most one unpack checks")]
+    TooManySymlinks { limit: usize },
     #[error("{context}: {source}")]
     Io {
         context: String,

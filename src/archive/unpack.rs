@@ -39,6 +39,20 @@ pub fn untar<R: Read>(
     dest: &Path,
     max_bytes: Option<u64>,
 ) -> Result<UnpackSummary, ArchiveError> {
+    untar_with_link_limit(src, dest, max_bytes, MAX_SYMLINKS)
+}
+
+/// Symbolic links one unpack may make: each is remembered (its path, entry name and link
+/// text, a few hundred bytes) to be checked again at the end, so an archive with more is
+/// refused rather than let grow that list without end (tens of MiB at this bound).
+pub const MAX_SYMLINKS: usize = 100_000;
+
+fn untar_with_link_limit<R: Read>(
+    src: R,
+    dest: &Path,
+    max_bytes: Option<u64>,
+    max_links: usize,
+) -> Result<UnpackSummary, ArchiveError> {
     let root = keys::clean(&dest.to_string_lossy());
     let canon_dest = dest
         .canonicalize()
@@ -133,6 +147,9 @@ pub fn untar<R: Read>(
                 let canon_root = keys::clean(&canon_dest.to_string_lossy());
                 if !within(&resolved, &canon_root) && !within(&resolved, &root) {
                     return Err(illegal());
+                }
+                if links.made.len() >= max_links {
+                    return Err(ArchiveError::TooManySymlinks { limit: max_links });
                 }
                 let target = parent.join(leaf);
                 replace_non_dir(&target, &name)?;
@@ -421,6 +438,29 @@ mod tests {
         fs::create_dir(&dest).expect("mkdir");
         let r = untar(t, &dest, None);
         (dir, r)
+    }
+
+    #[test]
+    fn an_archive_with_more_links_than_the_bound_is_refused() {
+        let t = tar_with(&[
+            ("a", EntryType::Symlink, b"", Some("x")),
+            ("b", EntryType::Symlink, b"", Some("y")),
+            ("c", EntryType::Symlink, b"", Some("z")),
+        ]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = untar_with_link_limit(&t[..], dir.path(), None, 2).expect_err("three links");
+        assert!(
+            matches!(e, ArchiveError::TooManySymlinks { limit: 2 }),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "the archive has more than 2 symbolic links, the most one unpack checks"
+        );
+        // At the bound it unpacks.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let done = untar_with_link_limit(&t[..], dir.path(), None, 3).expect("three links");
+        assert_eq!(done.symlinks, 3);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! `{"status":{"nodes":{<node id>: <result>}}}`. It stops when the set is deleted, labelled
 //! `workflows.argoproj.io/completed=true`, or on SIGTERM.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +19,8 @@ use http::Method;
 use kube::core::WatchEvent;
 use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
 
 use super::pod::{create_dir_all_with_mode, write_atomic};
 use super::{CommandError, Pod};
@@ -249,8 +250,11 @@ pub async fn main(pod: &Pod, api: &ApiOptions) -> Result<(), CommandError> {
         api,
         runner,
         workflow_name,
+        workers,
         slots: Arc::new(Semaphore::new(workers)),
         considered: HashSet::new(),
+        ready: VecDeque::new(),
+        requeued: Vec::new(),
         pending: BTreeMap::new(),
     }
     .run(patch_rate)
@@ -262,11 +266,26 @@ struct Agent {
     api: ResourceApi,
     runner: Arc<Runner>,
     workflow_name: String,
+    /// `ARGO_AGENT_TASK_WORKERS`: the bound on node tasks alive at once, and on results in
+    /// the channel (each task sends one).
+    workers: usize,
+    /// One permit per running node task: a task is spawned only with one.
     slots: Arc<Semaphore>,
     /// Nodes already run (or running): a task is never sent twice by accident.
     considered: HashSet<String>,
+    /// Nodes waiting for a worker. Bounded by the task set itself, which the API server caps
+    /// (an object is at most about 1.5 MiB).
+    ready: VecDeque<Queued>,
+    /// Plugin nodes to run again at their time (a subset of the task set's nodes).
+    requeued: Vec<(Instant, Queued)>,
     /// Results not patched yet.
     pending: BTreeMap<String, NodeResult>,
+}
+
+/// A node's task waiting for a worker.
+struct Queued {
+    node: String,
+    template: Value,
 }
 
 impl Agent {
@@ -280,7 +299,7 @@ impl Agent {
     async fn run(mut self, patch_rate: Duration) -> Result<(), CommandError> {
         let mut sigterm = signal(SignalKind::terminate())
             .map_err(|e| CommandError::failed(format!("cannot handle SIGTERM: {e}")))?;
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let (done_tx, mut done_rx) = mpsc::channel::<Done>(self.workers);
         let mut tick = tokio::time::interval(patch_rate);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -332,6 +351,9 @@ impl Agent {
                         }
                     },
                     Some(done) = done_rx.recv() => self.finished(done, &done_tx),
+                    _ = sleep_until_first(&self.requeued), if !self.requeued.is_empty() => {
+                        self.requeue_due(&done_tx);
+                    }
                     _ = tick.tick() => self.patch().await,
                     _ = sigterm.recv() => {
                         tracing::info!("SIGTERM: stopping the agent");
@@ -342,7 +364,7 @@ impl Agent {
         }
     }
 
-    fn start_tasks(&mut self, set: &Value, done: &mpsc::UnboundedSender<Done>) {
+    fn start_tasks(&mut self, set: &Value, done: &mpsc::Sender<Done>) {
         let Some(tasks) = set["spec"]["tasks"].as_object() else {
             return;
         };
@@ -351,35 +373,55 @@ impl Agent {
                 continue;
             }
             tracing::info!(node_id = node, "Processing task");
-            self.spawn(node.clone(), template.clone(), Duration::ZERO, done.clone());
+            self.ready.push_back(Queued {
+                node: node.clone(),
+                template: template.clone(),
+            });
+        }
+        self.start_ready(done);
+    }
+
+    /// Spawns waiting nodes while a worker is free.
+    fn start_ready(&mut self, done: &mpsc::Sender<Done>) {
+        while !self.ready.is_empty() {
+            let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+                return;
+            };
+            if let Some(queued) = self.ready.pop_front() {
+                self.spawn(queued, slot, done.clone());
+            }
         }
     }
 
-    fn spawn(
-        &self,
-        node: String,
-        template: Value,
-        after: Duration,
-        done: mpsc::UnboundedSender<Done>,
-    ) {
+    fn spawn(&self, queued: Queued, slot: OwnedSemaphorePermit, done: mpsc::Sender<Done>) {
         let runner = Arc::clone(&self.runner);
-        let slots = Arc::clone(&self.slots);
         tokio::spawn(async move {
-            tokio::time::sleep(after).await;
-            let Ok(_slot) = slots.acquire().await else {
-                return;
-            };
-            let (result, requeue) = runner.process(&template).await;
-            let _ = done.send(Done {
-                node,
-                result,
-                requeue,
-                template,
-            });
+            let (result, requeue) = runner.process(&queued.template).await;
+            // The worker is free before its result arrives, so the next node can start.
+            drop(slot);
+            let _ = done
+                .send(Done {
+                    node: queued.node,
+                    result,
+                    requeue,
+                    template: queued.template,
+                })
+                .await;
         });
     }
 
-    fn finished(&mut self, done: Done, tx: &mpsc::UnboundedSender<Done>) {
+    /// Moves the requeued nodes whose time has come to the ready queue.
+    fn requeue_due(&mut self, done: &mpsc::Sender<Done>) {
+        let now = Instant::now();
+        let (due, later) = std::mem::take(&mut self.requeued)
+            .into_iter()
+            .partition::<Vec<_>, _>(|(at, _)| *at <= now);
+        self.requeued = later;
+        self.ready.extend(due.into_iter().map(|(_, queued)| queued));
+        self.start_ready(done);
+    }
+
+    fn finished(&mut self, done: Done, tx: &mpsc::Sender<Done>) {
         tracing::info!(
             node_id = done.node,
             phase = done.result.phase,
@@ -388,11 +430,16 @@ impl Agent {
             "Sending result"
         );
         if !done.requeue.is_zero() {
-            self.spawn(done.node.clone(), done.template, done.requeue, tx.clone());
+            let queued = Queued {
+                node: done.node.clone(),
+                template: done.template,
+            };
+            self.requeued.push((Instant::now() + done.requeue, queued));
         }
         if !done.result.phase.is_empty() {
             self.pending.insert(done.node, done.result);
         }
+        self.start_ready(tx);
     }
 
     /// Patches the pending results into the set's status. A refused patch turns them into
@@ -430,5 +477,12 @@ impl Agent {
                 }
             }
         }
+    }
+}
+
+/// Sleeps until the earliest requeued node is due.
+async fn sleep_until_first(requeued: &[(Instant, Queued)]) {
+    if let Some(first) = requeued.iter().map(|(at, _)| *at).min() {
+        tokio::time::sleep_until(first).await;
     }
 }

@@ -127,7 +127,7 @@ async fn supervise(
         emissary.debug_pause("after").await?;
     }
     if name == "main" {
-        stage_outputs(pod, &template)?;
+        stage_outputs(pod, &template).await?;
     }
     Ok(())
 }
@@ -643,9 +643,7 @@ async fn copy_output<R, W>(
     let mut emit = async |data: &[u8]| {
         let _ = dst.write_all(data).await;
         let _ = dst.flush().await;
-        for log in &logs {
-            let _ = std::io::Write::write_all(&mut &**log, data);
-        }
+        append_to_logs(&logs, data).await;
     };
     loop {
         tokio::select! {
@@ -672,9 +670,30 @@ async fn copy_output<R, W>(
     }
 }
 
+/// Appends `data` to each log file on a blocking thread: a slow disk must not hold up the
+/// runtime, which forwards signals and copies the other stream meanwhile.
+async fn append_to_logs(logs: &[Arc<fs::File>], data: &[u8]) {
+    let (logs, data) = (logs.to_vec(), data.to_vec());
+    let _ = tokio::task::spawn_blocking(move || {
+        for log in &logs {
+            let _ = std::io::Write::write_all(&mut &**log, &data);
+        }
+    })
+    .await;
+}
+
+/// [`stage_outputs_blocking`] on a blocking thread: archiving a big output takes seconds of
+/// tar and gzip that must not hold up the runtime.
+async fn stage_outputs(pod: &Pod, template: &Template) -> Result<(), CommandError> {
+    let (pod, template) = (pod.clone(), template.clone());
+    tokio::task::spawn_blocking(move || stage_outputs_blocking(&pod, &template))
+        .await
+        .map_err(|e| CommandError::failed(format!("staging the outputs failed: {e}")))?
+}
+
 /// Copies `main`'s output parameter files and archives its output artifact paths for the wait
 /// container (paths on shared volumes are read by wait directly and skipped here).
-fn stage_outputs(pod: &Pod, template: &Template) -> Result<(), CommandError> {
+fn stage_outputs_blocking(pod: &Pod, template: &Template) -> Result<(), CommandError> {
     for param in &template.outputs.parameters {
         let Some(path) = param
             .value_from
@@ -893,6 +912,62 @@ fn refuse_clearing_volumes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Archiving main's outputs runs off the runtime: on a one-thread runtime a ticker keeps
+    /// ticking while a 16 MiB output is compressed.
+    #[tokio::test(flavor = "current_thread")]
+    async fn staging_outputs_leaves_the_runtime_free() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let root = tempfile::tempdir().expect("tempdir");
+        let out = tempfile::tempdir().expect("tempdir");
+        // Incompressible bytes (xorshift), so gzip works through all of them.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let data: Vec<u8> = (0..16 << 20)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        fs::write(out.path().join("data.bin"), &data).expect("write");
+        let roots = crate::contract::Roots::at(root.path());
+        let pod = Pod {
+            secrets: crate::storage::Secrets::new(roots.clone()),
+            roots,
+            transfer: crate::transfer::config::TransferConfig {
+                gzip_threads: 1,
+                ..Default::default()
+            },
+        };
+        let path = out.path().to_string_lossy().into_owned();
+        let template: Template = serde_json::from_value(serde_json::json!(
+            {"outputs": {"artifacts": [{"name": "out", "path": path}]}}
+        ))
+        .expect("template");
+
+        let ticks = Arc::new(AtomicU64::new(0));
+        let ticker = tokio::spawn({
+            let ticks = Arc::clone(&ticks);
+            async move {
+                let mut every = tokio::time::interval(Duration::from_millis(5));
+                loop {
+                    every.tick().await;
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        tokio::task::yield_now().await;
+        let before = ticks.load(Ordering::Relaxed);
+        stage_outputs(&pod, &template).await.expect("staged");
+        let during = ticks.load(Ordering::Relaxed) - before;
+        ticker.abort();
+        assert!(pod.roots.emissary_artifact(&path).is_file());
+        assert!(
+            during >= 2,
+            "the runtime was held while the outputs were archived: {during} ticks"
+        );
+    }
 
     #[test]
     fn look_path_finds_programs_on_path_and_reports_misses_as_go_does() {

@@ -9,12 +9,11 @@
 //! the watch only says "something may have changed".
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::Path;
 use std::time::Duration;
 
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-use tokio::io::unix::AsyncFd;
+use futures::{FutureExt, StreamExt};
+use inotify::{EventStream, Inotify, WatchMask};
 use tokio::time::{Interval, MissedTickBehavior};
 
 /// Poll period when inotify cannot be used (Argo's fallback period).
@@ -26,19 +25,16 @@ pub const INOTIFY_BACKSTOP: Duration = Duration::from_secs(10);
 /// renamed into place.
 #[derive(Debug)]
 pub struct DirWatch {
-    inotify: Option<AsyncFd<InotifyFd>>,
+    inotify: Option<Events>,
     tick: Interval,
 }
 
-/// `AsyncFd` needs `AsRawFd`; nix's `Inotify` only offers `AsFd`.
-#[derive(Debug)]
-struct InotifyFd(Inotify);
+/// The inotify crate's stream: it owns the descriptor it registers with the runtime, so no
+/// descriptor handling (and no `unsafe`) is left to us.
+type Events = EventStream<[u8; EVENT_BUFFER]>;
 
-impl AsRawFd for InotifyFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_fd().as_raw_fd()
-    }
-}
+/// Bytes read from inotify at once: room for many events (each is 16 bytes plus its name).
+const EVENT_BUFFER: usize = 4096;
 
 impl DirWatch {
     /// Watches `dirs` (which must exist). Falls back to polling, with one warning, when inotify
@@ -72,13 +68,13 @@ impl DirWatch {
     }
 
     async fn next_wake(&mut self) -> Wake {
-        let Some(fd) = &self.inotify else {
+        let Some(events) = &mut self.inotify else {
             self.tick.tick().await;
             return Wake::Tick;
         };
         tokio::select! {
             _ = self.tick.tick() => Wake::Tick,
-            _ = drain_events(fd) => Wake::Event,
+            _ = drain_events(events) => Wake::Event,
         }
     }
 }
@@ -90,33 +86,22 @@ enum Wake {
     Tick,
 }
 
-fn watch_all<P: AsRef<Path>>(dirs: &[P]) -> io::Result<AsyncFd<InotifyFd>> {
-    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
-    let mask = AddWatchFlags::IN_CREATE
-        | AddWatchFlags::IN_MODIFY
-        | AddWatchFlags::IN_CLOSE_WRITE
-        | AddWatchFlags::IN_MOVED_TO;
+fn watch_all<P: AsRef<Path>>(dirs: &[P]) -> io::Result<Events> {
+    let inotify = Inotify::init()?;
+    let mask = WatchMask::CREATE | WatchMask::MODIFY | WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO;
     for dir in dirs {
-        inotify.add_watch(dir.as_ref(), mask)?;
+        inotify.watches().add(dir.as_ref(), mask)?;
     }
-    // `new` is deprecated for wrappers that could hand out a different or closed descriptor;
-    // `InotifyFd` owns its descriptor and always returns it, so the I/O-safety condition that
-    // the unsafe replacement (`register`) asks the caller to promise holds here.
-    #[allow(deprecated)]
-    AsyncFd::new(InotifyFd(inotify))
+    inotify.into_event_stream([0; EVENT_BUFFER])
 }
 
-/// Waits for at least one inotify event and consumes every queued one.
-async fn drain_events(fd: &AsyncFd<InotifyFd>) {
-    loop {
-        let Ok(mut guard) = fd.readable().await else {
-            // The reactor is gone (runtime shutdown): never resolve, the backstop still ticks.
-            return std::future::pending().await;
-        };
-        match guard.try_io(|inner| inner.get_ref().0.read_events().map_err(io::Error::from)) {
-            Ok(_) => return,
-            Err(_would_block) => continue,
-        }
+/// Waits for at least one inotify event and consumes every one already queued.
+async fn drain_events(events: &mut Events) {
+    match events.next().await {
+        Some(Ok(_)) => while let Some(Some(Ok(_))) = events.next().now_or_never() {},
+        // A failed read (the reactor is gone at runtime shutdown): never resolve, the backstop
+        // still ticks.
+        _ => std::future::pending().await,
     }
 }
 

@@ -328,6 +328,36 @@ pub fn is_tls_failure(err: &(dyn std::error::Error + 'static)) -> bool {
     causes(err).any(|e| e.is::<rustls::Error>())
 }
 
+/// The one classification of a `reqwest` failure, shared by every driver that speaks HTTP
+/// through reqwest (HTTP and Artifactory, the GCS JSON API and its resumable uploads):
+///
+/// | failure | kind |
+/// |---|---|
+/// | TLS handshake (a `rustls::Error` among the causes) | `Request` |
+/// | connect or read timeout | `Timeout` |
+/// | an error status (`error_for_status`) | [`ErrorKind::from_http_status`] |
+/// | a request that cannot be built, a refused redirect | `Request` |
+/// | connect refused, connection reset or closed, body cut or undecodable | `Network` |
+/// | anything else | `Network` |
+///
+/// Anything else is transient: reqwest's other failures happen on a connection that was
+/// opened (an upgrade, kinds added later), and a wrong transient guess costs retries bounded
+/// by count and `ARGO_DEADLINE`, where a wrong permanent guess fails the step on a glitch.
+#[cfg(any(feature = "http", feature = "gcs"))]
+pub fn classify_reqwest(err: &reqwest::Error) -> ErrorKind {
+    if is_tls_failure(err) {
+        ErrorKind::Request
+    } else if err.is_timeout() {
+        ErrorKind::Timeout
+    } else if let Some(status) = err.status() {
+        ErrorKind::from_http_status(status.as_u16())
+    } else if err.is_builder() || err.is_redirect() {
+        ErrorKind::Request
+    } else {
+        ErrorKind::Network
+    }
+}
+
 /// `err`, then its causes. An `io::Error` built around another error reports that error's
 /// own source as its source, so the wrapped error is visited in its place.
 fn causes<'a>(
@@ -388,5 +418,135 @@ mod tests {
             e.to_string(),
             "failed to get file: The specified key does not exist."
         );
+    }
+
+    /// Real reqwest failures, each produced against a server on 127.0.0.1, through the one
+    /// classification table.
+    #[cfg(any(feature = "http", feature = "gcs"))]
+    mod reqwest_table {
+        use super::super::*;
+        use std::net::SocketAddr;
+        use std::time::Duration;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::net::TcpListener;
+
+        /// How the one-connection server treats the request it reads.
+        enum Answer {
+            /// Writes these bytes, then closes.
+            Bytes(String),
+            /// Holds the connection open without a byte, for at most 10 s.
+            Nothing,
+        }
+
+        async fn serve_once(answer: Answer) -> SocketAddr {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            tokio::spawn(async move {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut request = [0u8; 4096];
+                let _ = conn.read(&mut request).await;
+                match answer {
+                    Answer::Bytes(bytes) => {
+                        let _ = conn.write_all(bytes.as_bytes()).await;
+                    }
+                    Answer::Nothing => tokio::time::sleep(Duration::from_secs(10)).await,
+                }
+            });
+            addr
+        }
+
+        /// The timeout of a request to a server that never answers; the others get 10 s, as
+        /// a TLS handshake on a loaded machine may take a while.
+        const STALL_TIMEOUT: Duration = Duration::from_millis(200);
+
+        fn client() -> reqwest::Client {
+            reqwest::Client::builder().build().expect("client")
+        }
+
+        async fn failure_of(url: String, timeout: Duration) -> reqwest::Error {
+            match client().get(url).timeout(timeout).send().await {
+                Ok(res) => match res.error_for_status() {
+                    Ok(res) => res.bytes().await.expect_err("the body fails"),
+                    Err(e) => e,
+                },
+                Err(e) => e,
+            }
+        }
+
+        async fn kind_of_answer(answer: Answer) -> ErrorKind {
+            let timeout = match answer {
+                Answer::Nothing => STALL_TIMEOUT,
+                Answer::Bytes(_) => Duration::from_secs(10),
+            };
+            let addr = serve_once(answer).await;
+            classify_reqwest(&failure_of(format!("http://{addr}/k"), timeout).await)
+        }
+
+        async fn kind_of_status(status: &str) -> ErrorKind {
+            let head = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+            kind_of_answer(Answer::Bytes(head)).await
+        }
+
+        #[tokio::test]
+        async fn transport_failures() {
+            let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let port = closed.local_addr().expect("addr").port();
+            drop(closed);
+            let refused = failure_of(
+                format!("http://127.0.0.1:{port}/k"),
+                Duration::from_secs(10),
+            )
+            .await;
+            assert!(refused.is_connect(), "{refused:?}");
+            assert_eq!(classify_reqwest(&refused), ErrorKind::Network);
+
+            assert_eq!(
+                kind_of_answer(Answer::Bytes(String::new())).await,
+                ErrorKind::Network,
+                "closed without an answer"
+            );
+            let cut = "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort";
+            assert_eq!(
+                kind_of_answer(Answer::Bytes(cut.into())).await,
+                ErrorKind::Network,
+                "body cut"
+            );
+            assert_eq!(
+                kind_of_answer(Answer::Nothing).await,
+                ErrorKind::Timeout,
+                "stalled"
+            );
+
+            let not_a_url = client()
+                .get("http://[::1")
+                .send()
+                .await
+                .expect_err("bad url");
+            assert_eq!(classify_reqwest(&not_a_url), ErrorKind::Request);
+
+            // A TLS client meeting a server that speaks plain HTTP.
+            let addr = serve_once(Answer::Bytes("HTTP/1.1 400 Bad Request\r\n\r\n".into())).await;
+            let tls = failure_of(format!("https://{addr}/k"), Duration::from_secs(10)).await;
+            assert!(is_tls_failure(&tls), "{tls:?}");
+            assert_eq!(classify_reqwest(&tls), ErrorKind::Request);
+        }
+
+        #[tokio::test]
+        async fn statuses() {
+            for (status, want) in [
+                ("429 Too Many Requests", ErrorKind::Throttled),
+                ("408 Request Timeout", ErrorKind::Timeout),
+                ("500 Internal Server Error", ErrorKind::Server),
+                ("503 Service Unavailable", ErrorKind::Server),
+                ("401 Unauthorized", ErrorKind::Auth),
+                ("403 Forbidden", ErrorKind::Auth),
+                ("404 Not Found", ErrorKind::Request),
+                ("400 Bad Request", ErrorKind::Request),
+            ] {
+                assert_eq!(kind_of_status(status).await, want, "{status}");
+            }
+        }
     }
 }

@@ -40,6 +40,8 @@ pub mod secrets;
 pub mod timeouts;
 pub mod verify;
 
+#[cfg(any(feature = "http", feature = "gcs"))]
+pub use error::classify_reqwest;
 pub use error::{Error, ErrorKind, Result, cause_chain, go_error_text, is_tls_failure};
 pub use secrets::Secrets;
 

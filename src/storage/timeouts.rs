@@ -10,9 +10,10 @@ use std::time::Duration;
 use crate::contract::parse_go_duration;
 
 /// `ARGOEXEC_CONNECT_TIMEOUT`: a Go duration (`10s`, `500ms`) for every network driver but
-/// GCS object reads and writes (the `google-cloud-storage` library's own) and git.
+/// GCS object reads and writes (the `google-cloud-storage` library's own) and git over
+/// `git://` or SSH (which only `ARGO_DEADLINE` bounds).
 pub const CONNECT_TIMEOUT_ENV: &str = "ARGOEXEC_CONNECT_TIMEOUT";
-/// `ARGOEXEC_READ_TIMEOUT`: a Go duration for every driver.
+/// `ARGOEXEC_READ_TIMEOUT`: a Go duration for every driver (git: over HTTP(S)).
 pub const READ_TIMEOUT_ENV: &str = "ARGOEXEC_READ_TIMEOUT";
 
 /// How long a request may wait to connect, and then for each next byte.

@@ -156,7 +156,14 @@ impl Saver<'_> {
         let destination = format!("{}/{}", driver.describe(), key);
         // Bytes are counted as uploaded: a total is known when they are the source's own bytes.
         let total = match strategy {
-            ArchiveStrategy::None if shared => tree_size(&source),
+            ArchiveStrategy::None if shared => {
+                // A walk of a big tree takes a while: off the runtime.
+                let source = source.clone();
+                tokio::task::spawn_blocking(move || tree_size(&source))
+                    .await
+                    .ok()
+                    .flatten()
+            }
             ArchiveStrategy::Tar { .. } if !shared => fs::metadata(&source).ok().map(|m| m.len()),
             _ => None,
         };

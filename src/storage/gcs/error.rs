@@ -7,7 +7,7 @@ use std::error::Error as _;
 
 use google_cloud_storage::error::{ReadError, WriteError};
 
-use crate::storage::{Error, ErrorKind, is_tls_failure};
+use crate::storage::{Error, ErrorKind, classify_reqwest, is_tls_failure};
 
 const DRIVER: &str = "gcs";
 
@@ -98,18 +98,7 @@ pub fn from_response(status: u16, body: &[u8], key: &str) -> Error {
 
 /// A failure of the HTTP client itself (connect, timeout, broken body) on `key`.
 pub fn from_http(err: reqwest::Error, key: &str) -> Error {
-    let kind = if is_tls_failure(&err) {
-        ErrorKind::Request
-    } else if err.is_timeout() {
-        ErrorKind::Timeout
-    } else if err.is_connect() || err.is_request() || err.is_body() {
-        ErrorKind::Network
-    } else if let Some(status) = err.status() {
-        ErrorKind::from_http_status(status.as_u16())
-    } else {
-        ErrorKind::Request
-    };
-    Error::backend(DRIVER, kind, format!("{key}: {err}"))
+    Error::backend(DRIVER, classify_reqwest(&err), format!("{key}: {err}"))
 }
 
 #[derive(serde::Deserialize)]

@@ -11,12 +11,15 @@
 
 use std::num::NonZeroU32;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
 
 use gix::remote::Direction;
 use gix::remote::fetch::Shallow;
 
-use super::{Error, Result, Secrets};
+use super::timeouts::Timeouts;
+use super::{Error, ErrorKind, Result, Secrets};
 use crate::model::GitArtifact;
 
 mod config;
@@ -30,6 +33,11 @@ const SUBMODULE_DEPTH: usize = 10;
 
 /// Clones the location into `dest` (which must not exist or be empty); returns the bytes
 /// written to the work tree.
+///
+/// Over HTTP(S) every request is bounded by `ARGOEXEC_CONNECT_TIMEOUT` and
+/// `ARGOEXEC_READ_TIMEOUT` (the HTTP driver's defaults); every protocol is bounded by
+/// `ARGO_DEADLINE`, which interrupts the clone and fails it at once (a `git://` or SSH server
+/// that stops answering is stopped only by the deadline: gitoxide sets no timeout on them).
 pub async fn clone_into(loc: &GitArtifact, secrets: &Secrets, dest: &Path) -> Result<u64> {
     let auth = config::auth(loc, secrets)?;
     if loc.single_branch && loc.branch.is_empty() {
@@ -37,24 +45,64 @@ pub async fn clone_into(loc: &GitArtifact, secrets: &Secrets, dest: &Path) -> Re
             "single branch mode without a branch specified",
         ));
     }
-    let loc = loc.clone();
-    let dest = dest.to_path_buf();
-    tokio::task::spawn_blocking(move || Clone::new(&loc, auth).run(&dest, 0))
-        .await
-        .map_err(|e| Error::io("cloning", std::io::Error::other(e.to_string())))?
+    let timeouts = Timeouts::from_env(Timeouts::HTTP);
+    let left = crate::contract::deadline_from_env().map(|d| {
+        d.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+    });
+    let repo = loc.repo.clone();
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let clone = {
+        let (loc, dest) = (loc.clone(), dest.to_path_buf());
+        let interrupt = Arc::clone(&interrupt);
+        tokio::task::spawn_blocking(move || {
+            Clone::new(&loc, auth, timeouts, interrupt).run(&dest, 0)
+        })
+    };
+    let Some(left) = left else {
+        return joined(clone.await);
+    };
+    match tokio::time::timeout(left, clone).await {
+        Ok(outcome) => joined(outcome),
+        Err(_) => {
+            // gitoxide stops at its next check of the flag; a read blocked on a silent server
+            // may never get there, so the clone fails now and its thread ends with the process.
+            interrupt.store(true, Ordering::Relaxed);
+            Err(Error::backend(
+                "git",
+                ErrorKind::Timeout,
+                format!("failed to clone {repo:?}: stopped by the step deadline (ARGO_DEADLINE)"),
+            ))
+        }
+    }
+}
+
+/// The outcome of the clone's blocking task.
+fn joined(outcome: Result<Result<u64>, tokio::task::JoinError>) -> Result<u64> {
+    outcome.map_err(|e| Error::io("cloning", std::io::Error::other(e.to_string())))?
 }
 
 /// One clone, and those of its submodules.
 struct Clone<'a> {
     loc: &'a GitArtifact,
-    auth: std::sync::Arc<Auth>,
+    auth: Arc<Auth>,
+    timeouts: Timeouts,
+    /// Set when the step's deadline passes: gitoxide checks it between its steps.
+    interrupt: Arc<AtomicBool>,
 }
 
 impl<'a> Clone<'a> {
-    fn new(loc: &'a GitArtifact, auth: Auth) -> Self {
+    fn new(
+        loc: &'a GitArtifact,
+        auth: Auth,
+        timeouts: Timeouts,
+        interrupt: Arc<AtomicBool>,
+    ) -> Self {
         Self {
             loc,
-            auth: std::sync::Arc::new(auth),
+            auth: Arc::new(auth),
+            timeouts,
+            interrupt,
         }
     }
 
@@ -82,10 +130,10 @@ impl<'a> Clone<'a> {
         }
     }
 
-    /// Applies credentials and TLS settings to a connection.
+    /// Applies credentials, timeouts and TLS settings to a connection.
     fn configure<T: gix::protocol::transport::client::blocking_io::Transport>(
-        auth: &std::sync::Arc<Auth>,
-        skip_tls: bool,
+        auth: &Arc<Auth>,
+        http: HttpSettings,
         conn: &mut gix::remote::Connection<'_, '_, '_, T>,
     ) {
         if let Auth::Basic { username, password } = auth.as_ref() {
@@ -113,8 +161,13 @@ impl<'a> Clone<'a> {
                 _ => Ok(None),
             });
         }
-        if skip_tls {
-            conn.set_transport_options(Box::new(insecure_http()));
+        conn.set_transport_options(Box::new(http.options()));
+    }
+
+    fn http_settings(&self) -> HttpSettings {
+        HttpSettings {
+            timeouts: self.timeouts,
+            skip_tls: self.loc.insecure_skip_tls,
         }
     }
 
@@ -123,7 +176,7 @@ impl<'a> Clone<'a> {
         let clone_err = |e: &(dyn std::error::Error + 'static)| {
             failed(format!("failed to clone {repo_name:?}"), e)
         };
-        let interrupt = AtomicBool::new(false);
+        let interrupt = self.interrupt.as_ref();
         let mut prepare = gix::clone::PrepareFetch::new(
             self.url()?,
             dest,
@@ -147,14 +200,14 @@ impl<'a> Clone<'a> {
                     Ok(remote)
                 });
         }
-        let auth = std::sync::Arc::clone(&self.auth);
-        let skip_tls = self.loc.insecure_skip_tls;
+        let auth = Arc::clone(&self.auth);
+        let http = self.http_settings();
         prepare = prepare.configure_connection(move |conn| {
-            Self::configure(&auth, skip_tls, conn);
+            Self::configure(&auth, http, conn);
             Ok(())
         });
         let (mut checkout, _) = prepare
-            .fetch_then_checkout(gix::progress::Discard, &interrupt)
+            .fetch_then_checkout(gix::progress::Discard, interrupt)
             .map_err(|e| clone_err(&e))?;
 
         if !self.loc.fetch.is_empty() {
@@ -164,7 +217,7 @@ impl<'a> Clone<'a> {
             self.check_out_revision(checkout.repo())?;
         }
         let (repo, outcome) = checkout
-            .main_worktree(gix::progress::Discard, &interrupt)
+            .main_worktree(gix::progress::Discard, interrupt)
             .map_err(|e| clone_err(&e))?;
         let mut bytes = outcome.bytes_written;
         if !self.loc.disable_submodules && level < SUBMODULE_DEPTH {
@@ -182,7 +235,6 @@ impl<'a> Clone<'a> {
     ) -> Result<()> {
         let fetch_err =
             |e: &(dyn std::error::Error + 'static)| failed(format!("failed to fetch {specs:?}"), e);
-        let interrupt = AtomicBool::new(false);
         let mut remote = repo.find_remote("origin").map_err(|e| fetch_err(&e))?;
         remote
             .replace_refspecs(specs.iter().map(String::as_str), Direction::Fetch)
@@ -190,7 +242,7 @@ impl<'a> Clone<'a> {
         let mut conn = remote
             .connect(Direction::Fetch)
             .map_err(|e| fetch_err(&e))?;
-        Self::configure(&self.auth, self.loc.insecure_skip_tls, &mut conn);
+        Self::configure(&self.auth, self.http_settings(), &mut conn);
         let mut prepared = conn
             .prepare_fetch(gix::progress::Discard, Default::default())
             .map_err(|e| fetch_err(&e))?;
@@ -198,7 +250,7 @@ impl<'a> Clone<'a> {
             prepared = prepared.with_shallow(Shallow::DepthAtRemote(depth));
         }
         prepared
-            .receive(gix::progress::Discard, &interrupt)
+            .receive(gix::progress::Discard, &self.interrupt)
             .map_err(|e| fetch_err(&e))?;
         Ok(())
     }
@@ -266,7 +318,9 @@ impl<'a> Clone<'a> {
             };
             let clone = Clone {
                 loc: &child,
-                auth: std::sync::Arc::clone(&self.auth),
+                auth: Arc::clone(&self.auth),
+                timeouts: self.timeouts,
+                interrupt: Arc::clone(&self.interrupt),
             };
             bytes += clone.run(&path, level + 1)?;
         }
@@ -301,18 +355,35 @@ fn resolve_relative(parent: &gix::Url, url: gix::Url) -> gix::Url {
     out
 }
 
-/// HTTP transport options that accept any server certificate (`insecureSkipTLS`).
-fn insecure_http() -> gix::protocol::transport::client::blocking_io::http::Options {
-    use gix::protocol::transport::client::blocking_io::http;
-    let backend = http::reqwest::Options {
-        configure_client: Some(Box::new(|builder: reqwest::blocking::ClientBuilder| {
-            Ok(builder.danger_accept_invalid_certs(true))
-        })),
-        configure_request: None,
-    };
-    http::Options {
-        ssl_verify: false,
-        backend: Some(std::sync::Arc::new(std::sync::Mutex::new(backend))),
-        ..Default::default()
+/// How the HTTP(S) transport's client is built.
+#[derive(Debug, Clone, Copy)]
+struct HttpSettings {
+    timeouts: Timeouts,
+    /// `insecureSkipTLS`: accept any server certificate.
+    skip_tls: bool,
+}
+
+impl HttpSettings {
+    /// Transport options with the connect timeout, and the read timeout as the blocking
+    /// client's timeout (it bounds the wait for the answer, then each read of its body).
+    fn options(self) -> gix::protocol::transport::client::blocking_io::http::Options {
+        use gix::protocol::transport::client::blocking_io::http;
+        let backend = http::reqwest::Options {
+            configure_client: Some(Box::new(
+                move |builder: reqwest::blocking::ClientBuilder| {
+                    Ok(builder
+                        .connect_timeout(self.timeouts.connect)
+                        .timeout(self.timeouts.read)
+                        .danger_accept_invalid_certs(self.skip_tls))
+                },
+            )),
+            configure_request: None,
+        };
+        http::Options {
+            ssl_verify: !self.skip_tls,
+            connect_timeout: Some(self.timeouts.connect),
+            backend: Some(Arc::new(std::sync::Mutex::new(backend))),
+            ..Default::default()
+        }
     }
 }

@@ -254,7 +254,7 @@ impl TokenSource {
             let res = req.form(&body).send().await.map_err(|e| {
                 Error::backend(
                     "http",
-                    ErrorKind::Network,
+                    crate::storage::classify_reqwest(&e),
                     format!(
                         "cannot fetch an OAuth2 token from the tokenURLSecret endpoint: {}",
                         crate::storage::cause_chain(&e)

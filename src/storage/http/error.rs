@@ -3,7 +3,7 @@
 
 use reqwest::StatusCode;
 
-use crate::storage::{Error, ErrorKind, cause_chain, is_tls_failure};
+use crate::storage::{Error, ErrorKind, cause_chain, classify_reqwest};
 
 /// A URL fit for messages: any password in it is masked.
 pub fn shown(url: &url::Url) -> String {
@@ -49,16 +49,9 @@ pub fn save_status(driver: &'static str, key: &str, url: &url::Url, status: Stat
 
 /// A request that got no answer (connect, TLS, timeout, broken body).
 pub fn transport(driver: &'static str, method: &str, url: &url::Url, e: &reqwest::Error) -> Error {
-    let kind = if e.is_timeout() {
-        ErrorKind::Timeout
-    } else if e.is_builder() || e.is_redirect() || is_tls_failure(e) {
-        ErrorKind::Request
-    } else {
-        ErrorKind::Network
-    };
     Error::backend(
         driver,
-        kind,
+        classify_reqwest(e),
         format!("{method} {}: {}", shown(url), cause_chain(e)),
     )
 }

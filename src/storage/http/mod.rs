@@ -132,7 +132,7 @@ impl HttpDriver {
             .map_err(move |e| {
                 Error::backend(
                     name,
-                    ErrorKind::Network,
+                    crate::storage::classify_reqwest(&e),
                     format!("reading {key} failed: {}", crate::storage::cause_chain(&e)),
                 )
             })
