@@ -42,8 +42,7 @@ async fn a_store_not_found_fails_an_optional_output_and_only_a_missing_path_skip
         .await;
     let message = support::failure(&pod, &out);
     assert!(
-        message.starts_with("failed to save artifact 'maybe': ")
-            && message.contains("injected by the test proxy"),
+        message == "failed to put file: injected by the test proxy; ",
         "{message}"
     );
     assert!(

@@ -159,7 +159,17 @@ impl Error {
     /// get file`, `failed to put directory`...). Other drivers' errors, and a missing key
     /// (which Argo reports bare), are said as they are.
     pub fn in_s3_step(self, driver: &str, step: impl fmt::Display) -> Self {
-        if driver == "s3" && !self.is_not_found() {
+        if self.is_not_found() {
+            self
+        } else {
+            self.in_s3_save_step(driver, step)
+        }
+    }
+
+    /// As [`Error::in_s3_step`] for a save, which Argo names whatever failed (a vanished
+    /// upload's `NoSuchUpload` included).
+    pub fn in_s3_save_step(self, driver: &str, step: impl fmt::Display) -> Self {
+        if driver == "s3" {
             self.context(step)
         } else {
             self

@@ -109,6 +109,14 @@ impl Error {
         }
     }
 
+    /// [`storage::Error::in_s3_save_step`] for the storage failures of a save.
+    pub fn in_s3_save_step(self, driver: &str, step: impl std::fmt::Display) -> Self {
+        match self {
+            Self::Storage(e) => Self::Storage(e.in_s3_save_step(driver, step)),
+            other => other,
+        }
+    }
+
     /// Argo's text for this failure, word for word, for the termination log; the error's
     /// `Display` adds our context (endpoint, attempts, causes) for the log lines.
     pub fn termination_message(&self) -> String {

@@ -191,7 +191,7 @@ impl Saver<'_> {
                 .save_from_emissary(Arc::clone(&driver), &key, &source, art, strategy)
                 .await
         }
-        .map_err(|e| e.in_s3_step(driver.name(), put))?;
+        .map_err(|e| e.in_s3_save_step(driver.name(), put))?;
         if stats.bytes == 0 {
             tracing::warn!(artifact = %art.name, key, "the artifact is empty");
         }
@@ -313,7 +313,7 @@ impl Saver<'_> {
             .uploader
             .upload_file(Arc::clone(&driver), &key, &log)
             .await
-            .map_err(|e| e.in_s3_step(driver.name(), "failed to put file"))?;
+            .map_err(|e| e.in_s3_save_step(driver.name(), "failed to put file"))?;
         Ok(Some(Saved {
             artifact: reported,
             key,
