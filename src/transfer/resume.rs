@@ -32,8 +32,8 @@ pub struct Resumable {
 
 impl Resumable {
     /// The newest unfinished upload of exactly `key` in the store, if there is one and it can
-    /// be listed within [`LOOKUP_TIME`]. Any failure to look means starting afresh: resuming
-    /// saves work, it never decides whether the upload succeeds.
+    /// be listed within a minute (`LOOKUP_TIME`). Any failure to look means starting afresh:
+    /// resuming saves work, it never decides whether the upload succeeds.
     pub async fn find(driver: &dyn Driver, key: &str) -> Option<Self> {
         let lookup = async {
             let Some(newest) = driver.pending_uploads(key).await?.into_iter().next() else {
