@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -158,12 +158,7 @@ impl State {
             .map(|p| p.to_string())
             .unwrap_or_default();
         let headers = req.headers().clone();
-        let body = req
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let body = super::body_bytes(req.into_body()).await;
         let mut problems = Vec::new();
         let n = self.calls.lock().expect("calls").len() + 1;
         let reply = match &self.service {

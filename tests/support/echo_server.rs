@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -82,12 +82,7 @@ async fn answer(seen: &Mutex<Vec<Seen>>, req: Request<Incoming>) -> Response<Ful
             .or_default()
             .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
     }
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes().to_vec())
-        .unwrap_or_default();
+    let body = super::body_bytes(req.into_body()).await.to_vec();
     seen.lock().unwrap_or_else(|p| p.into_inner()).push(Seen {
         method: method.clone(),
         path: path.clone(),

@@ -359,12 +359,7 @@ async fn token(rules: &Rules, seen: &Seen, req: Request<Incoming>) -> Response<F
     if seen.authorization.as_ref() != Some(&expected) {
         return reply(StatusCode::UNAUTHORIZED, r#"{"error":"invalid_client"}"#);
     }
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = super::body_bytes(req.into_body()).await;
     let params: BTreeMap<String, String> =
         url::form_urlencoded::parse(&body).into_owned().collect();
     let ok = params.get("grant_type").map(String::as_str) == Some("client_credentials")

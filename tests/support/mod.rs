@@ -280,6 +280,15 @@ impl TestPod {
     }
 }
 
+/// A request's whole body, for the test servers; empty when the client broke off.
+pub async fn body_bytes(body: hyper::body::Incoming) -> bytes::Bytes {
+    use http_body_util::BodyExt;
+    body.collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default()
+}
+
 /// Waits until `check` holds, polling for at most 30 s; panics naming `what` otherwise.
 pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     for _ in 0..1200 {
