@@ -289,6 +289,19 @@ proptest! {
         prop_assert_eq!(contents(&out.join("src")), contents(&src));
     }
 
+    /// The tar size computed from a tree is the length of the stream written for it, and the
+    /// tgz bound holds at every level: what parts are planned from before the stream starts.
+    #[test]
+    fn tar_size_and_tgz_bound_hold_for_any_tree((files, dirs) in tree_spec(), level in 0u32..10) {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let src = scratch.path().join("src");
+        build(&src, &files, &dirs);
+        let (tar, _) = archive::write_tree(&src, Vec::new()).expect("tar");
+        prop_assert_eq!(archive::tar_size(&src).expect("size"), tar.len() as u64);
+        let (tgz, _) = archive::write_tgz(&src, Vec::new(), level, 2).expect("tgz");
+        prop_assert!(tgz.len() as u64 <= archive::tgz_bound(&src, level).expect("bound"));
+    }
+
     /// write_zip then unzip gives back every file (zip stores no directories, as Argo's).
     #[test]
     fn zip_round_trips_the_files_of_any_tree((files, dirs) in tree_spec()) {

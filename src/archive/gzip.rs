@@ -22,6 +22,52 @@ const DICT_SIZE: usize = 32 * 1024;
 /// gzip's default level, used when an archive strategy gives none (Go's `-1`).
 pub const DEFAULT_LEVEL: u32 = 6;
 
+/// Go's gzip header (10 bytes) and the CRC-32 and length trailer (8 bytes).
+const HEADER_AND_TRAILER: u64 = 18;
+
+/// The longest raw deflate segment a block of `len` input bytes can become at `level`, with
+/// the sync-flush marker that ends it. zlib-rs (a zlib-ng port) compresses level 1 with
+/// fixed-Huffman blocks only, literals of up to 9 bits: at most `len/8` more. Other levels
+/// store a block (at most 16 K literals, 5 bytes of header) when compressing does not pay:
+/// zlib's `len/4096 + len/16384`. The output buffer is sized to it, so a segment is one
+/// allocation that never grows.
+fn segment_bound(len: usize, level: u32) -> usize {
+    const BLOCK_ENDS_AND_SYNC_MARKER: usize = 32;
+    let overhead = match level {
+        1 => (len >> 3) + (len >> 12),
+        _ => (len >> 12) + (len >> 14) + (len >> 25),
+    };
+    len + overhead + BLOCK_ENDS_AND_SYNC_MARKER
+}
+
+/// The longest gzip stream `len` input bytes become through a [`ParallelGzWriter`] with
+/// blocks of `block_size` at `level`: what an upload of a tar.gz plans its parts for.
+pub fn max_len(len: u64, block_size: usize, level: u32) -> u64 {
+    let block = block_size.max(DICT_SIZE);
+    let full_blocks = len / block as u64;
+    // The last block is always submitted, empty when the input ends on a block boundary.
+    let last = (len % block as u64) as usize;
+    HEADER_AND_TRAILER
+        + full_blocks * segment_bound(block, level) as u64
+        + segment_bound(last, level) as u64
+}
+
+/// Bytes a [`ParallelGzWriter`] with `threads` workers and the default block size holds at
+/// most: the block being filled and the previous block's tail, and for every block in the
+/// pipeline its input, its dictionary and its output. An upload pays this from the budget.
+pub fn pipeline_bytes(threads: usize) -> u64 {
+    let block = DEFAULT_BLOCK_SIZE;
+    let in_pipeline = max_pending(threads) + 1;
+    let per_block = block + DICT_SIZE + segment_bound(block, 1);
+    (block + DICT_SIZE + in_pipeline * per_block) as u64
+}
+
+/// Blocks submitted and not yet written out, at most: two per worker keep every worker busy
+/// while the oldest is written.
+fn max_pending(threads: usize) -> usize {
+    threads.max(1) * 2
+}
+
 /// Maps Argo's `compressionLevel` (absent or -1 = default, 0 = stored, 1..9) to a level.
 pub fn level_from_argo(level: Option<i32>) -> u32 {
     match level {
@@ -114,7 +160,7 @@ impl<W: Write> ParallelGzWriter<W> {
             jobs: Some(tx),
             workers,
             pending: VecDeque::new(),
-            max_pending: threads * 2,
+            max_pending: max_pending(threads),
             crc: crc32fast::Hasher::new(),
             total_in: 0,
         })
@@ -230,7 +276,7 @@ fn deflate_segment(input: &[u8], dictionary: &[u8], last: bool, level: u32) -> i
     } else {
         FlushCompress::Sync
     };
-    let mut out = Vec::with_capacity(input.len() / 2 + 1024);
+    let mut out = Vec::with_capacity(segment_bound(input.len(), level));
     loop {
         let consumed = c.total_in() as usize;
         if out.capacity() - out.len() < 1024 {
@@ -316,6 +362,45 @@ mod tests {
             w.finish().expect("finish")
         };
         assert_eq!(run(1), run(4));
+    }
+
+    #[test]
+    fn incompressible_input_stays_within_the_bound_at_every_level() {
+        let block = 64 * 1024;
+        for len in [0, 1, 5000, block, 3 * block + 17, 10 * block] {
+            // Random bytes, and random bytes whose fixed-Huffman codes are all 9 bits long.
+            let nine_bits: Vec<u8> = noise(len).iter().map(|b| 144 + b % 112).collect();
+            for (data, level) in [noise(len), nine_bits]
+                .iter()
+                .flat_map(|d| (0..=9).map(move |level| (d, level)))
+            {
+                let mut w = ParallelGzWriter::with_block_size(Vec::new(), level, 2, block)
+                    .expect("writer");
+                w.write_all(data).expect("write");
+                let gz = w.finish().expect("finish");
+                let bound = max_len(len as u64, block, level);
+                assert!(
+                    gz.len() as u64 <= bound,
+                    "level {level}, {len} bytes: {} > {bound}",
+                    gz.len()
+                );
+                let slack = if level == 1 { len / 7 } else { len / 1000 };
+                assert!(bound <= (len + slack) as u64 + 1024, "{bound}");
+            }
+        }
+    }
+
+    /// Bytes no compressor can shrink.
+    pub(super) fn noise(len: usize) -> Vec<u8> {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect()
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub mod zip;
 
 pub use gzip::ParallelGzWriter;
 pub use safe_path::{SafePath, UnsafeName};
-pub use tarball::{TarSummary, write_tree};
+pub use tarball::{TarSummary, tar_size, write_tree};
 pub use unpack::{Detection, UnpackSummary, place, sniff, untar};
 
 /// Why an archive could not be read or written. Texts follow Argo's where it has one.
@@ -58,4 +58,14 @@ pub fn write_tgz<W: std::io::Write>(
     let gz = ParallelGzWriter::new(out, level, threads)?;
     let (gz, summary) = write_tree(src, gz)?;
     Ok((gz.finish()?, summary))
+}
+
+/// The most bytes [`write_tgz`] writes for `src` as it is now at `level`: its tar stream's
+/// exact size through the gzip pipeline's worst case.
+pub fn tgz_bound(src: &std::path::Path, level: u32) -> std::io::Result<u64> {
+    Ok(gzip::max_len(
+        tar_size(src)?,
+        gzip::DEFAULT_BLOCK_SIZE,
+        level,
+    ))
 }

@@ -21,34 +21,89 @@ pub struct TarSummary {
 
 /// Writes `src` (followed if it is a symlink) as a tar stream into `out`.
 pub fn write_tree<W: Write>(src: &Path, out: W) -> io::Result<(W, TarSummary)> {
+    let mut builder = tar::Builder::new(out);
+    builder.follow_symlinks(false);
+    let mut summary = TarSummary::default();
+    for_each_entry(src, &mut |path, name, meta| {
+        append(&mut builder, path, name, meta, &mut summary)
+    })?;
+    let out = builder.into_inner()?;
+    Ok((out, summary))
+}
+
+/// The exact length of the stream [`write_tree`] writes for `src` as it is now: each entry's
+/// header, a GNU long-name (and long-link) entry before it when its name (or symlink target)
+/// does not fit the header, a regular file's data padded to 512 bytes, and the two zero
+/// blocks that end the archive. Lets an upload plan its parts before the stream starts.
+pub fn tar_size(src: &Path) -> io::Result<u64> {
+    let mut size = END_OF_ARCHIVE;
+    for_each_entry(src, &mut |path, name, meta| {
+        size += entry_size(path, name, meta)?;
+        Ok(())
+    })?;
+    Ok(size)
+}
+
+const BLOCK: u64 = 512;
+/// Two zero blocks, as `tar::Builder::finish` writes.
+const END_OF_ARCHIVE: u64 = 2 * BLOCK;
+
+/// Bytes one entry takes in the stream, as `tar::Builder` lays it out.
+fn entry_size(path: &Path, name: &str, meta: &Metadata) -> io::Result<u64> {
+    let mut header = Header::new_gnu();
+    let mut size = BLOCK + long_name_size(header.set_path(name), name.len())?;
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        let target = fs::read_link(path)?;
+        let target_len = target.as_os_str().len();
+        size += long_name_size(header.set_link_name(&target), target_len)?;
+    } else if ft.is_file() {
+        size += meta.len().div_ceil(BLOCK) * BLOCK;
+    }
+    Ok(size)
+}
+
+/// The GNU long-name entry the builder writes when a name of `len` bytes does not fit the
+/// header (`set` failed): a header and the name with its NUL, padded. A shorter name that
+/// still failed is an error for the builder too.
+fn long_name_size(set: io::Result<()>, len: usize) -> io::Result<u64> {
+    const HEADER_FIELD: usize = 100;
+    match set {
+        Ok(()) => Ok(0),
+        Err(_) if len >= HEADER_FIELD => Ok(BLOCK + (len as u64 + 1).div_ceil(BLOCK) * BLOCK),
+        Err(e) => Err(e),
+    }
+}
+
+/// Calls `visit` with (path, name in the archive, metadata) for every entry of the archive of
+/// `src`, in the order they are written: the root, then a directory's entries sorted by name,
+/// depth first. Sockets are skipped.
+fn for_each_entry(
+    src: &Path,
+    visit: &mut dyn FnMut(&Path, &str, &Metadata) -> io::Result<()>,
+) -> io::Result<()> {
     let meta = fs::metadata(src)?;
     let name = src
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| ".".to_string());
-    let mut builder = tar::Builder::new(out);
-    builder.follow_symlinks(false);
-    let mut summary = TarSummary::default();
-    if meta.is_file() {
-        append(&mut builder, src, &name, &meta, &mut summary)?;
-    } else if meta.is_dir() {
-        append(&mut builder, src, &name, &meta, &mut summary)?;
-        walk(&mut builder, src, &name, &mut summary)?;
-    } else {
+    if !meta.is_file() && !meta.is_dir() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("{} is not a regular file or directory", src.display()),
         ));
     }
-    let out = builder.into_inner()?;
-    Ok((out, summary))
+    visit(src, &name, &meta)?;
+    if meta.is_dir() {
+        walk(src, &name, visit)?;
+    }
+    Ok(())
 }
 
-fn walk<W: Write>(
-    builder: &mut tar::Builder<W>,
+fn walk(
     dir: &Path,
     prefix: &str,
-    summary: &mut TarSummary,
+    visit: &mut dyn FnMut(&Path, &str, &Metadata) -> io::Result<()>,
 ) -> io::Result<()> {
     let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<io::Result<_>>()?;
     entries.sort_by_key(|e| e.file_name());
@@ -60,9 +115,9 @@ fn walk<W: Write>(
             tracing::warn!(path = %path.display(), "skipping a socket: sockets cannot be archived");
             continue;
         }
-        append(builder, &path, &name, &meta, summary)?;
+        visit(&path, &name, &meta)?;
         if meta.is_dir() {
-            walk(builder, &path, &name, summary)?;
+            walk(&path, &name, visit)?;
         }
     }
     Ok(())
@@ -135,5 +190,39 @@ impl<R: Read> Read for ExactReader<'_, R> {
         }
         self.left -= n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream_len(src: &Path) -> u64 {
+        write_tree(src, Vec::new()).expect("tar").0.len() as u64
+    }
+
+    #[test]
+    fn the_computed_size_is_the_stream_length_of_awkward_trees() {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let root = scratch.path().join("root");
+        let long = "n".repeat(99);
+        let longer = "l".repeat(230);
+        let deep = root.join(&long).join(&longer);
+        fs::create_dir_all(&deep).expect("dirs");
+        fs::create_dir_all(root.join("empty")).expect("empty dir");
+        for (name, len) in [("zero", 0), ("one", 1), ("block", 512), ("over", 513)] {
+            fs::write(root.join(name), vec![7u8; len]).expect("file");
+        }
+        // Names of 99, 100 and several hundred bytes: in the header, just not, far beyond.
+        fs::write(root.join("x".repeat(95)), b"fits").expect("file");
+        fs::write(deep.join("f".repeat(200)), vec![1u8; 1000]).expect("deep file");
+        std::os::unix::fs::symlink("one", root.join("short-link")).expect("symlink");
+        std::os::unix::fs::symlink("t".repeat(150), root.join("long-target")).expect("symlink");
+        nix::unistd::mkfifo(&root.join("fifo"), nix::sys::stat::Mode::S_IRWXU).expect("fifo");
+        assert_eq!(tar_size(&root).expect("size"), stream_len(&root));
+
+        let single = root.join("over");
+        assert_eq!(tar_size(&single).expect("size"), stream_len(&single));
+        assert_eq!(tar_size(&single).expect("size"), 512 + 1024 + 1024);
     }
 }

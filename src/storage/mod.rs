@@ -26,6 +26,7 @@ use crate::model::{ArtifactLocation, LocationKind};
 pub mod azure;
 pub mod buffer;
 mod error;
+pub mod file_range;
 #[cfg(feature = "gcs")]
 pub mod gcs;
 #[cfg(feature = "git")]
@@ -118,9 +119,17 @@ pub struct PutOptions {
 pub struct Part {
     /// 1-based, as S3 numbers parts.
     pub number: u32,
-    pub data: Bytes,
-    /// CRC32C (Castagnoli) of `data`.
+    pub body: PartBody,
+    /// CRC32C (Castagnoli) of the body.
     pub crc32c: u32,
+}
+
+/// The bytes of a part: a buffer, or a range of a local file read while it is sent (drivers
+/// that say [`Driver::streams_file_parts`]).
+#[derive(Debug, Clone)]
+pub enum PartBody {
+    Memory(Bytes),
+    File(file_range::FileRange),
 }
 
 impl Part {
@@ -128,9 +137,29 @@ impl Part {
         let crc32c = crc32c::crc32c(&data);
         Self {
             number,
-            data,
+            body: PartBody::Memory(data),
             crc32c,
         }
+    }
+
+    /// A part sent from `range` of a file, whose CRC32C is `crc32c`.
+    pub fn from_file(number: u32, range: file_range::FileRange, crc32c: u32) -> Self {
+        Self {
+            number,
+            body: PartBody::File(range),
+            crc32c,
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        match &self.body {
+            PartBody::Memory(data) => data.len() as u64,
+            PartBody::File(range) => range.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -256,6 +285,11 @@ pub trait Driver: Send + Sync + Debug {
     /// Starts a multipart upload and returns its id.
     async fn create_multipart(&self, _key: &str, _opts: &PutOptions) -> Result<String> {
         Err(self.no_multipart())
+    }
+
+    /// Whether [`Driver::put_part`] takes [`PartBody::File`] parts, reading them as it sends.
+    fn streams_file_parts(&self) -> bool {
+        false
     }
 
     /// Stores one part.

@@ -224,6 +224,10 @@ impl Driver for Retrying {
         self.inner.multipart_limits()
     }
 
+    fn streams_file_parts(&self) -> bool {
+        self.inner.streams_file_parts()
+    }
+
     async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String> {
         self.backoff
             .run("create multipart upload", &self.retries, || {

@@ -14,7 +14,7 @@
 use bytes::Bytes;
 use md5::{Digest, Md5};
 
-use super::{Error, ErrorKind, Part, PartReceipt, Result};
+use super::{Error, ErrorKind, Part, PartBody, PartReceipt, Result};
 
 /// What a server's answer about a stored part can prove.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +41,7 @@ impl Evidence {
     async fn matches(self, part: &Part) -> Result<Option<bool>> {
         Ok(match self {
             Self::Crc32c(crc) => Some(crc == part.crc32c),
-            Self::Md5(md5) => Some(md5 == md5_of(part.data.clone()).await?),
+            Self::Md5(md5) => Some(md5 == part_md5(part).await?),
             Self::None => None,
         })
     }
@@ -72,6 +72,21 @@ pub async fn md5_of(data: Bytes) -> Result<[u8; 16]> {
         .map_err(|e| Error::io("hashing a part", std::io::Error::other(e)))
 }
 
+/// MD5 of a part's body, from memory or read back from its file, on a blocking thread.
+async fn part_md5(part: &Part) -> Result<[u8; 16]> {
+    match &part.body {
+        PartBody::Memory(data) => md5_of(data.clone()).await,
+        PartBody::File(range) => {
+            let context = format!("reading {}", range.path.display());
+            let range = range.clone();
+            tokio::task::spawn_blocking(move || range.md5())
+                .await
+                .map_err(|e| Error::io("hashing a part", std::io::Error::other(e)))?
+                .map_err(|e| Error::io(context, e))
+        }
+    }
+}
+
 /// Whether `receipt` proves the server stored exactly `part`. A receipt that proves nothing
 /// passes ([`Evidence::None`]: the caller counts those).
 pub async fn check_part(driver: &str, key: &str, part: &Part, receipt: &PartReceipt) -> Result<()> {
@@ -84,7 +99,7 @@ pub async fn check_part(driver: &str, key: &str, part: &Part, receipt: &PartRece
         _ => format!(
             "server MD5 {}, sent {}",
             receipt.etag.trim_matches('"'),
-            hex::encode(md5_of(part.data.clone()).await?)
+            hex::encode(part_md5(part).await?)
         ),
     };
     Err(Error::backend(
@@ -100,7 +115,7 @@ pub async fn check_part(driver: &str, key: &str, part: &Part, receipt: &PartRece
 /// Whether `stored`, a part an earlier attempt left in the store, holds exactly the bytes of
 /// the regenerated `part`: same number and size, and a CRC32C or MD5 that proves it.
 pub async fn holds(stored: &PartReceipt, part: &Part) -> Result<bool> {
-    if stored.number != part.number || stored.size != part.data.len() as u64 {
+    if stored.number != part.number || stored.size != part.len() {
         return Ok(false);
     }
     Ok(Evidence::of(stored).matches(part).await? == Some(true))

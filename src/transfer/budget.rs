@@ -2,10 +2,12 @@
 //!
 //! A buffer is paid for before it is filled and paid back when its consumer is done with it
 //! (the part is stored, the chunk is read), so memory stays bounded by the budget whatever the
-//! number or the size of the objects being moved.
+//! number or the size of the objects being moved. A buffer larger than the whole budget is
+//! refused ([`BudgetError::TooLarge`]): paying part of it would let memory pass the ceiling.
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -13,12 +15,31 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// Accounting unit: 64 KiB, so a 4 KiB file does not cost a whole part.
 const UNIT: u64 = 64 * 1024;
 
+/// Why a buffer could not be paid for.
+#[derive(Debug, thiserror::Error)]
+pub enum BudgetError {
+    #[error(
+        "a buffer of {wanted} bytes does not fit the transfer memory budget of {budget} bytes"
+    )]
+    TooLarge { wanted: u64, budget: u64 },
+    #[error("transfer budget closed")]
+    Closed,
+}
+
 /// Bytes of buffers that may exist at once.
 #[derive(Debug, Clone)]
 pub struct Budget {
     pool: Pool,
     /// For a [`Budget::share`]: its own limit, paid before the pool it is carved from.
     cap: Option<Pool>,
+    held: Arc<Held>,
+}
+
+/// The bytes paid for now and at most so far, across every share of one budget.
+#[derive(Debug, Default)]
+struct Held {
+    now: AtomicU64,
+    high_water: AtomicU64,
 }
 
 /// One semaphore of budget units.
@@ -37,14 +58,24 @@ impl Pool {
         }
     }
 
-    /// Waits for the units of `bytes`; a request above the whole pool waits for all of it.
+    fn bytes(&self) -> u64 {
+        u64::from(self.total_units) * UNIT
+    }
+
+    /// Waits for the units of `bytes`; a request above the whole pool is refused.
     async fn acquire(&self, bytes: u64) -> io::Result<OwnedSemaphorePermit> {
-        let units = (bytes.div_ceil(UNIT).max(1) as u32).min(self.total_units);
+        let units = bytes.div_ceil(UNIT).max(1);
+        if units > u64::from(self.total_units) {
+            return Err(io::Error::other(BudgetError::TooLarge {
+                wanted: bytes,
+                budget: self.bytes(),
+            }));
+        }
         self.units
             .clone()
-            .acquire_many_owned(units)
+            .acquire_many_owned(units as u32)
             .await
-            .map_err(|_| io::Error::other("transfer budget closed"))
+            .map_err(|_| io::Error::other(BudgetError::Closed))
     }
 }
 
@@ -53,6 +84,14 @@ impl Pool {
 pub struct Permit {
     _pool: OwnedSemaphorePermit,
     _cap: Option<OwnedSemaphorePermit>,
+    bytes: u64,
+    held: Arc<Held>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.held.now.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 impl Budget {
@@ -60,7 +99,18 @@ impl Budget {
         Self {
             pool: Pool::new(bytes),
             cap: None,
+            held: Arc::default(),
         }
+    }
+
+    /// The whole budget, in bytes.
+    pub fn total(&self) -> u64 {
+        self.pool.bytes()
+    }
+
+    /// The most bytes held in paid buffers at once so far: never above [`Budget::total`].
+    pub fn high_water(&self) -> u64 {
+        self.held.high_water.load(Ordering::Relaxed)
     }
 
     /// A budget drawing on this one but never holding more than `bytes` of it. A server gives
@@ -71,20 +121,26 @@ impl Budget {
         Self {
             pool: self.pool.clone(),
             cap: Some(Pool::new(bytes)),
+            held: Arc::clone(&self.held),
         }
     }
 
-    /// Waits until `bytes` of budget are free. A request above the whole budget waits for all
-    /// of it, so a single oversized buffer still makes progress. A share is paid first, so a
-    /// client at its limit waits on its own share and never queues for the common pool.
+    /// Waits until `bytes` of budget are free; a request above the whole budget (or share)
+    /// is refused with [`BudgetError::TooLarge`]. A share is paid first, so a client at its
+    /// limit waits on its own share and never queues for the common pool.
     pub async fn acquire(&self, bytes: u64) -> io::Result<Permit> {
         let cap = match &self.cap {
             Some(cap) => Some(cap.acquire(bytes).await?),
             None => None,
         };
+        let pool = self.pool.acquire(bytes).await?;
+        let now = self.held.now.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.held.high_water.fetch_max(now, Ordering::Relaxed);
         Ok(Permit {
-            _pool: self.pool.acquire(bytes).await?,
+            _pool: pool,
             _cap: cap,
+            bytes,
+            held: Arc::clone(&self.held),
         })
     }
 
@@ -99,18 +155,24 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn permits_bound_what_is_held_and_oversized_requests_still_proceed() {
+    async fn permits_bound_what_is_held_and_oversized_requests_are_refused() {
         let b = Budget::new(4 * UNIT);
         let p1 = b.acquire(3 * UNIT).await.expect("fits");
         let waiting =
             tokio::time::timeout(std::time::Duration::from_millis(50), b.acquire(2 * UNIT));
         assert!(waiting.await.is_err(), "must wait while the budget is used");
         drop(p1);
-        let big = b
-            .acquire(100 * UNIT)
-            .await
-            .expect("capped at the whole budget");
-        drop(big);
+        let refused = b.acquire(4 * UNIT + 1).await.expect_err("above the budget");
+        assert!(
+            matches!(
+                refused.get_ref().and_then(|e| e.downcast_ref::<BudgetError>()),
+                Some(BudgetError::TooLarge { .. })
+            ),
+            "{refused}"
+        );
+        let whole = b.acquire(4 * UNIT).await.expect("the whole budget fits");
+        drop(whole);
+        assert_eq!(b.high_water(), 4 * UNIT, "never above the budget");
     }
 
     #[tokio::test]

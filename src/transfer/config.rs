@@ -71,9 +71,10 @@ impl TransferConfig {
         c
     }
 
-    /// Bytes of part buffers in flight at most, across every upload of the process.
+    /// Bytes of buffers held at most across every upload of the process: the part buffers in
+    /// flight and the one being filled, and the blocks of one gzip pipeline.
     pub fn upload_budget(&self) -> u64 {
-        self.part_size * (self.concurrency as u64 + 1)
+        self.part_size * (self.concurrency as u64 + 1) + gzip::pipeline_bytes(self.gzip_threads)
     }
 
     /// Bytes of downloaded chunks held at most, across every download of the process: the

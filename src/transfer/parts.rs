@@ -1,15 +1,52 @@
-//! Part sizes: how a stream of unknown length still fits any object into the part limit.
+//! Part sizes: every object fits the part limit, and parts stay small while they can.
 //!
-//! With a known size, every part has the same size: the base size, or larger when
-//! `size / max_parts` needs it. With an unknown size (a tar.gz being written), parts start at
-//! the base size and double every `max_parts / 10` parts, so 10,000 S3 parts of 8 MiB, 16 MiB,
-//! ... reach 7.8 TiB, above S3's 5 TiB object limit, while a 6 GiB stream still uses only
-//! 8 MiB parts. The schedule depends on the part index alone, so a regenerated stream is cut at
-//! the same offsets (what resuming needs).
+//! A plan starts from what is known of the object's size ([`ObjectSize`]): a file's exact
+//! size, an upper bound (a tar.gz: the tar stream's exact size, computed from the tree before it
+//! starts, plus the gzip pipeline's worst case), or nothing (a zip). With a size or a bound,
+//! every part has the same size: the base size up to `base x max_parts`, and the smallest whole
+//! number of MiB that fits the object into the part limit beyond. With nothing known, parts
+//! start at the base size and double every `max_parts / 10` parts, so 10,000 S3 parts of
+//! 8 MiB, 16 MiB, ... reach 7.8 TiB. Either way the plan is a pure function of (size or bound,
+//! part index), so a regenerated stream is cut at the same offsets (what resuming needs).
 
 use crate::storage::MultipartLimits;
 
 const MIB: u64 = 1 << 20;
+
+/// What is known of an object's size before its first byte is produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectSize {
+    /// Exactly this many bytes (a file): the last part is cut to what is left.
+    Exact(u64),
+    /// At most this many bytes (a tar.gz): parts are planned for the bound.
+    AtMost(u64),
+    /// No bound (a zip being written): parts grow with the part index.
+    Unknown,
+}
+
+impl ObjectSize {
+    /// The exact size, if known.
+    pub fn exact(self) -> Option<u64> {
+        match self {
+            Self::Exact(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The size parts are planned for: exact or bound.
+    fn planned(self) -> Option<u64> {
+        match self {
+            Self::Exact(n) | Self::AtMost(n) => Some(n),
+            Self::Unknown => None,
+        }
+    }
+}
+
+impl From<Option<u64>> for ObjectSize {
+    fn from(size: Option<u64>) -> Self {
+        size.map_or(Self::Unknown, Self::Exact)
+    }
+}
 
 /// The size of every part of one upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,10 +57,10 @@ pub struct PartPlan {
 }
 
 impl PartPlan {
-    /// A plan for an object of `size` bytes if known, starting from `base`-sized parts.
-    pub fn new(base: u64, limits: MultipartLimits, size: Option<u64>) -> Self {
+    /// A plan for an object of `size`, starting from `base`-sized parts.
+    pub fn new(base: u64, limits: MultipartLimits, size: ObjectSize) -> Self {
         let base = base.clamp(limits.min_part_size, limits.max_part_size);
-        let fixed = size.map(|s| {
+        let fixed = size.planned().map(|s| {
             let needed = s.div_ceil(u64::from(limits.max_parts));
             let rounded = needed.div_ceil(MIB) * MIB;
             base.max(rounded).min(limits.max_part_size)
@@ -71,7 +108,7 @@ mod tests {
 
     #[test]
     fn unknown_size_streams_reach_five_tib_on_s3() {
-        let plan = PartPlan::new(8 * MIB, MultipartLimits::S3, None);
+        let plan = PartPlan::new(8 * MIB, MultipartLimits::S3, ObjectSize::Unknown);
         assert!(
             plan.max_object_size() >= 5 * TIB,
             "{}",
@@ -85,10 +122,10 @@ mod tests {
 
     #[test]
     fn known_sizes_use_equal_parts_that_fit_the_part_limit() {
-        let plan = PartPlan::new(8 * MIB, MultipartLimits::S3, Some(2 << 30));
+        let plan = PartPlan::new(8 * MIB, MultipartLimits::S3, ObjectSize::Exact(2 << 30));
         assert_eq!(plan.part_size(1), 8 * MIB);
         let huge = 5 * TIB;
-        let plan = PartPlan::new(8 * MIB, MultipartLimits::S3, Some(huge));
+        let plan = PartPlan::new(8 * MIB, MultipartLimits::S3, ObjectSize::Exact(huge));
         let p = plan.part_size(1);
         assert!(p * 10_000 >= huge && p.is_multiple_of(MIB), "{p}");
     }
@@ -100,15 +137,34 @@ mod tests {
             max_parts: 10,
             ..MultipartLimits::S3
         };
-        let plan = PartPlan::new(5 * MIB, limits, None);
+        let plan = PartPlan::new(5 * MIB, limits, ObjectSize::Unknown);
         let sizes: Vec<u64> = (1..=4).map(|n| plan.part_size(n) / MIB).collect();
         assert_eq!(sizes, [5, 10, 20, 40]);
         assert!(plan.max_object_size() > 10 * 5 * MIB * 100);
     }
 
     #[test]
+    fn a_bound_keeps_base_parts_up_to_base_times_the_part_limit_and_grows_beyond() {
+        let limits = MultipartLimits {
+            max_parts: 20,
+            ..MultipartLimits::S3
+        };
+        let at_limit = PartPlan::new(5 * MIB, limits, ObjectSize::AtMost(100 * MIB));
+        assert_eq!(at_limit.part_size(1), 5 * MIB);
+        assert_eq!(at_limit.part_size(20), 5 * MIB, "no growth with the index");
+        let beyond = PartPlan::new(5 * MIB, limits, ObjectSize::AtMost(100 * MIB + 1));
+        assert_eq!(beyond.part_size(1), 6 * MIB, "the next whole MiB that fits 20 parts");
+        assert_eq!(beyond.part_size(20), 6 * MIB);
+        // The same bound gives the same cuts, whatever produced it first.
+        assert_eq!(
+            beyond,
+            PartPlan::new(5 * MIB, limits, ObjectSize::AtMost(100 * MIB + 1))
+        );
+    }
+
+    #[test]
     fn base_is_clamped_to_the_backend_minimum() {
-        let plan = PartPlan::new(1, MultipartLimits::S3, None);
+        let plan = PartPlan::new(1, MultipartLimits::S3, ObjectSize::Unknown);
         assert_eq!(plan.part_size(1), 5 * MIB);
     }
 }

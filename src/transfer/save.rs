@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tokio::runtime::Handle;
 use tracing::Instrument;
 
+use super::parts::ObjectSize;
 use super::progress::{self, Progress};
 use super::upload::{PartWriter, UploadStats, Uploader};
 use super::{Error, Result, validate_path};
@@ -214,7 +215,6 @@ impl Saver<'_> {
         strategy: ArchiveStrategy,
     ) -> Result<UploadStats> {
         let meta = source_metadata(src, path, true, strategy)?;
-        let threads = self.uploader.config().gzip_threads;
         let src = src.to_path_buf();
         match strategy {
             ArchiveStrategy::None if meta.is_dir() => {
@@ -230,11 +230,7 @@ impl Saver<'_> {
             }
             ArchiveStrategy::Tar { compression_level } => {
                 let level = gzip::level_from_argo(compression_level);
-                self.uploader
-                    .upload(driver, key, PutOptions::default(), None, move |w| {
-                        archive::write_tgz(&src, w, level, threads).map(drop)
-                    })
-                    .await
+                upload_tgz(self.uploader, driver, key, src, level).await
             }
         }
     }
@@ -361,6 +357,32 @@ fn tree_size(path: &Path) -> Option<u64> {
             .map(|m| m.len())
             .sum(),
     )
+}
+
+/// Uploads `src` as a tar.gz at `level`, its parts planned for the tgz's bound computed from
+/// the tree (a walk: off the runtime). A tree that cannot be walked fails in the writer, in
+/// its own words; until then its size is unknown.
+pub async fn upload_tgz(
+    uploader: &Uploader,
+    driver: Arc<dyn Driver>,
+    key: &str,
+    src: std::path::PathBuf,
+    level: u32,
+) -> Result<UploadStats> {
+    let threads = uploader.config().gzip_threads;
+    let walked = src.clone();
+    let bound = tokio::task::spawn_blocking(move || archive::tgz_bound(&walked, level))
+        .await
+        .ok()
+        .and_then(Result::ok);
+    let size = bound.map_or(ObjectSize::Unknown, ObjectSize::AtMost);
+    uploader
+        .upload(driver, key, PutOptions::default(), size, move |w| {
+            // The gzip pipeline's blocks are buffers too: paid for while it runs.
+            let _blocks = w.reserve(gzip::pipeline_bytes(threads))?;
+            archive::write_tgz(&src, w, level, threads).map(drop)
+        })
+        .await
 }
 
 /// Opens an emissary tgz as a tar reader.

@@ -6,9 +6,11 @@
 //!                                        waits on the Budget    N parts in flight, abort on error
 //! ```
 //! Every part buffer is paid for from one [`Budget`] shared by all uploads of the process, so
-//! memory is bounded by the budget whatever the number or size of the objects. An object is
-//! only completed when the producer marks its last part: a producer that fails mid-way leaves
-//! nothing under the key.
+//! memory is bounded by the budget whatever the number or size of the objects. A file larger
+//! than one part skips the writer: its parts are ranges of the file, read while they are sent
+//! (drivers that [stream file parts](Driver::streams_file_parts)), so a part in flight costs a
+//! few small blocks whatever its size. An object is only completed when the producer marks its
+//! last part: a producer that fails mid-way leaves nothing under the key.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -24,13 +26,14 @@ use tracing::Instrument;
 
 use super::budget::{Budget, Permit};
 use super::config::TransferConfig;
-use super::parts::PartPlan;
+use super::parts::{ObjectSize, PartPlan};
 use super::progress::Progress;
 use super::resume::Resumable;
 use super::{Error, Result};
 use crate::storage::buffer::Buffer;
+use crate::storage::file_range::{FileRange, READ_BLOCK};
 use crate::storage::verify::{self, Evidence};
-use crate::storage::{self, Driver, MultipartLimits, Part, PartReceipt, PutOptions};
+use crate::storage::{self, Driver, MultipartLimits, Part, PartBody, PartReceipt, PutOptions};
 
 /// One message from a writer to its consumer.
 struct PartMsg {
@@ -106,10 +109,11 @@ impl PartWriter {
             )));
         }
         let data = std::mem::take(&mut self.buf).freeze();
+        let len = data.len();
         let part = Part::new(self.number, data);
-        self.crc32c = crc32c::crc32c_combine(self.crc32c, part.crc32c, part.data.len());
+        self.crc32c = crc32c::crc32c_combine(self.crc32c, part.crc32c, len);
         if let Some(r) = self.remaining.as_mut() {
-            *r = r.saturating_sub(part.data.len() as u64);
+            *r = r.saturating_sub(len as u64);
         }
         let permit = match self.permit.take() {
             Some(p) => p,
@@ -119,15 +123,23 @@ impl PartWriter {
             .tx
             .as_ref()
             .ok_or_else(|| io::Error::other("writer closed"))?;
-        self.handle
-            .block_on(tx.send(PartMsg {
+        post(
+            &self.handle,
+            tx,
+            PartMsg {
                 part,
                 last,
                 _permit: permit,
-            }))
-            .map_err(|_| io::Error::other(UploadStopped))?;
+            },
+        )?;
         self.number += 1;
         Ok(())
+    }
+
+    /// Pays for memory the producer holds besides the parts (the gzip pipeline's blocks),
+    /// until the returned permit is dropped.
+    pub fn reserve(&self, bytes: u64) -> io::Result<Permit> {
+        self.budget.acquire_blocking(&self.handle, bytes)
     }
 
     /// Sends what is buffered as the final part: the object may now be completed. A full part
@@ -160,6 +172,13 @@ impl Write for PartWriter {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// Hands a part to the consumer, from a producer's blocking thread.
+fn post(handle: &Handle, tx: &mpsc::Sender<PartMsg>, msg: PartMsg) -> io::Result<()> {
+    handle
+        .block_on(tx.send(msg))
+        .map_err(|_| io::Error::other(UploadStopped))
 }
 
 /// What a producer's write fails with when the upload it feeds has stopped.
@@ -210,7 +229,12 @@ impl Uploader {
         &self.cfg
     }
 
-    fn plan(&self, driver: &dyn Driver, size: Option<u64>) -> PartPlan {
+    /// The budget every buffer of these uploads is paid from.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    fn plan(&self, driver: &dyn Driver, size: ObjectSize) -> PartPlan {
         let mut limits = driver.multipart_limits().unwrap_or(MultipartLimits {
             min_part_size: 1,
             max_part_size: self.cfg.part_size,
@@ -229,8 +253,9 @@ impl Uploader {
         driver: Arc<dyn Driver>,
         key: String,
         opts: PutOptions,
-        size: Option<u64>,
+        size: impl Into<ObjectSize>,
     ) -> (PartWriter, JoinHandle<Result<UploadStats>>) {
+        let size = size.into();
         let plan = self.plan(driver.as_ref(), size);
         let (tx, rx) = mpsc::channel(1);
         let writer = PartWriter {
@@ -238,7 +263,7 @@ impl Uploader {
             number: 1,
             buf: Buffer::default(),
             permit: None,
-            remaining: size,
+            remaining: size.exact(),
             tx: Some(tx),
             budget: self.budget.clone(),
             handle: Handle::current(),
@@ -246,12 +271,41 @@ impl Uploader {
             total: 0,
             progress: self.progress.clone(),
         };
+        (writer, self.spawn_consumer(driver, key, opts, rx))
+    }
+
+    /// Starts storing the parts `rx` brings as `key`.
+    fn spawn_consumer(
+        &self,
+        driver: Arc<dyn Driver>,
+        key: String,
+        opts: PutOptions,
+        rx: mpsc::Receiver<PartMsg>,
+    ) -> JoinHandle<Result<UploadStats>> {
         let concurrency = self.cfg.concurrency;
         // The consumer logs retries and resumes: in the caller's span, so they name the artifact.
-        let consumer = tokio::spawn(
+        tokio::spawn(
             async move { consume(driver, key, opts, rx, concurrency).await }.in_current_span(),
-        );
-        (writer, consumer)
+        )
+    }
+
+    /// Refuses up front a plan whose buffered parts could not be paid for: a part larger than
+    /// the whole budget would take memory past the ceiling.
+    fn check_fits(&self, plan: &PartPlan, key: &str) -> Result<()> {
+        let part = plan.part_size(1);
+        if part <= self.budget.total() {
+            return Ok(());
+        }
+        Err(Error::io(
+            format!(
+                "uploading {key} needs parts of {part} bytes, more than the upload memory budget \
+                 (ARGOEXEC_PART_SIZE_MIB x (ARGOEXEC_CONCURRENCY + 1)); raise ARGOEXEC_PART_SIZE_MIB"
+            ),
+            io::Error::other(super::budget::BudgetError::TooLarge {
+                wanted: part,
+                budget: self.budget.total(),
+            }),
+        ))
     }
 
     /// Uploads what `produce` writes, as the object `key`.
@@ -260,38 +314,76 @@ impl Uploader {
         driver: Arc<dyn Driver>,
         key: &str,
         opts: PutOptions,
-        size: Option<u64>,
+        size: impl Into<ObjectSize>,
         produce: P,
     ) -> Result<UploadStats>
     where
         P: FnOnce(&mut PartWriter) -> io::Result<()> + Send + 'static,
     {
+        let size = size.into();
+        self.check_fits(&self.plan(driver.as_ref(), size), key)?;
         let (mut writer, consumer) = self.start(driver, key.to_string(), opts, size);
         let producer = tokio::task::spawn_blocking(move || {
             produce(&mut writer)?;
-            writer.close()
+            writer.close().map(drop)
         });
-        let (produced, consumed) = tokio::join!(producer, consumer);
-        let produced = produced.map_err(|e| Error::Io {
-            context: "the archive writer panicked".into(),
-            source: io::Error::other(e.to_string()),
-        })?;
-        let consumed = consumed.map_err(|e| Error::Io {
-            context: "the upload task panicked".into(),
-            source: io::Error::other(e.to_string()),
-        })?;
-        match (produced, consumed) {
-            // The producer stopped because the upload failed: the upload's error is the cause.
-            (Err(e), Err(cause)) if is_upload_stopped(&e) => Err(cause),
-            // The producer's error explains a consumer that saw no last part.
-            (Err(e), _) => Err(Error::Io {
-                context: "reading the source failed".into(),
-                source: e,
-            }),
-            (Ok(_), consumed) => consumed,
-        }
+        finish(producer, consumer).await
     }
 
+    /// Uploads a file larger than one part as ranges of the file, each read while it is sent
+    /// (and again if it is retried): memory per part in flight is a few blocks, so the
+    /// configured number of parts stays in flight whatever the part size.
+    async fn upload_file_parts(
+        &self,
+        driver: Arc<dyn Driver>,
+        key: &str,
+        path: &Path,
+        size: u64,
+        plan: PartPlan,
+    ) -> Result<UploadStats> {
+        let (tx, rx) = mpsc::channel(1);
+        let consumer = self.spawn_consumer(driver, key.to_string(), PutOptions::default(), rx);
+        let path: Arc<Path> = path.into();
+        let budget = self.budget.clone();
+        let progress = self.progress.clone();
+        let handle = Handle::current();
+        let producer = tokio::task::spawn_blocking(move || {
+            let mut offset = 0;
+            for number in 1..=plan.max_parts() {
+                // The block this part's CRC is read with now, and the blocks it is sent with.
+                let permit = budget.acquire_blocking(&handle, 2 * READ_BLOCK as u64)?;
+                let range = FileRange {
+                    path: Arc::clone(&path),
+                    offset,
+                    len: plan.part_size(number).min(size - offset),
+                };
+                offset += range.len;
+                let crc32c = range.crc32c()?;
+                if let Some(p) = &progress {
+                    p.add(range.len);
+                }
+                let part = Part::from_file(number, range, crc32c);
+                let last = offset == size;
+                post(
+                    &handle,
+                    &tx,
+                    PartMsg {
+                        part,
+                        last,
+                        _permit: permit,
+                    },
+                )?;
+                if last {
+                    return Ok(());
+                }
+            }
+            Err(io::Error::other(format!(
+                "the object needs more than {} parts",
+                plan.max_parts()
+            )))
+        });
+        finish(producer, consumer).await
+    }
     /// Uploads one local file as `key`.
     pub async fn upload_file(
         &self,
@@ -302,6 +394,12 @@ impl Uploader {
         let size = std::fs::metadata(path)
             .map_err(|e| Error::io(format!("{} no such file or directory", path.display()), e))?
             .len();
+        let plan = self.plan(driver.as_ref(), ObjectSize::Exact(size));
+        if driver.streams_file_parts() && size > plan.part_size(1) {
+            return self
+                .upload_file_parts(driver, key, path, size, plan)
+                .await;
+        }
         let path = path.to_path_buf();
         self.upload(driver, key, PutOptions::default(), Some(size), move |w| {
             let mut f = std::fs::File::open(&path)?;
@@ -342,6 +440,32 @@ impl Uploader {
             elapsed: started.elapsed(),
             ..Default::default()
         })
+    }
+}
+
+/// Waits for both sides of an upload; the consumer's result, or the error that explains it.
+async fn finish(
+    producer: JoinHandle<io::Result<()>>,
+    consumer: JoinHandle<Result<UploadStats>>,
+) -> Result<UploadStats> {
+    let (produced, consumed) = tokio::join!(producer, consumer);
+    let produced = produced.map_err(|e| Error::Io {
+        context: "the archive writer panicked".into(),
+        source: io::Error::other(e.to_string()),
+    })?;
+    let consumed = consumed.map_err(|e| Error::Io {
+        context: "the upload task panicked".into(),
+        source: io::Error::other(e.to_string()),
+    })?;
+    match (produced, consumed) {
+        // The producer stopped because the upload failed: the upload's error is the cause.
+        (Err(e), Err(cause)) if is_upload_stopped(&e) => Err(cause),
+        // The producer's error explains a consumer that saw no last part.
+        (Err(e), _) => Err(Error::Io {
+            context: "reading the source failed".into(),
+            source: e,
+        }),
+        (Ok(()), consumed) => consumed,
     }
 }
 
@@ -390,13 +514,13 @@ async fn consume(
     if driver.multipart_limits().is_none() {
         return stream_put(driver, key, opts, first, rx, started).await;
     }
-    if first.last {
-        let bytes = first.part.data.len() as u64;
+    if let (true, PartBody::Memory(data)) = (first.last, &first.part.body) {
+        let bytes = data.len() as u64;
         let crc32c = first.part.crc32c;
         let mut opts = opts;
         opts.metadata
             .insert(storage::CRC32C_METADATA.into(), format!("{crc32c:08x}"));
-        driver.put(&key, first.part.data, &opts).await?;
+        driver.put(&key, data.clone(), &opts).await?;
         return Ok(UploadStats {
             bytes,
             crc32c,
@@ -581,12 +705,18 @@ async fn stream_put(
     let body = futures::stream::iter([first])
         .chain(rest)
         .map(move |m| {
+            let PartBody::Memory(data) = m.part.body else {
+                return Err(storage::Error::not_supported(
+                    "upload",
+                    "file parts are only sent to drivers that stream them",
+                ));
+            };
             if let Ok(mut t) = tally.lock() {
-                t.0 += m.part.data.len() as u64;
-                t.1 = crc32c::crc32c_combine(t.1, m.part.crc32c, m.part.data.len());
+                t.0 += data.len() as u64;
+                t.1 = crc32c::crc32c_combine(t.1, m.part.crc32c, data.len());
                 t.2 |= m.last;
             }
-            Ok::<Bytes, storage::Error>(m.part.data)
+            Ok::<Bytes, storage::Error>(data)
         })
         .chain(futures::stream::once({
             let stats = Arc::clone(&stats);

@@ -9,6 +9,7 @@
 //! and [`TlsFront`], a TLS terminator in front of a plain server (TLS trust failures).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -141,7 +142,33 @@ pub struct FaultProxy {
     rules: Arc<Mutex<Vec<Rule>>>,
     chaos: Arc<Mutex<Option<Chaos>>>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    parts: Arc<PartsInFlight>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// UploadPart requests between their head arriving and their answer passed on: now, and the
+/// most at once.
+#[derive(Debug, Default)]
+struct PartsInFlight {
+    now: AtomicUsize,
+    most: AtomicUsize,
+}
+
+/// Counts one UploadPart request in flight until dropped.
+struct PartInFlight(Arc<PartsInFlight>);
+
+impl PartInFlight {
+    fn start(parts: &Arc<PartsInFlight>) -> Self {
+        let now = parts.now.fetch_add(1, Ordering::SeqCst) + 1;
+        parts.most.fetch_max(now, Ordering::SeqCst);
+        Self(Arc::clone(parts))
+    }
+}
+
+impl Drop for PartInFlight {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Drop for FaultProxy {
@@ -158,9 +185,11 @@ impl FaultProxy {
         let rules: Arc<Mutex<Vec<Rule>>> = Arc::default();
         let chaos: Arc<Mutex<Option<Chaos>>> = Arc::default();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let parts: Arc<PartsInFlight> = Arc::default();
         let faults = Faults {
             rules: Arc::clone(&rules),
             chaos: Arc::clone(&chaos),
+            parts: Arc::clone(&parts),
         };
         let s = Arc::clone(&seen);
         let task = tokio::spawn(async move {
@@ -176,8 +205,14 @@ impl FaultProxy {
             rules,
             chaos,
             seen,
+            parts,
             task,
         }
+    }
+
+    /// The most UploadPart requests that were in flight at once.
+    pub fn most_parts_in_flight(&self) -> usize {
+        self.parts.most.load(Ordering::SeqCst)
     }
 
     /// Faults `percent` % of the requests no rule picks, at random (deterministic per `seed`).
@@ -268,6 +303,7 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<(Vec<u8>, Vec<u8>)
 struct Faults {
     rules: Arc<Mutex<Vec<Rule>>>,
     chaos: Arc<Mutex<Option<Chaos>>>,
+    parts: Arc<PartsInFlight>,
 }
 
 impl Faults {
@@ -324,6 +360,8 @@ async fn handle(
     new_head.push_str("Connection: close\r\n\r\n");
 
     let fault = faults.pick(&method, &target, content_length);
+    let is_part = method == "PUT" && target.contains("partNumber=");
+    let _in_flight = is_part.then(|| PartInFlight::start(&faults.parts));
     let record = |status: Option<u16>| {
         seen.lock().expect("seen").push(Seen {
             method: method.clone(),

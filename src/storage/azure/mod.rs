@@ -30,8 +30,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::{
-    Driver, Error, ErrorKind, GetStream, ListPage, MultipartLimits, ObjectMeta, Part, PartReceipt,
-    PutOptions, Result, Secrets, verify,
+    Driver, Error, ErrorKind, GetStream, ListPage, MultipartLimits, ObjectMeta, Part, PartBody,
+    PartReceipt, PutOptions, Result, Secrets, verify,
 };
 use crate::model::AzureArtifact;
 
@@ -344,7 +344,11 @@ impl Driver for AzureDriver {
     }
 
     async fn put_part(&self, key: &str, upload_id: &str, part: &Part) -> Result<PartReceipt> {
-        let md5 = verify::md5_of(part.data.clone()).await?.to_vec();
+        // Blocks are staged from memory: this driver does not stream file parts.
+        let PartBody::Memory(data) = &part.body else {
+            return Err(self.no_multipart());
+        };
+        let md5 = verify::md5_of(data.clone()).await?.to_vec();
         let options = BlockBlobClientStageBlockOptions {
             transactional_content_md5: Some(md5),
             ..Default::default()
@@ -354,8 +358,8 @@ impl Driver for AzureDriver {
             .block_blob_client()
             .stage_block(
                 &block_id(upload_id, part.number),
-                part.data.len() as u64,
-                part.data.clone().into(),
+                data.len() as u64,
+                data.clone().into(),
                 Some(options),
             )
             .await
@@ -368,7 +372,7 @@ impl Driver for AzureDriver {
             number: part.number,
             // An MD5 as S3's part ETags are: storage::verify compares it with the part.
             etag: echoed.unwrap_or_default(),
-            size: part.data.len() as u64,
+            size: data.len() as u64,
             crc32c: part.crc32c,
             server_crc32c: None,
         })

@@ -156,6 +156,10 @@ impl Driver for OssDriver {
         self.s3.multipart_limits()
     }
 
+    fn streams_file_parts(&self) -> bool {
+        self.s3.streams_file_parts()
+    }
+
     async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String> {
         self.prepare_save(key).await?;
         self.s3.create_multipart(key, opts).await

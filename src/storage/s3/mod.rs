@@ -15,9 +15,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::{
-    Driver, Error, ErrorKind, GetStream, ListPage, MultipartLimits, ObjectMeta, Part, PartReceipt,
-    PendingUpload, PutOptions, Result, Secrets, cause_chain, verify,
+    Driver, Error, ErrorKind, GetStream, ListPage, MultipartLimits, ObjectMeta, Part, PartBody,
+    PartReceipt, PendingUpload, PutOptions, Result, Secrets, cause_chain, verify,
 };
+use aws_smithy_types::byte_stream::Length;
+use crate::storage::file_range::READ_BLOCK;
 use crate::model::S3Artifact;
 
 mod config;
@@ -465,6 +467,10 @@ impl Driver for S3Driver {
         Some(MultipartLimits::S3)
     }
 
+    fn streams_file_parts(&self) -> bool {
+        true
+    }
+
     async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String> {
         let mut req = self
             .client
@@ -492,6 +498,23 @@ impl Driver for S3Driver {
     }
 
     async fn put_part(&self, key: &str, upload_id: &str, part: &Part) -> Result<PartReceipt> {
+        let body = match &part.body {
+            PartBody::Memory(data) => SdkBody::from(data.clone()),
+            // Re-read from the file on every attempt, a block at a time.
+            PartBody::File(range) => SdkBody::read_from()
+                .path(&range.path)
+                .offset(range.offset)
+                .length(Length::Exact(range.len))
+                .buffer_size(READ_BLOCK)
+                .build()
+                .await
+                .map_err(|e| {
+                    Error::io(
+                        format!("reading part {} of {key}", part.number),
+                        std::io::Error::other(e),
+                    )
+                })?,
+        };
         let out = self
             .client
             .upload_part()
@@ -500,7 +523,7 @@ impl Driver for S3Driver {
             .upload_id(upload_id)
             .part_number(part.number as i32)
             .checksum_crc32_c(encode_crc(part.crc32c))
-            .body(SdkBody::from(part.data.clone()))
+            .body(body)
             .customize()
             .disable_payload_signing()
             .send()
@@ -510,7 +533,7 @@ impl Driver for S3Driver {
         Ok(PartReceipt {
             number: part.number,
             etag: etag_of(out.e_tag()).unwrap_or_default(),
-            size: part.data.len() as u64,
+            size: part.len(),
             crc32c: part.crc32c,
             server_crc32c,
         })

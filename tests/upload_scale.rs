@@ -1,0 +1,127 @@
+//! The upload engine's memory and concurrency invariants at scale, shown with lowered limits
+//! (5 MiB parts, a part limit of a few, a budget of a few parts) against the real S3 server
+//! through the fault proxy, which counts UploadPart requests in flight and holds each answer
+//! a moment so parts overlap.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use argoexec::model::ArtifactLocation;
+use argoexec::storage::{self, Driver, Secrets};
+use argoexec::transfer::save::upload_tgz;
+use argoexec::transfer::{TransferConfig, Uploader};
+use serde_json::json;
+use support::fault_proxy::{Fault, FaultProxy};
+use support::{TestPod, pseudo_random};
+
+const MIB: u64 = 1 << 20;
+
+/// 5 MiB parts, three in flight, one gzip thread: a budget of 4 parts and one gzip pipeline.
+fn lowered(max_parts: u32) -> TransferConfig {
+    TransferConfig {
+        part_size: 5 * MIB,
+        concurrency: 3,
+        gzip_threads: 1,
+        max_parts_override: Some(max_parts),
+        ..TransferConfig::default()
+    }
+}
+
+/// A driver for the pod's bucket through `proxy`, whose every part answer is held 300 ms so
+/// the parts the engine allows in flight are all seen in flight.
+async fn through_slow_parts(pod: &TestPod, proxy: &FaultProxy) -> Arc<dyn Driver> {
+    proxy.add(
+        "PUT",
+        "partNumber=",
+        Fault::DelayResponse(Duration::from_millis(300)),
+        1000,
+    );
+    let loc: ArtifactLocation =
+        serde_json::from_value(json!({"s3": pod.s3_via(proxy.addr, "unused")})).expect("loc");
+    storage::open(&loc, &Secrets::new(pod.roots()))
+        .await
+        .expect("s3 driver")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_needing_large_parts_streams_them_from_the_file_with_every_part_in_flight() {
+    let pod = TestPod::new().await;
+    let proxy = FaultProxy::start(pod.s3_addr).await;
+    let driver = through_slow_parts(&pod, &proxy).await;
+    let data = pseudo_random(60 << 20, 3);
+    let file = pod.path("/big.bin");
+    std::fs::write(&file, &data).expect("write");
+    // 4 parts allowed: 15 MiB parts, each larger than the budget's share of a part.
+    let uploader = Uploader::new(lowered(4));
+    let stats = uploader
+        .upload_file(driver, "big.bin", &file)
+        .await
+        .expect("upload");
+    assert_eq!(stats.parts, 4);
+    assert_eq!(proxy.most_parts_in_flight(), 3, "the configured concurrency");
+    let budget = uploader.budget();
+    assert!(
+        budget.high_water() < 5 * MIB,
+        "parts are read from the file, not buffered: {} bytes held at most",
+        budget.high_water()
+    );
+    assert!(budget.high_water() > 0, "the blocks in flight are paid for");
+    assert_eq!(pod.get("big.bin").await.as_deref(), Some(&data[..]));
+}
+
+/// A directory holding one 60 MiB file of random bytes, for a stored (level 0) tgz.
+fn random_tree(pod: &TestPod) -> std::path::PathBuf {
+    let dir = pod.path("/tree/out");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("data.bin"), pseudo_random(60 << 20, 9)).expect("write");
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tgz_within_base_times_the_part_limit_keeps_base_parts_and_its_buffers_within_the_budget()
+ {
+    let pod = TestPod::new().await;
+    let proxy = FaultProxy::start(pod.s3_addr).await;
+    let driver = through_slow_parts(&pod, &proxy).await;
+    let tree = random_tree(&pod);
+    // 20 parts of 5 MiB hold the 60 MiB tgz: parts never grow, whatever their index.
+    let uploader = Uploader::new(lowered(20));
+    let stats = upload_tgz(&uploader, driver, "out.tgz", tree, 0)
+        .await
+        .expect("upload");
+    assert_eq!(stats.parts, 13, "5 MiB parts: {stats:?}");
+    assert_eq!(proxy.most_parts_in_flight(), 3, "the configured concurrency");
+    let budget = uploader.budget();
+    assert!(
+        budget.high_water() <= budget.total(),
+        "{} bytes held, budget {}",
+        budget.high_water(),
+        budget.total()
+    );
+    assert!(
+        budget.high_water() > 4 * 5 * MIB,
+        "the part buffers and the gzip blocks are all paid for: {}",
+        budget.high_water()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tgz_whose_parts_cannot_fit_the_budget_is_refused_before_anything_is_stored() {
+    let pod = TestPod::new().await;
+    let proxy = FaultProxy::start(pod.s3_addr).await;
+    let driver = through_slow_parts(&pod, &proxy).await;
+    let tree = random_tree(&pod);
+    // 2 parts allowed: 31 MiB each, more than the whole budget (4 x 5 MiB and the gzip blocks).
+    let uploader = Uploader::new(lowered(2));
+    let e = upload_tgz(&uploader, driver, "out.tgz", tree, 0)
+        .await
+        .expect_err("a part above the budget");
+    assert!(
+        e.to_string().contains("ARGOEXEC_PART_SIZE_MIB"),
+        "names the knob: {e}"
+    );
+    assert!(proxy.seen().is_empty(), "nothing was sent: {:?}", proxy.seen());
+    assert!(uploader.budget().high_water() <= uploader.budget().total());
+}
