@@ -71,11 +71,11 @@ async fn a_file_needing_large_parts_streams_them_from_the_file_with_every_part_i
     assert_eq!(pod.get("big.bin").await.as_deref(), Some(&data[..]));
 }
 
-/// A directory holding one 60 MiB file of random bytes, for a stored (level 0) tgz.
-fn random_tree(pod: &TestPod) -> std::path::PathBuf {
+/// A directory holding one file of `mib` MiB of random bytes, for a stored (level 0) tgz.
+fn random_tree(pod: &TestPod, mib: usize) -> std::path::PathBuf {
     let dir = pod.path("/tree/out");
     std::fs::create_dir_all(&dir).expect("mkdir");
-    std::fs::write(dir.join("data.bin"), pseudo_random(60 << 20, 9)).expect("write");
+    std::fs::write(dir.join("data.bin"), pseudo_random(mib << 20, 9)).expect("write");
     dir
 }
 
@@ -85,7 +85,7 @@ async fn a_tgz_within_base_times_the_part_limit_keeps_base_parts_and_its_buffers
     let pod = TestPod::new().await;
     let proxy = FaultProxy::start(pod.s3_addr).await;
     let driver = through_slow_parts(&pod, &proxy).await;
-    let tree = random_tree(&pod);
+    let tree = random_tree(&pod, 60);
     // 20 parts of 5 MiB hold the 60 MiB tgz: parts never grow, whatever their index.
     let uploader = Uploader::new(lowered(20));
     let stats = upload_tgz(&uploader, driver, "out.tgz", tree, 0)
@@ -112,9 +112,10 @@ async fn a_tgz_whose_parts_cannot_fit_the_budget_is_refused_before_anything_is_s
     let pod = TestPod::new().await;
     let proxy = FaultProxy::start(pod.s3_addr).await;
     let driver = through_slow_parts(&pod, &proxy).await;
-    let tree = random_tree(&pod);
-    // 2 parts allowed: 31 MiB each, more than the whole budget (4 x 5 MiB and the gzip blocks).
-    let uploader = Uploader::new(lowered(2));
+    let tree = random_tree(&pod, 120);
+    // 5 parts allowed: 25 MiB each, more than the whole budget (4 x 5 MiB and the gzip blocks).
+    // Parts doubling with their index (5, 10, ... 80 MiB) would hold it, past the budget.
+    let uploader = Uploader::new(lowered(5));
     let e = upload_tgz(&uploader, driver, "out.tgz", tree, 0)
         .await
         .expect_err("a part above the budget");
