@@ -60,7 +60,11 @@ async fn a_file_needing_large_parts_streams_them_from_the_file_with_every_part_i
         .await
         .expect("upload");
     assert_eq!(stats.parts, 4);
-    assert_eq!(proxy.most_parts_in_flight(), 3, "the configured concurrency");
+    assert_eq!(
+        proxy.most_parts_in_flight(),
+        3,
+        "the configured concurrency"
+    );
     let budget = uploader.budget();
     assert!(
         budget.high_water() < 5 * MIB,
@@ -81,7 +85,7 @@ fn random_tree(pod: &TestPod, mib: usize) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tgz_within_base_times_the_part_limit_keeps_base_parts_and_its_buffers_within_the_budget()
- {
+{
     let pod = TestPod::new().await;
     let proxy = FaultProxy::start(pod.s3_addr).await;
     let driver = through_slow_parts(&pod, &proxy).await;
@@ -92,7 +96,11 @@ async fn a_tgz_within_base_times_the_part_limit_keeps_base_parts_and_its_buffers
         .await
         .expect("upload");
     assert_eq!(stats.parts, 13, "5 MiB parts: {stats:?}");
-    assert_eq!(proxy.most_parts_in_flight(), 3, "the configured concurrency");
+    assert_eq!(
+        proxy.most_parts_in_flight(),
+        3,
+        "the configured concurrency"
+    );
     let budget = uploader.budget();
     assert!(
         budget.high_water() <= budget.total(),
@@ -123,6 +131,10 @@ async fn a_tgz_whose_parts_cannot_fit_the_budget_is_refused_before_anything_is_s
         e.to_string().contains("ARGOEXEC_PART_SIZE_MIB"),
         "names the knob: {e}"
     );
-    assert!(proxy.seen().is_empty(), "nothing was sent: {:?}", proxy.seen());
+    assert!(
+        proxy.seen().is_empty(),
+        "nothing was sent: {:?}",
+        proxy.seen()
+    );
     assert!(uploader.budget().high_water() <= uploader.budget().total());
 }

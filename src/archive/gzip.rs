@@ -374,8 +374,8 @@ mod tests {
                 .iter()
                 .flat_map(|d| (0..=9).map(move |level| (d, level)))
             {
-                let mut w = ParallelGzWriter::with_block_size(Vec::new(), level, 2, block)
-                    .expect("writer");
+                let mut w =
+                    ParallelGzWriter::with_block_size(Vec::new(), level, 2, block).expect("writer");
                 w.write_all(data).expect("write");
                 let gz = w.finish().expect("finish");
                 let bound = max_len(len as u64, block, level);

@@ -50,6 +50,9 @@ const END_OF_ARCHIVE: u64 = 2 * BLOCK;
 
 /// Bytes one entry takes in the stream, as `tar::Builder` lays it out.
 fn entry_size(path: &Path, name: &str, meta: &Metadata) -> io::Result<u64> {
+    if meta.file_type().is_socket() {
+        return Ok(0);
+    }
     let mut header = Header::new_gnu();
     let mut size = BLOCK + long_name_size(header.set_path(name), name.len())?;
     let ft = meta.file_type();
@@ -75,9 +78,9 @@ fn long_name_size(set: io::Result<()>, len: usize) -> io::Result<u64> {
     }
 }
 
-/// Calls `visit` with (path, name in the archive, metadata) for every entry of the archive of
-/// `src`, in the order they are written: the root, then a directory's entries sorted by name,
-/// depth first. Sockets are skipped.
+/// Calls `visit` with (path, name in the archive, metadata) for every entry below `src` and
+/// `src` itself, in the order they are written: the root, then a directory's entries sorted by
+/// name, depth first. Sockets are visited too; they cannot be archived and take no room.
 fn for_each_entry(
     src: &Path,
     visit: &mut dyn FnMut(&Path, &str, &Metadata) -> io::Result<()>,
@@ -111,10 +114,6 @@ fn walk(
         let path = entry.path();
         let name = format!("{prefix}/{}", entry.file_name().to_string_lossy());
         let meta = fs::symlink_metadata(&path)?;
-        if meta.file_type().is_socket() {
-            tracing::warn!(path = %path.display(), "skipping a socket: sockets cannot be archived");
-            continue;
-        }
         visit(&path, &name, &meta)?;
         if meta.is_dir() {
             walk(&path, &name, visit)?;
@@ -130,6 +129,10 @@ fn append<W: Write>(
     meta: &Metadata,
     summary: &mut TarSummary,
 ) -> io::Result<()> {
+    if meta.file_type().is_socket() {
+        tracing::warn!(path = %path.display(), "skipping a socket: sockets cannot be archived");
+        return Ok(());
+    }
     let mut header = Header::new_gnu();
     header.set_mode(meta.permissions().mode() & 0o7777);
     header.set_uid(u64::from(meta.uid()));
@@ -219,6 +222,7 @@ mod tests {
         std::os::unix::fs::symlink("one", root.join("short-link")).expect("symlink");
         std::os::unix::fs::symlink("t".repeat(150), root.join("long-target")).expect("symlink");
         nix::unistd::mkfifo(&root.join("fifo"), nix::sys::stat::Mode::S_IRWXU).expect("fifo");
+        let _socket = std::os::unix::net::UnixListener::bind(root.join("sock")).expect("socket");
         assert_eq!(tar_size(&root).expect("size"), stream_len(&root));
 
         let single = root.join("over");

@@ -78,7 +78,10 @@ mod tests {
         };
         let bytes = &data[70_000..170_000];
         assert_eq!(range.crc32c().expect("crc"), crc32c::crc32c(bytes));
-        assert_eq!(range.md5().expect("md5"), <[u8; 16]>::from(Md5::digest(bytes)));
+        assert_eq!(
+            range.md5().expect("md5"),
+            <[u8; 16]>::from(Md5::digest(bytes))
+        );
         std::fs::write(&path, &data[..100_000]).expect("shrink");
         let e = range.crc32c().expect_err("shrank");
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);

@@ -18,9 +18,7 @@ const UNIT: u64 = 64 * 1024;
 /// Why a buffer could not be paid for.
 #[derive(Debug, thiserror::Error)]
 pub enum BudgetError {
-    #[error(
-        "a buffer of {wanted} bytes does not fit the transfer memory budget of {budget} bytes"
-    )]
+    #[error("a buffer of {wanted} bytes does not fit the transfer memory budget of {budget} bytes")]
     TooLarge { wanted: u64, budget: u64 },
     #[error("transfer budget closed")]
     Closed,
@@ -165,7 +163,9 @@ mod tests {
         let refused = b.acquire(4 * UNIT + 1).await.expect_err("above the budget");
         assert!(
             matches!(
-                refused.get_ref().and_then(|e| e.downcast_ref::<BudgetError>()),
+                refused
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<BudgetError>()),
                 Some(BudgetError::TooLarge { .. })
             ),
             "{refused}"

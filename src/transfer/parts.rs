@@ -153,7 +153,11 @@ mod tests {
         assert_eq!(at_limit.part_size(1), 5 * MIB);
         assert_eq!(at_limit.part_size(20), 5 * MIB, "no growth with the index");
         let beyond = PartPlan::new(5 * MIB, limits, ObjectSize::AtMost(100 * MIB + 1));
-        assert_eq!(beyond.part_size(1), 6 * MIB, "the next whole MiB that fits 20 parts");
+        assert_eq!(
+            beyond.part_size(1),
+            6 * MIB,
+            "the next whole MiB that fits 20 parts"
+        );
         assert_eq!(beyond.part_size(20), 6 * MIB);
         // The same bound gives the same cuts, whatever produced it first.
         assert_eq!(

@@ -30,6 +30,7 @@ use super::parts::{ObjectSize, PartPlan};
 use super::progress::Progress;
 use super::resume::Resumable;
 use super::{Error, Result};
+use crate::archive::gzip;
 use crate::storage::buffer::Buffer;
 use crate::storage::file_range::{FileRange, READ_BLOCK};
 use crate::storage::verify::{self, Evidence};
@@ -290,10 +291,15 @@ impl Uploader {
     }
 
     /// Refuses up front a plan whose buffered parts could not be paid for: a part larger than
-    /// the whole budget would take memory past the ceiling.
+    /// the budget's share for parts (all of it but one gzip pipeline, which a producer holds
+    /// while it fills parts) would take memory past the ceiling, or wait for it forever.
     fn check_fits(&self, plan: &PartPlan, key: &str) -> Result<()> {
         let part = plan.part_size(1);
-        if part <= self.budget.total() {
+        let for_parts = self
+            .budget
+            .total()
+            .saturating_sub(gzip::pipeline_bytes(self.cfg.gzip_threads));
+        if part <= for_parts {
             return Ok(());
         }
         Err(Error::io(
@@ -303,7 +309,7 @@ impl Uploader {
             ),
             io::Error::other(super::budget::BudgetError::TooLarge {
                 wanted: part,
-                budget: self.budget.total(),
+                budget: for_parts,
             }),
         ))
     }
@@ -396,9 +402,7 @@ impl Uploader {
             .len();
         let plan = self.plan(driver.as_ref(), ObjectSize::Exact(size));
         if driver.streams_file_parts() && size > plan.part_size(1) {
-            return self
-                .upload_file_parts(driver, key, path, size, plan)
-                .await;
+            return self.upload_file_parts(driver, key, path, size, plan).await;
         }
         let path = path.to_path_buf();
         self.upload(driver, key, PutOptions::default(), Some(size), move |w| {

@@ -18,9 +18,9 @@ use super::{
     Driver, Error, ErrorKind, GetStream, ListPage, MultipartLimits, ObjectMeta, Part, PartBody,
     PartReceipt, PendingUpload, PutOptions, Result, Secrets, cause_chain, verify,
 };
-use aws_smithy_types::byte_stream::Length;
-use crate::storage::file_range::READ_BLOCK;
 use crate::model::S3Artifact;
+use crate::storage::file_range::READ_BLOCK;
+use aws_smithy_types::byte_stream::Length;
 
 mod config;
 mod error;
