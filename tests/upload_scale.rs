@@ -38,6 +38,11 @@ async fn through_slow_parts(pod: &TestPod, proxy: &FaultProxy) -> Arc<dyn Driver
         Fault::DelayResponse(Duration::from_millis(300)),
         1000,
     );
+    through(pod, proxy).await
+}
+
+/// A driver for the pod's bucket through `proxy`.
+async fn through(pod: &TestPod, proxy: &FaultProxy) -> Arc<dyn Driver> {
     let loc: ArtifactLocation =
         serde_json::from_value(json!({"s3": pod.s3_via(proxy.addr, "unused")})).expect("loc");
     storage::open(&loc, &Secrets::new(pod.roots()))
@@ -72,6 +77,41 @@ async fn a_file_needing_large_parts_streams_them_from_the_file_with_every_part_i
         budget.high_water()
     );
     assert!(budget.high_water() > 0, "the blocks in flight are paid for");
+    assert_eq!(pod.get("big.bin").await.as_deref(), Some(&data[..]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_part_reset_or_corrupted_in_flight_is_read_from_the_file_again() {
+    let pod = TestPod::new().await;
+    let proxy = FaultProxy::start(pod.s3_addr).await;
+    proxy.add(
+        "PUT",
+        "partNumber=2&",
+        Fault::ResetMidBody { after: 1 << 20 },
+        1,
+    );
+    proxy.add(
+        "PUT",
+        "partNumber=3&",
+        Fault::CorruptBody { offset: 5 << 20 },
+        1,
+    );
+    let driver = through(&pod, &proxy).await;
+    let data = pseudo_random(60 << 20, 4);
+    let file = pod.path("/big.bin");
+    std::fs::write(&file, &data).expect("write");
+    let uploader = Uploader::new(lowered(4));
+    let stats = uploader
+        .upload_file(driver, "big.bin", &file)
+        .await
+        .expect("upload");
+    assert_eq!(stats.parts, 4);
+    let sent = proxy.sent_parts();
+    for (part, times) in [(1, 1), (2, 2), (3, 2), (4, 1)] {
+        let n = sent.iter().filter(|&&p| p == part).count();
+        assert_eq!(n, times, "part {part} sent {n} times: {sent:?}");
+    }
+    assert!(uploader.budget().high_water() < 5 * MIB, "never buffered");
     assert_eq!(pod.get("big.bin").await.as_deref(), Some(&data[..]));
 }
 
