@@ -23,7 +23,7 @@ use crate::keys;
 use crate::model::ArchiveStrategy;
 use crate::model::{Artifact, ArtifactLocation, LocationKind, Template};
 use crate::storage::{self, Driver, PutOptions, Secrets, go_error_text};
-use crate::telemetry::{Direction, Transfer, artifact_span};
+use crate::telemetry::{Direction, Transfer, artifact_span, trace};
 
 /// One saved output: what to report, where it went, how it went.
 #[derive(Debug, Clone)]
@@ -222,17 +222,19 @@ impl Saver<'_> {
             }
             ArchiveStrategy::None => self.uploader.upload_file(driver, key, &src).await,
             ArchiveStrategy::Zip => {
+                let span = trace::archive_artifact();
                 self.uploader
                     .upload(driver, key, PutOptions::default(), None, move |w| {
-                        archive::zip::write_zip(&src, w).map(drop)
+                        span.in_scope(|| archive::zip::write_zip(&src, w).map(drop))
                     })
                     .await
             }
             ArchiveStrategy::Tar { compression_level } => {
                 let level = gzip::level_from_argo(compression_level);
+                let span = trace::archive_artifact();
                 self.uploader
                     .upload(driver, key, PutOptions::default(), None, move |w| {
-                        archive::write_tgz(&src, w, level, threads).map(drop)
+                        span.in_scope(|| archive::write_tgz(&src, w, level, threads).map(drop))
                     })
                     .await
             }
@@ -254,9 +256,10 @@ impl Saver<'_> {
             ArchiveStrategy::Zip => {
                 let tgz = tgz.to_path_buf();
                 let root_name = art.name.clone();
+                let span = trace::archive_artifact();
                 self.uploader
                     .upload(driver, key, PutOptions::default(), None, move |w| {
-                        tgz_to_zip(&tgz, &root_name, w)
+                        span.in_scope(|| tgz_to_zip(&tgz, &root_name, w))
                     })
                     .await
             }
