@@ -238,3 +238,39 @@ async fn without_an_endpoint_nothing_is_exported_or_attempted() {
     assert_eq!(grpc.connections() + http.connections(), 0);
     assert!(grpc.spans().is_empty() && http.spans().is_empty());
 }
+
+/// The emissary's `runMainContainer` continues the trace too, and its child gets that span as
+/// its `TRACEPARENT`: a workload that traces itself nests under it, as under Argo's.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_emissary_hands_its_span_to_the_workload() {
+    let pod = TestPod::new().await;
+    let receiver = OtlpReceiver::start().await;
+    let (url, parent) = (receiver.url(), traceparent());
+    std::fs::write(
+        pod.roots().template_file(),
+        json!({"name": "main", "container": {"image": "busybox"}}).to_string(),
+    )
+    .expect("template");
+    let seen = pod.path("/tmp/traceparent");
+    let script = format!("printf %s \"$TRACEPARENT\" > {}", seen.display());
+    let mut args = vec!["emissary"];
+    args.extend(support::LOG_OPTS);
+    args.extend(["--", "sh", "-c", &script]);
+    let env = [
+        ("ARGO_CONTAINER_NAME", "main"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", url.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("TRACEPARENT", parent.as_str()),
+    ];
+    assert_ok(&pod.argoexec(&args, &env).await);
+
+    let spans = receiver.spans();
+    let main = span(&spans, "runMainContainer");
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(main.parent_span_id, CONTROLLER_SPAN);
+    assert_eq!(main.trace_id, TRACE_ID);
+    assert_eq!(
+        std::fs::read_to_string(&seen).expect("the child wrote its TRACEPARENT"),
+        format!("00-{TRACE_ID}-{}-01", main.span_id)
+    );
+}

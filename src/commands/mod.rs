@@ -164,7 +164,10 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
                 .instrument(root)
                 .await
         }
-        Command::Emissary { args } => emissary::run(&pod, args).await,
+        Command::Emissary { args } => {
+            let root = identified(trace::run_main_container(), &pod, &cli.globals);
+            Box::pin(emissary::run(&pod, args)).instrument(root).await
+        }
         Command::Kill { signal, pid } => kill::run(signal, pid),
         Command::Version { short } => {
             print_version(short);

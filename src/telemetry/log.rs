@@ -110,7 +110,7 @@ pub fn init_logging(
         let (layer, export) = super::otel::start(trace)?.unzip();
         subscriber.with(layer).init();
         if export.is_some() {
-            let endpoint = trace.endpoint.as_deref().unwrap_or_default();
+            let endpoint = trace.endpoint_for_log();
             tracing::info!(
                 protocol = trace.protocol(),
                 endpoint,

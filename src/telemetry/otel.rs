@@ -28,7 +28,7 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::registry::LookupSpan;
 
-use super::trace::{TARGET, TraceSettings};
+use super::trace::{TARGET, TraceSettings, env};
 
 /// The service name Argo's executor reports.
 const SERVICE_NAME: &str = "argoexec";
@@ -127,10 +127,26 @@ pub(super) fn continue_remote_trace(root: &Span) {
     }
 }
 
+/// The current span's context in `TRACEPARENT`/`TRACESTATE` form (none when it is not exported).
+pub(super) fn current_context_as_env() -> Vec<(&'static str, String)> {
+    let span = Span::current();
+    if span.is_disabled() {
+        return Vec::new();
+    }
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
+    [
+        ("traceparent", env::TRACEPARENT),
+        ("tracestate", env::TRACESTATE),
+    ]
+    .into_iter()
+    .filter_map(|(header, var)| Some((var, carrier.remove(header)?)))
+    .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::trace::env;
     use opentelemetry::trace::TraceContextExt;
 
     fn settings(vars: &[(&str, &str)]) -> TraceSettings {

@@ -3,6 +3,7 @@
 //! ```text
 //! runInitContainer ─┬─ stageFiles
 //!                   └─ loadArtifacts ── loadArtifact ── unarchiveArtifact
+//! runMainContainer (the emissary; its child gets TRACEPARENT for this span)
 //! runWaitContainer ─┬─ createTaskResult
 //!                   ├─ waitWorkload
 //!                   ├─ captureScriptResult
@@ -57,7 +58,7 @@ pub struct TraceSettings {
 impl TraceSettings {
     /// Reads the settings through `lookup` (the process environment in the binary).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
-        let first = |names: [&str; 2]| names.into_iter().find_map(|n| lookup(n));
+        let first = |names: [&str; 2]| names.into_iter().find_map(&lookup);
         Self {
             endpoint: first([env::TRACES_ENDPOINT, env::ENDPOINT]),
             protocol: first([env::TRACES_PROTOCOL, env::PROTOCOL]).filter(|p| !p.is_empty()),
@@ -70,6 +71,18 @@ impl TraceSettings {
     /// default to `http/protobuf`).
     pub fn protocol(&self) -> &str {
         self.protocol.as_deref().unwrap_or("grpc")
+    }
+
+    /// The endpoint as it may be logged: without a password in it.
+    pub fn endpoint_for_log(&self) -> String {
+        let endpoint = self.endpoint.clone().unwrap_or_default();
+        match url::Url::parse(&endpoint) {
+            Ok(mut url) if url.password().is_some() => {
+                let _ = url.set_password(Some("redacted"));
+                url.to_string()
+            }
+            _ => endpoint,
+        }
     }
 }
 
@@ -100,6 +113,26 @@ pub fn run_wait_container() -> Span {
     continue_trace(
         tracing::info_span!(target: TARGET, "runWaitContainer", name = Empty, namespace = Empty),
     )
+}
+
+/// `runMainContainer`: the root of the emissary's trace, in the user's container.
+pub fn run_main_container() -> Span {
+    continue_trace(
+        tracing::info_span!(target: TARGET, "runMainContainer", name = Empty, namespace = Empty),
+    )
+}
+
+/// The current span's W3C context as environment variables for a child process (`TRACEPARENT`,
+/// `TRACESTATE`), so a workload that traces itself nests under it, as under Argo's emissary.
+/// Empty when not exporting: the child then inherits the controller's context unchanged.
+#[cfg(feature = "otel")]
+pub fn child_environment() -> Vec<(&'static str, String)> {
+    super::otel::current_context_as_env()
+}
+
+#[cfg(not(feature = "otel"))]
+pub fn child_environment() -> Vec<(&'static str, String)> {
+    Vec::new()
 }
 
 /// `runSupervisorContainer`: the root of the init-less layout's one executor container.
@@ -211,5 +244,24 @@ pub fn record_save(span: &Span, transfer: &Transfer) {
     span.record("retries", transfer.retries);
     if let Some(parts) = transfer.parts {
         span.record("parts", parts);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_in_the_endpoint_is_never_logged() {
+        let settings = TraceSettings {
+            endpoint: Some("https://user:s3cret@collector:4318".to_string()),
+            ..Default::default()
+        };
+        let logged = settings.endpoint_for_log();
+        assert!(!logged.contains("s3cret"), "{logged}");
+        assert!(
+            logged.starts_with("https://user:redacted@collector:4318"),
+            "{logged}"
+        );
     }
 }
