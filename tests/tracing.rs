@@ -274,3 +274,57 @@ async fn the_emissary_hands_its_span_to_the_workload() {
         format!("00-{TRACE_ID}-{}-01", main.span_id)
     );
 }
+
+/// The progress patches `wait` sends while main runs (from a task of their own) belong to the
+/// same trace, under `runWaitContainer`, not to traces of their own.
+#[tokio::test(flavor = "multi_thread")]
+async fn progress_patches_stay_in_the_waits_trace() {
+    let s = PodWithApi::start(NS).await;
+    let receiver = OtlpReceiver::start().await;
+    let (url, parent) = (receiver.url(), traceparent());
+    let template = json!({"name": "t", "container": {"image": "busybox"}});
+    std::fs::write(s.pod.roots().template_file(), template.to_string()).expect("template");
+    std::fs::write(s.pod.path("/var/run/argo/progress"), "1/4\n").expect("progress");
+    let mut args = vec!["wait"];
+    args.extend(support::LOG_OPTS);
+    let env = [
+        ("KUBECONFIG", s.kubeconfig.as_str()),
+        ("ARGO_PROGRESS_FILE", "/var/run/argo/progress"),
+        ("ARGO_PROGRESS_PATCH_TICK_DURATION", "50ms"),
+        ("ARGO_PROGRESS_FILE_TICK_DURATION", "10ms"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", url.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("TRACEPARENT", parent.as_str()),
+    ];
+    let wait = s
+        .pod
+        .command(&args, &env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn wait");
+    support::eventually("progress 1/4 to be reported", || {
+        s.kube
+            .requests()
+            .iter()
+            .any(|r| r.body == Some(json!({"progress": "1/4"})))
+    })
+    .await;
+    let exit = s.pod.roots().exitcode_file("main");
+    std::fs::create_dir_all(exit.parent().expect("parent")).expect("mkdir");
+    std::fs::write(exit, "0").expect("exit code");
+    assert_ok(&support::finish(wait).await);
+
+    let spans = receiver.spans();
+    assert!(spans.iter().all(|s| s.trace_id == TRACE_ID), "{spans:#?}");
+    let patches: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name == "patchTaskResult")
+        .collect();
+    assert!(
+        patches.len() >= 2,
+        "the progress and the outputs: {spans:#?}"
+    );
+    let root = span(&spans, "runWaitContainer");
+    assert!(patches.iter().all(|p| p.parent_span_id == root.span_id));
+}

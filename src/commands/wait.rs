@@ -292,13 +292,17 @@ impl ProgressMonitor {
 
     fn start(self, results: Arc<TaskResults>) -> RunningMonitor {
         let state = Arc::new(Mutex::new(ProgressState::default()));
-        let task = tokio::spawn(monitor(
-            self.file.clone(),
-            self.file_tick,
-            self.patch_tick,
-            Arc::clone(&state),
-            results,
-        ));
+        // In the current span: its progress patches belong to this command's trace.
+        let task = tokio::spawn(
+            monitor(
+                self.file.clone(),
+                self.file_tick,
+                self.patch_tick,
+                Arc::clone(&state),
+                results,
+            )
+            .in_current_span(),
+        );
         RunningMonitor {
             monitor: self,
             state,
