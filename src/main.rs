@@ -8,11 +8,6 @@ use argoexec::telemetry;
 
 fn main() {
     let cli = Cli::parse();
-    if let Err(e) = telemetry::init_logging(&cli.globals.loglevel, &cli.globals.log_format) {
-        // Argo refuses the same flags; nothing is logged yet, so say it plainly.
-        eprintln!("{e}");
-        fail(&CommandError::failed(e));
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -22,7 +17,23 @@ fn main() {
             "cannot start the runtime: {e}"
         ))),
     };
-    if let Err(e) = runtime.block_on(commands::run(cli)) {
+    // Inside the runtime: a gRPC trace exporter starts its connection task on it.
+    let trace = telemetry::TraceSettings::from_lookup(|name| std::env::var(name).ok());
+    let logging = runtime.block_on(async {
+        telemetry::init_logging(&cli.globals.loglevel, &cli.globals.log_format, &trace)
+    });
+    let trace = match logging {
+        Ok(guard) => guard,
+        Err(e) => {
+            // Argo refuses the same flags; nothing is logged yet, so say it plainly.
+            eprintln!("{e}");
+            fail(&CommandError::failed(e));
+        }
+    };
+    let result = runtime.block_on(commands::run(cli));
+    // The process exits right after: the batched spans go now, while the runtime still runs.
+    trace.flush();
+    if let Err(e) = result {
         fail(&e);
     }
 }

@@ -205,7 +205,9 @@ impl Emissary<'_> {
             None
         };
         let mut cmd = std::process::Command::new(program);
-        cmd.args(args).process_group(0);
+        cmd.args(args)
+            .process_group(0)
+            .envs(crate::telemetry::trace::child_environment());
         if capture {
             cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         }

@@ -4,12 +4,13 @@
 use std::path::PathBuf;
 
 use futures::StreamExt;
+use tracing::Instrument;
 
 use super::pod::{copy_atomic, required_env, template_from_env, write_atomic};
 use super::{CommandError, Pod};
 use crate::contract::env;
 use crate::model::Template;
-use crate::telemetry::{Direction, Transfer, metrics};
+use crate::telemetry::{Direction, Transfer, metrics, trace};
 use crate::transfer::load::{Loaded, Loader};
 
 pub async fn run(pod: &Pod) -> Result<(), CommandError> {
@@ -53,6 +54,7 @@ fn copy_binary(pod: &Pod) -> Result<(), CommandError> {
 
 /// Writes the script source (script templates) and the manifest (resource templates).
 pub(super) fn stage_files(pod: &Pod, template: &Template) -> Result<(), CommandError> {
+    let _span = trace::stage_files().entered();
     if let Some(script) = template.script.as_ref().filter(|s| !s.source.is_empty()) {
         let path = pod.roots.staging_script();
         write_atomic(&path, script.source.as_bytes(), 0o755).map_err(|e| {
@@ -93,13 +95,25 @@ pub(super) async fn load_inputs(pod: &Pod, template: &Template) -> Result<(), Co
         .map(|art| {
             let loader = &loader;
             async move {
+                let span = trace::load_artifact(&art.name);
                 let started = std::time::Instant::now();
-                let r = loader.load(art).await;
-                (art, r, started.elapsed())
+                let r = loader.load(art).instrument(span.clone()).await;
+                let elapsed = started.elapsed();
+                if let Ok(Loaded::Placed {
+                    path,
+                    bytes,
+                    key,
+                    retries,
+                }) = &r
+                {
+                    trace::record_load(&span, path, key, *bytes, elapsed, *retries);
+                }
+                (art, r, elapsed)
             }
         })
         .buffered(pod.transfer.file_concurrency.min(4))
         .collect()
+        .instrument(trace::load_artifacts())
         .await;
     let mut transfers = Vec::new();
     for (art, result, elapsed) in results {

@@ -18,9 +18,12 @@ pub mod watch;
 
 pub use cli::{ArtifactCommand, Cli, Command};
 
+use tracing::Instrument;
+
 use crate::contract::Roots;
 use crate::report::ApiOptions;
 use crate::storage::Secrets;
+use crate::telemetry::trace;
 use crate::transfer::TransferConfig;
 
 /// How a command failed.
@@ -107,6 +110,29 @@ fn api_options(globals: &cli::Globals) -> ApiOptions {
     }
 }
 
+// The command futures are boxed under their root spans: deep enough already, the wrapped
+// types would pass the compiler's layout depth limit.
+
+/// Names a trace's root span with the workflow and its namespace (`--namespace`, else the
+/// service account's, as Argo's executor reports them); looked up only when it is exported.
+fn identified(root: tracing::Span, pod: &Pod, globals: &cli::Globals) -> tracing::Span {
+    if !root.is_disabled() {
+        let workflow = std::env::var(crate::contract::env::WORKFLOW_NAME).unwrap_or_default();
+        let namespace = globals.namespace.clone().unwrap_or_else(|| {
+            let file = pod
+                .roots
+                .path("/var/run/secrets/kubernetes.io/serviceaccount/namespace");
+            std::fs::read_to_string(file)
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        });
+        root.record("name", workflow);
+        root.record("namespace", namespace);
+    }
+    root
+}
+
 /// `argoexec version`, in the shape of Argo's (`--short`: the first line only).
 fn print_version(short: bool) {
     println!("argoexec: v{}", env!("CARGO_PKG_VERSION"));
@@ -128,9 +154,20 @@ fn print_version(short: bool) {
 pub async fn run(cli: Cli) -> Result<(), CommandError> {
     let pod = Pod::from_env();
     match cli.command {
-        Command::Init => init::run(&pod).await,
-        Command::Wait => wait::run(&pod, &api_options(&cli.globals)).await,
-        Command::Emissary { args } => emissary::run(&pod, args).await,
+        Command::Init => {
+            let root = identified(trace::run_init_container(), &pod, &cli.globals);
+            Box::pin(init::run(&pod)).instrument(root).await
+        }
+        Command::Wait => {
+            let root = identified(trace::run_wait_container(), &pod, &cli.globals);
+            Box::pin(wait::run(&pod, &api_options(&cli.globals)))
+                .instrument(root)
+                .await
+        }
+        Command::Emissary { args } => {
+            let root = identified(trace::run_main_container(), &pod, &cli.globals);
+            Box::pin(emissary::run(&pod, args)).instrument(root).await
+        }
         Command::Kill { signal, pid } => kill::run(signal, pid),
         Command::Version { short } => {
             print_version(short);
@@ -154,7 +191,12 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Agent(_) => Err(CommandError::failed(
             "argoexec-rs was built without the `http` feature, which the agent needs",
         )),
-        Command::Supervisor => supervisor::run(&pod, &api_options(&cli.globals)).await,
+        Command::Supervisor => {
+            let root = identified(trace::run_supervisor_container(), &pod, &cli.globals);
+            Box::pin(supervisor::run(&pod, &api_options(&cli.globals)))
+                .instrument(root)
+                .await
+        }
         Command::ArtifactPluginInit { .. } | Command::ArtifactPluginSidecar { .. } => {
             Err(CommandError::failed(
                 "artifact plugins are not supported by argoexec-rs yet (artifact-plugin-init / artifact-plugin-sidecar)",

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use nix::sys::signal::Signal;
 use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::pod::{create_shared_dir, required_env, template_from_file, write_atomic};
 use super::watch::DirWatch;
@@ -23,7 +24,7 @@ use crate::contract::{self, env, parse_go_duration};
 use crate::model::{NodeResult, Outputs, Template};
 use crate::report::{ApiOptions, TaskResultIdentity, TaskResults};
 use crate::storage::go_error_text;
-use crate::telemetry::{Direction, Transfer, metrics};
+use crate::telemetry::{Direction, Transfer, metrics, trace};
 use crate::transfer::Uploader;
 use crate::transfer::save::Saver;
 
@@ -69,7 +70,10 @@ pub(super) async fn post_main(
 
     let progress = ProgressMonitor::from_env(pod).map(|m| m.start(Arc::clone(&results)));
     let names = template.main_container_names();
-    if let Err(e) = wait_for_main(pod, &names, deadline, &mut sigterm).await {
+    if let Err(e) = wait_for_main(pod, &names, deadline, &mut sigterm)
+        .instrument(trace::wait_workload())
+        .await
+    {
         errors.add(format!(
             "failed to wait for main container to complete: {e}"
         ));
@@ -288,13 +292,17 @@ impl ProgressMonitor {
 
     fn start(self, results: Arc<TaskResults>) -> RunningMonitor {
         let state = Arc::new(Mutex::new(ProgressState::default()));
-        let task = tokio::spawn(monitor(
-            self.file.clone(),
-            self.file_tick,
-            self.patch_tick,
-            Arc::clone(&state),
-            results,
-        ));
+        // In the current span: its progress patches belong to this command's trace.
+        let task = tokio::spawn(
+            monitor(
+                self.file.clone(),
+                self.file_tick,
+                self.patch_tick,
+                Arc::clone(&state),
+                results,
+            )
+            .in_current_span(),
+        );
         RunningMonitor {
             monitor: self,
             state,
@@ -405,22 +413,29 @@ async fn collect_outputs(
         metrics::export_from_env(Direction::Output, &transfers);
         return outputs;
     }
-    if std::env::var(env::INCLUDE_SCRIPT_OUTPUT).as_deref() == Ok("true") && template.has_output() {
-        match read_result(&pod.roots.container_dir("main").join("stdout")) {
-            Ok(result) => outputs.result = Some(result),
-            Err(e) => errors.add(e),
+    trace::capture_script_result().in_scope(|| {
+        if std::env::var(env::INCLUDE_SCRIPT_OUTPUT).as_deref() == Ok("true")
+            && template.has_output()
+        {
+            match read_result(&pod.roots.container_dir("main").join("stdout")) {
+                Ok(result) => outputs.result = Some(result),
+                Err(e) => errors.add(e),
+            }
         }
-    }
+    });
     if let Err(e) = save_parameters(pod, template, &mut outputs) {
         errors.add(e);
     }
     // Argo joins the artifacts' failures, each followed by "; ".
     let mut failures = String::new();
     let mut details = Vec::new();
+    let saving = trace::save_artifacts();
     for art in &template.outputs.artifacts {
-        match saver.save(art).await {
+        let span = saving.in_scope(|| trace::save_artifact(&art.name));
+        match saver.save(art).instrument(span.clone()).await {
             Ok(Some(saved)) => {
                 let transfer = saved.transfer();
+                trace::record_save(&span, &transfer);
                 transfer.log();
                 transfers.push(transfer);
                 outputs.artifacts.push(saved.artifact);
@@ -434,6 +449,7 @@ async fn collect_outputs(
             }
         }
     }
+    drop(saving);
     if !failures.is_empty() {
         errors.add_detailed(failures, details.join("; "));
     }
@@ -452,13 +468,16 @@ async fn save_logs(
     transfers: &mut Vec<Transfer>,
 ) -> Vec<crate::model::Artifact> {
     let mut logs = Vec::new();
+    let saving = trace::save_logs();
     if !template.archive_logs() {
         return logs;
     }
     for name in template.main_container_names() {
-        match saver.save_log(&name).await {
+        let span = saving.in_scope(|| trace::save_container_logs(&name));
+        match saver.save_log(&name).instrument(span.clone()).await {
             Ok(Some(saved)) => {
                 let transfer = saved.transfer();
+                trace::record_save(&span, &transfer);
                 transfer.log();
                 transfers.push(transfer);
                 logs.push(saved.artifact);

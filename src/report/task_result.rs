@@ -140,6 +140,8 @@ impl TaskResults {
     }
 
     /// `FinalizeOutput`: the label that tells the controller the outputs are complete.
+    // The target is `telemetry::trace::TARGET` (the attribute takes a literal only).
+    #[tracing::instrument(name = "patchTaskResultLabels", target = "argoexec::trace", skip_all)]
     pub async fn finalize(&self) -> Result<(), Error> {
         match &self.sink {
             Sink::Api { client, api, .. } => {
@@ -191,6 +193,7 @@ impl TaskResults {
         }
     }
 
+    #[tracing::instrument(name = "createTaskResult", target = "argoexec::trace", skip_all)]
     async fn create(
         &self,
         api: &Api<DynamicObject>,
@@ -213,6 +216,7 @@ impl TaskResults {
         outcome.map(drop)
     }
 
+    #[tracing::instrument(name = "patchTaskResult", target = "argoexec::trace", skip_all)]
     async fn patch(&self, api: &Api<DynamicObject>, result: &NodeResult) -> Result<(), Error> {
         let body = serde_json::to_value(result)?;
         api.patch(

@@ -23,10 +23,13 @@ use chrono::{DateTime, Utc};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
+
+use super::trace::{self, TraceGuard, TraceSettings};
 
 /// The environment variable that overrides `--loglevel` with `tracing` filter directives
 /// (e.g. `ARGOEXEC_LOG=info,argoexec::storage=debug`).
@@ -46,6 +49,9 @@ pub enum LogSetupError {
     Level(String),
     #[error("invalid log type: {0}")]
     Format(String),
+    #[cfg(feature = "otel")]
+    #[error(transparent)]
+    Trace(#[from] super::otel::TraceSetupError),
 }
 
 impl std::str::FromStr for LogFormat {
@@ -83,17 +89,44 @@ pub fn filter_directive(level: Level) -> String {
 }
 
 /// Installs the global subscriber: Argo-shaped lines on stderr at `level`, unless
-/// `ARGOEXEC_LOG` gives filter directives.
-pub fn init_logging(level: &str, format: &str) -> Result<(), LogSetupError> {
+/// `ARGOEXEC_LOG` gives filter directives; and the OTLP export of the trace when `trace` names
+/// an endpoint (the returned guard flushes it). A gRPC exporter needs the Tokio runtime
+/// entered.
+pub fn init_logging(
+    level: &str,
+    format: &str,
+    trace: &TraceSettings,
+) -> Result<TraceGuard, LogSetupError> {
     let level = parse_level(level)?;
     let format: LogFormat = format.parse()?;
     let filter = tracing_subscriber::EnvFilter::try_from_env(ENV_FILTER)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter_directive(level)));
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(ArgoLayer::new(format, std::io::stderr))
-        .init();
-    Ok(())
+    // The trace's spans are for the exporter alone: log lines keep their own fields.
+    let lines = ArgoLayer::new(format, std::io::stderr)
+        .with_filter(filter.and(filter_fn(|meta| meta.target() != trace::TARGET)));
+    let subscriber = tracing_subscriber::registry().with(lines);
+    #[cfg(feature = "otel")]
+    {
+        let (layer, export) = super::otel::start(trace)?.unzip();
+        subscriber.with(layer).init();
+        if export.is_some() {
+            let endpoint = trace.endpoint_for_log();
+            tracing::info!(
+                protocol = trace.protocol(),
+                endpoint,
+                "Starting OTLP tracing exporter"
+            );
+        }
+        Ok(TraceGuard(export))
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        subscriber.init();
+        if trace.endpoint.is_some() {
+            tracing::warn!("built without the `otel` feature: the trace is not exported");
+        }
+        Ok(TraceGuard::default())
+    }
 }
 
 /// A `tracing` layer writing one Argo-shaped line per event to `writer`.

@@ -6,12 +6,18 @@
 //!   Go `log/slog` lines (text or JSON) with the fields of every enclosing span.
 //! * [`metrics`]: one [`metrics::Transfer`] per artifact, logged as the artifact's final line
 //!   and written to `ARGOEXEC_METRICS_FILE` when set.
+//! * [`trace`]: the spans of Argo's executor trace, exported over OTLP by `otel` (feature
+//!   `otel`) when the standard `OTEL_EXPORTER_OTLP_*` variables are set.
 
 pub mod log;
 pub mod metrics;
+#[cfg(feature = "otel")]
+pub mod otel;
+pub mod trace;
 
 pub use log::{LogFormat, LogSetupError, init_logging};
 pub use metrics::{Direction, Transfer};
+pub use trace::{TraceGuard, TraceSettings};
 
 /// The span every line about one artifact is logged in: its name, and its key once known
 /// (`Span::record("key", ..)`), so retries and progress lines name the artifact they are about.

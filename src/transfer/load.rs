@@ -24,7 +24,7 @@ use crate::keys;
 use crate::model::ArchiveStrategy;
 use crate::model::{Artifact, LocationKind, Template};
 use crate::storage::{self, ByteStream, Driver, Secrets};
-use crate::telemetry::artifact_span;
+use crate::telemetry::{artifact_span, trace};
 
 /// Attempts in all at fetching an object whose bytes fail the whole-object check. The check
 /// can only be made at the end, and an unpack cannot resume mid-archive, so the object is
@@ -389,9 +389,12 @@ async fn place_stream(
 ) -> Result<()> {
     let reader = BlockingReader::new(body);
     let dest = dest.to_path_buf();
-    tokio::task::spawn_blocking(move || place_blocking(reader, &dest, strategy, max_unpacked))
-        .await
-        .map_err(|e| Error::io("unpacking", io::Error::other(e.to_string())))?
+    let span = trace::unarchive_artifact();
+    tokio::task::spawn_blocking(move || {
+        span.in_scope(|| place_blocking(reader, &dest, strategy, max_unpacked))
+    })
+    .await
+    .map_err(|e| Error::io("unpacking", io::Error::other(e.to_string())))?
 }
 
 fn place_blocking(
@@ -443,9 +446,16 @@ fn place_from(
         archive::place(&tmpdir, dest).map_err(io_err("placing", dest))
     };
     match strategy {
-        Some(ArchiveStrategy::Tar { .. }) => untar(reader),
-        Some(ArchiveStrategy::None) => copy_to(reader, &tmp, dest),
+        Some(ArchiveStrategy::Tar { .. }) => {
+            trace::record_archive("tar");
+            untar(reader)
+        }
+        Some(ArchiveStrategy::None) => {
+            trace::record_archive("none");
+            copy_to(reader, &tmp, dest)
+        }
         Some(ArchiveStrategy::Zip) => {
+            trace::record_archive("zip");
             // A zip's directory is at its end: it needs a seekable local copy.
             write_file(reader, &tmp)?;
             fs::create_dir_all(&tmpdir).map_err(io_err("creating", &tmpdir))?;
@@ -458,8 +468,10 @@ fn place_from(
         None => {
             let (decision, mut replay) = archive::sniff(reader).map_err(io_err("reading", dest))?;
             if decision == Detection::TarGz {
+                trace::record_archive("tar");
                 untar(&mut replay)
             } else {
+                trace::record_archive("none");
                 copy_to(replay, &tmp, dest)
             }
         }

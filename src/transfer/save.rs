@@ -24,7 +24,7 @@ use crate::keys;
 use crate::model::ArchiveStrategy;
 use crate::model::{Artifact, ArtifactLocation, LocationKind, Template};
 use crate::storage::{self, Driver, PutOptions, Secrets, go_error_text};
-use crate::telemetry::{Direction, Transfer, artifact_span};
+use crate::telemetry::{Direction, Transfer, artifact_span, trace};
 
 /// One saved output: what to report, where it went, how it went.
 #[derive(Debug, Clone)]
@@ -222,9 +222,10 @@ impl Saver<'_> {
             }
             ArchiveStrategy::None => self.uploader.upload_file(driver, key, &src).await,
             ArchiveStrategy::Zip => {
+                let span = trace::archive_artifact();
                 self.uploader
                     .upload(driver, key, PutOptions::default(), None, move |w| {
-                        archive::zip::write_zip(&src, w).map(drop)
+                        span.in_scope(|| archive::zip::write_zip(&src, w).map(drop))
                     })
                     .await
             }
@@ -250,9 +251,10 @@ impl Saver<'_> {
             ArchiveStrategy::Zip => {
                 let tgz = tgz.to_path_buf();
                 let root_name = art.name.clone();
+                let span = trace::archive_artifact();
                 self.uploader
                     .upload(driver, key, PutOptions::default(), None, move |w| {
-                        tgz_to_zip(&tgz, &root_name, w)
+                        span.in_scope(|| tgz_to_zip(&tgz, &root_name, w))
                     })
                     .await
             }
@@ -376,11 +378,14 @@ pub async fn upload_tgz(
         .ok()
         .and_then(Result::ok);
     let size = bound.map_or(ObjectSize::Unknown, ObjectSize::AtMost);
+    let span = trace::archive_artifact();
     uploader
         .upload(driver, key, PutOptions::default(), size, move |w| {
-            // The gzip pipeline's blocks are buffers too: paid for while it runs.
-            let _blocks = w.reserve(gzip::pipeline_bytes(threads))?;
-            archive::write_tgz(&src, w, level, threads).map(drop)
+            span.in_scope(|| {
+                // The gzip pipeline's blocks are buffers too: paid for while it runs.
+                let _blocks = w.reserve(gzip::pipeline_bytes(threads))?;
+                archive::write_tgz(&src, w, level, threads).map(drop)
+            })
         })
         .await
 }

@@ -14,6 +14,7 @@ pub mod gcs_server;
 pub mod git_server;
 pub mod http_server;
 pub mod kube_server;
+pub mod otlp;
 pub mod process;
 pub mod s3_server;
 
