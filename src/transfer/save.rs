@@ -8,7 +8,7 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::runtime::Handle;
@@ -62,6 +62,37 @@ pub struct Saver<'a> {
     pub secrets: &'a Secrets,
     pub uploader: &'a Uploader,
     pub template: &'a Template,
+}
+
+/// What the emissary hands over for an output in main's own filesystem.
+pub enum EmissaryOutput {
+    /// The `<path>.tgz` it staged on the emptyDir.
+    Staged(PathBuf),
+    /// The uncompressed tar stream it sends over the output socket, read as it arrives.
+    Streamed(Box<dyn Read + Send>),
+}
+
+impl EmissaryOutput {
+    /// The output's tar entries, whichever way it came.
+    fn open(self) -> io::Result<tar::Archive<Box<dyn Read + Send>>> {
+        match self {
+            Self::Staged(tgz) => open_tgz(&tgz),
+            Self::Streamed(tar) => Ok(tar::Archive::new(tar)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Staged(tgz) => tgz.display().to_string(),
+            Self::Streamed(_) => "the emissary's output stream".to_string(),
+        }
+    }
+}
+
+impl std::fmt::Debug for EmissaryOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
 }
 
 /// The file name Argo gives an output stored under the archive key.
@@ -126,7 +157,7 @@ impl Saver<'_> {
     /// removed the upload) is a failed upload, reported as such even when optional.
     pub async fn save(&self, art: &Artifact) -> Result<Option<Saved>> {
         match self
-            .save_inner(art)
+            .save_inner(art, None)
             .instrument(artifact_span(&art.name))
             .await
         {
@@ -135,7 +166,15 @@ impl Saver<'_> {
         }
     }
 
-    async fn save_inner(&self, art: &Artifact) -> Result<Saved> {
+    /// Saves an output of main's own filesystem from the tar stream its emissary sends (the
+    /// artifact's archive settings applied here, as if the emissary had staged it).
+    pub async fn save_streamed(&self, art: &Artifact, tar: Box<dyn Read + Send>) -> Result<Saved> {
+        self.save_inner(art, Some(tar))
+            .instrument(artifact_span(&art.name))
+            .await
+    }
+
+    async fn save_inner(&self, art: &Artifact, streamed: Option<Box<dyn Read + Send>>) -> Result<Saved> {
         let path = validate_path(&art.name, &art.path)?;
         let strategy = art.archive_strategy();
         let shared = self
@@ -147,7 +186,9 @@ impl Saver<'_> {
             self.roots.emissary_artifact(&path)
         };
         // As Argo, the source is found before its destination is worked out.
-        source_metadata(&source, &path, shared, strategy)?;
+        if streamed.is_none() {
+            source_metadata(&source, &path, shared, strategy)?;
+        }
         let (reported, location) =
             output_location(art, &path, self.template.archive_location.as_ref())?;
         let key = location.key().unwrap_or_default();
@@ -187,8 +228,9 @@ impl Saver<'_> {
                 .save_from_tree(Arc::clone(&driver), &key, &source, &path, strategy)
                 .await
         } else {
+            let output = streamed.map_or(EmissaryOutput::Staged(source), EmissaryOutput::Streamed);
             saver
-                .save_from_emissary(Arc::clone(&driver), &key, &source, art, strategy)
+                .save_from_emissary(Arc::clone(&driver), &key, output, art, strategy)
                 .await
         }
         .map_err(|e| e.in_s3_save_step(driver.name(), put))?;
@@ -239,34 +281,48 @@ impl Saver<'_> {
         }
     }
 
-    /// Case B: the emissary left `<path>.tgz`; upload it, or re-encode it on the fly.
+    /// Case B: the emissary left `<path>.tgz` (upload it, or re-encode it on the fly), or sends
+    /// the tar stream (encode it as it arrives).
     async fn save_from_emissary(
         &self,
         driver: Arc<dyn Driver>,
         key: &str,
-        tgz: &Path,
+        output: EmissaryOutput,
         art: &Artifact,
         strategy: ArchiveStrategy,
     ) -> Result<UploadStats> {
-        source_metadata(tgz, &art.path, false, strategy)?;
-        match strategy {
-            ArchiveStrategy::Tar { .. } => self.uploader.upload_file(driver, key, tgz).await,
-            ArchiveStrategy::Zip => {
-                let tgz = tgz.to_path_buf();
-                let root_name = art.name.clone();
+        if let EmissaryOutput::Staged(tgz) = &output {
+            source_metadata(tgz, &art.path, false, strategy)?;
+        }
+        match (strategy, output) {
+            (ArchiveStrategy::Tar { .. }, EmissaryOutput::Staged(tgz)) => {
+                self.uploader.upload_file(driver, key, &tgz).await
+            }
+            (ArchiveStrategy::Tar { compression_level }, EmissaryOutput::Streamed(mut tar)) => {
+                let level = gzip::level_from_argo(compression_level);
+                let threads = self.uploader.config().gzip_threads;
                 self.uploader
                     .upload(driver, key, PutOptions::default(), None, move |w| {
-                        tgz_to_zip(&tgz, &root_name, w)
+                        let mut gz = gzip::ParallelGzWriter::new(w, level, threads)?;
+                        io::copy(&mut tar, &mut gz)?;
+                        gz.finish().map(drop)
                     })
                     .await
             }
-            ArchiveStrategy::None => {
+            (ArchiveStrategy::Zip, output) => {
+                let root_name = art.name.clone();
+                self.uploader
+                    .upload(driver, key, PutOptions::default(), None, move |w| {
+                        tar_to_zip(output, &root_name, w)
+                    })
+                    .await
+            }
+            (ArchiveStrategy::None, output) => {
                 let uploader = self.uploader.clone();
-                let tgz = tgz.to_path_buf();
                 let key = key.to_string();
                 let handle = Handle::current();
                 tokio::task::spawn_blocking(move || {
-                    tgz_to_objects(&uploader, &handle, driver, &tgz, &key)
+                    tar_to_objects(&uploader, &handle, driver, output, &key)
                 })
                 .await
                 .map_err(|e| {
@@ -364,29 +420,37 @@ fn tree_size(path: &Path) -> Option<u64> {
 }
 
 /// Opens an emissary tgz as a tar reader.
-fn open_tgz(path: &Path) -> io::Result<tar::Archive<impl Read>> {
+fn open_tgz(path: &Path) -> io::Result<tar::Archive<Box<dyn Read + Send>>> {
     let f = fs::File::open(path)?;
-    Ok(tar::Archive::new(flate2::read::MultiGzDecoder::new(
-        io::BufReader::with_capacity(256 << 10, f),
+    Ok(tar::Archive::new(Box::new(
+        flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(256 << 10, f)),
     )))
 }
 
-/// `archive: none` from an emissary tgz: the single file becomes `key`; a directory's files
-/// become `key/<rel>`, several uploads in flight at once.
-fn tgz_to_objects(
+/// Reads what follows the tar's end marker to the end: a stream cut short fails here even
+/// when it was cut between two entries (which a tar reader takes for the end).
+fn read_to_end_checked(archive: tar::Archive<Box<dyn Read + Send>>) -> io::Result<()> {
+    io::copy(&mut archive.into_inner(), &mut io::sink()).map(drop)
+}
+
+/// `archive: none` from the emissary's output: the single file becomes `key`; a directory's
+/// files become `key/<rel>`, several uploads in flight at once.
+fn tar_to_objects(
     uploader: &Uploader,
     handle: &Handle,
     driver: Arc<dyn Driver>,
-    tgz: &Path,
+    output: EmissaryOutput,
     key: &str,
 ) -> Result<UploadStats> {
     let started = std::time::Instant::now();
-    let mut archive =
-        open_tgz(tgz).map_err(|e| Error::io(format!("opening {}", tgz.display()), e))?;
+    let source = output.describe();
+    let mut archive = output
+        .open()
+        .map_err(|e| Error::io(format!("opening {source}"), e))?;
     let mut root: Option<String> = None;
     let mut pending = std::collections::VecDeque::new();
     let mut totals = UploadStats::default();
-    let bad = |e: io::Error| Error::io(format!("reading {}", tgz.display()), e);
+    let bad = |e: io::Error| Error::io(format!("reading {source}"), e);
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
@@ -422,6 +486,7 @@ fn tgz_to_objects(
     while let Some(done) = pending.pop_front() {
         add(&mut totals, handle, Some(done))?;
     }
+    read_to_end_checked(archive).map_err(bad)?;
     totals.elapsed = started.elapsed();
     Ok(totals)
 }
@@ -449,10 +514,10 @@ fn add(
     Ok(())
 }
 
-/// `archive: zip` from an emissary tgz: its regular files re-encoded as a zip stream, a
+/// `archive: zip` from the emissary's output: its regular files re-encoded as a zip stream, a
 /// directory's under `<root_name>/` (as Argo zips the extracted `<name>` directory).
-fn tgz_to_zip(tgz: &Path, root_name: &str, out: &mut PartWriter) -> io::Result<()> {
-    let mut archive = open_tgz(tgz)?;
+fn tar_to_zip(output: EmissaryOutput, root_name: &str, out: &mut PartWriter) -> io::Result<()> {
+    let mut archive = output.open()?;
     let mut zw = zip::ZipWriter::new_stream(out);
     let mut root: Option<String> = None;
     for entry in archive.entries()? {
@@ -478,5 +543,6 @@ fn tgz_to_zip(tgz: &Path, root_name: &str, out: &mut PartWriter) -> io::Result<(
         zw.start_file(zip_name, opts).map_err(io::Error::other)?;
         io::copy(&mut entry, &mut zw)?;
     }
+    read_to_end_checked(archive)?;
     zw.finish().map_err(io::Error::other)?.flush()
 }
