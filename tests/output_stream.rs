@@ -454,3 +454,53 @@ exit $rc"#;
         "0"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_set_streams_main_s_outputs_one_after_another() {
+    let pod = TestPod::new().await;
+    let kube = KubeServer::start().await;
+    let kubeconfig = kube.kubeconfig(pod.data.path(), NS);
+    let main_fs = main_filesystem();
+    let (file, tree) = (main_fs.path().join("data.bin"), main_fs.path().join("tree"));
+    let template = json!({
+        "name": "set",
+        "containerSet": {"containers": [
+            {"name": "main", "image": "alpine", "command": ["true"]},
+            {"name": "after", "image": "alpine", "command": ["true"], "dependencies": ["main"]},
+        ]},
+        "outputs": {"artifacts": [
+            {"name": "file", "path": file},
+            {"name": "tree", "path": tree, "archive": {"none": {}}},
+        ]},
+        "archiveLocation": {"s3": pod.s3(PREFIX)},
+    });
+    std::fs::write(pod.roots().template_file(), template.to_string()).expect("template");
+    let wait = wait_command(&pod, &kubeconfig, &[]).spawn().expect("wait");
+    eventually("wait to offer the output socket", || {
+        pod.roots().output_socket().exists()
+    })
+    .await;
+    let (main, after) = tokio::join!(
+        emissary(&pod, "main", &["true"]),
+        emissary(&pod, "after", &["true"])
+    );
+    assert_ok(&main);
+    assert_ok(&after);
+    assert_ok(&finish(wait).await);
+    assert_eq!(
+        stderr(&main).matches("streamed the output to wait").count(),
+        2,
+        "{}",
+        stderr(&main)
+    );
+    assert_eq!(staged(&pod), Vec::<String>::new(), "nothing staged");
+    let stored = objects(&pod).await;
+    assert!(stored[&format!("{PREFIX}/tree/sub/b.bin")] == std::fs::read(tree.join("sub/b.bin")).expect("b"));
+    let mut tar = Vec::new();
+    flate2::read::GzDecoder::new(&stored[&format!("{PREFIX}/file.tgz")][..])
+        .read_to_end(&mut tar)
+        .expect("gunzip");
+    let data = std::fs::read(&file).expect("data");
+    assert_eq!(tar.len() % 512, 0);
+    assert!(tar[512..512 + data.len()] == data[..], "the file follows its tar header");
+}
