@@ -8,7 +8,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
@@ -68,19 +68,38 @@ fn wait_command(pod: &TestPod, kubeconfig: &Path, env: &[(&str, &str)]) -> tokio
     cmd
 }
 
+/// A pod with the recording Kubernetes API server, and the kubeconfig that points to it.
+async fn pod_with_api() -> (TestPod, KubeServer, PathBuf) {
+    let pod = TestPod::new().await;
+    let kube = KubeServer::start().await;
+    let kubeconfig = kube.kubeconfig(pod.data.path(), NS);
+    (pod, kube, kubeconfig)
+}
+
+/// Writes the template as init does, starts wait, and returns once it offers the socket.
+async fn start_wait(pod: &TestPod, kubeconfig: &Path, template: &Value) -> tokio::process::Child {
+    std::fs::write(pod.roots().template_file(), template.to_string()).expect("template");
+    let wait = wait_command(pod, kubeconfig, &[]).spawn().expect("wait");
+    eventually("wait to offer the output socket", || {
+        pod.roots().output_socket().exists()
+    })
+    .await;
+    wait
+}
+
 async fn emissary(pod: &TestPod, name: &str, command: &[&str]) -> Output {
     let mut args = vec!["emissary"];
     args.extend(LOG_OPTS);
     args.push("--");
     args.extend(command);
-    let out = tokio::time::timeout(
+    tokio::time::timeout(
         Duration::from_secs(120),
-        pod.command(&args, &[("ARGO_CONTAINER_NAME", name)]).output(),
+        pod.command(&args, &[("ARGO_CONTAINER_NAME", name)])
+            .output(),
     )
     .await
     .expect("the emissary finished in time")
-    .expect("the emissary ran");
-    out
+    .expect("the emissary ran")
 }
 
 /// Every object under the pod's archive key, by key.
@@ -113,26 +132,25 @@ struct Run {
 /// One pod: `wait` started before main (streaming) or only after main finished (staging:
 /// no socket is offered while main runs).
 async fn run_pod(main_fs: &Path, streaming: bool) -> Run {
-    let pod = TestPod::new().await;
-    let kube = KubeServer::start().await;
-    let kubeconfig = kube.kubeconfig(pod.data.path(), NS);
+    let (pod, kube, kubeconfig) = pod_with_api().await;
     let template = template(main_fs, pod.s3(PREFIX));
-    std::fs::write(pod.roots().template_file(), template.to_string()).expect("template");
     let (main, wait) = if streaming {
-        let wait = wait_command(&pod, &kubeconfig, &[]).spawn().expect("wait");
-        eventually("wait to offer the output socket", || {
-            pod.roots().output_socket().exists()
-        })
-        .await;
+        let wait = start_wait(&pod, &kubeconfig, &template).await;
         let main = emissary(&pod, "main", &["true"]).await;
         (main, finish(wait).await)
     } else {
+        std::fs::write(pod.roots().template_file(), template.to_string()).expect("template");
         let main = emissary(&pod, "main", &["true"]).await;
         let wait = wait_command(&pod, &kubeconfig, &[]).spawn().expect("wait");
         (main, finish(wait).await)
     };
     let reported = kube
-        .object("argoproj.io/v1alpha1", NS, "workflowtaskresults", "wf-1-123")
+        .object(
+            "argoproj.io/v1alpha1",
+            NS,
+            "workflowtaskresults",
+            "wf-1-123",
+        )
         .expect("task result")["outputs"]
         .clone();
     Run {
@@ -198,7 +216,12 @@ async fn streamed_outputs_are_stored_byte_for_byte_as_staged_ones_and_nothing_is
         .read_to_end(&mut fast)
         .expect("gunzip");
     let mut tar = tar::Archive::new(&fast[..]);
-    let mut entry = tar.entries().expect("tar").next().expect("one").expect("entry");
+    let mut entry = tar
+        .entries()
+        .expect("tar")
+        .next()
+        .expect("one")
+        .expect("entry");
     let mut content = Vec::new();
     entry.read_to_end(&mut content).expect("content");
     assert!(content == data);
@@ -222,17 +245,10 @@ fn connect(pod: &TestPod, token: &[u8], name: &str) -> (UnixStream, u8) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wait_refuses_strangers_and_never_completes_a_stream_cut_short() {
-    let pod = TestPod::new().await;
-    let kube = KubeServer::start().await;
-    let kubeconfig = kube.kubeconfig(pod.data.path(), NS);
+    let (pod, _kube, kubeconfig) = pod_with_api().await;
     let main_fs = main_filesystem();
     let template = template(main_fs.path(), pod.s3(PREFIX));
-    std::fs::write(pod.roots().template_file(), template.to_string()).expect("template");
-    let wait = wait_command(&pod, &kubeconfig, &[]).spawn().expect("wait");
-    eventually("wait to offer the output socket", || {
-        pod.roots().output_socket().exists()
-    })
-    .await;
+    let wait = start_wait(&pod, &kubeconfig, &template).await;
     let token = std::fs::read(pod.roots().output_token()).expect("token");
     assert_eq!(token.len(), 64);
     let mode = |p: &Path| {
@@ -291,9 +307,7 @@ async fn wait_refuses_strangers_and_never_completes_a_stream_cut_short() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wait_killed_mid_stream_leaves_no_object_and_the_emissary_stages_the_output() {
-    let pod = TestPod::new().await;
-    let kube = KubeServer::start().await;
-    let kubeconfig = kube.kubeconfig(pod.data.path(), NS);
+    let (pod, _kube, kubeconfig) = pod_with_api().await;
     let proxy = FaultProxy::start(pod.s3_addr).await;
     let main_fs = main_filesystem();
     let file = main_fs.path().join("data.bin");
@@ -303,14 +317,9 @@ async fn a_wait_killed_mid_stream_leaves_no_object_and_the_emissary_stages_the_o
         "outputs": {"artifacts": [{"name": "file-raw", "path": file, "archive": {"none": {}}}]},
         "archiveLocation": {"s3": pod.s3_via(proxy.addr, PREFIX)},
     });
-    std::fs::write(pod.roots().template_file(), template.to_string()).expect("template");
     // The store holds every upload, so wait is still receiving when it is killed.
     proxy.add("PUT", PREFIX, Fault::Stall(Duration::from_secs(60)), 100);
-    let mut wait = wait_command(&pod, &kubeconfig, &[]).spawn().expect("wait");
-    eventually("wait to offer the output socket", || {
-        pod.roots().output_socket().exists()
-    })
-    .await;
+    let mut wait = start_wait(&pod, &kubeconfig, &template).await;
     let main = tokio::spawn({
         let args: Vec<String> = ["emissary", "--loglevel", "info", "--", "true"]
             .map(String::from)
@@ -343,21 +352,26 @@ async fn a_wait_killed_mid_stream_leaves_no_object_and_the_emissary_stages_the_o
         "0"
     );
     assert_eq!(pod.keys(&format!("{PREFIX}/")).await, Vec::<String>::new());
-    assert!(pod.roots().emissary_artifact(file.to_str().expect("utf-8")).is_file());
+    assert!(
+        pod.roots()
+            .emissary_artifact(file.to_str().expect("utf-8"))
+            .is_file()
+    );
 
     // A wait started again saves the staged output: nothing was lost.
     proxy.clear_rules();
     let again = finish(wait_command(&pod, &kubeconfig, &[]).spawn().expect("wait")).await;
     assert_ok(&again);
-    let stored = pod.get(&format!("{PREFIX}/data.bin")).await.expect("stored");
+    let stored = pod
+        .get(&format!("{PREFIX}/data.bin"))
+        .await
+        .expect("stored");
     assert!(stored == std::fs::read(&file).expect("data"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_changed_token_is_refused_and_the_output_is_staged_and_saved() {
-    let pod = TestPod::new().await;
-    let kube = KubeServer::start().await;
-    let kubeconfig = kube.kubeconfig(pod.data.path(), NS);
+    let (pod, _kube, kubeconfig) = pod_with_api().await;
     let main_fs = main_filesystem();
     let file = main_fs.path().join("data.bin");
     let template = json!({
@@ -366,31 +380,40 @@ async fn a_changed_token_is_refused_and_the_output_is_staged_and_saved() {
         "outputs": {"artifacts": [{"name": "file", "path": file}]},
         "archiveLocation": {"s3": pod.s3(PREFIX)},
     });
-    std::fs::write(pod.roots().template_file(), template.to_string()).expect("template");
-    let wait = wait_command(&pod, &kubeconfig, &[]).spawn().expect("wait");
-    eventually("wait to offer the output socket", || {
-        pod.roots().output_socket().exists()
-    })
-    .await;
+    let wait = start_wait(&pod, &kubeconfig, &template).await;
     // What a process that cannot read this wait's token would present.
     std::fs::write(pod.roots().output_token(), "0".repeat(64)).expect("token");
     let main = emissary(&pod, "main", &["true"]).await;
     assert_ok(&main);
-    assert!(stderr(&main).contains("wait refused the stream"), "{}", stderr(&main));
+    assert!(
+        stderr(&main).contains("wait refused the stream"),
+        "{}",
+        stderr(&main)
+    );
     let wait = finish(wait).await;
     assert_ok(&wait);
-    assert!(stderr(&wait).contains("refused an output stream"), "{}", stderr(&wait));
-    let stored = pod.get(&format!("{PREFIX}/file.tgz")).await.expect("stored");
+    assert!(
+        stderr(&wait).contains("refused an output stream"),
+        "{}",
+        stderr(&wait)
+    );
+    let stored = pod
+        .get(&format!("{PREFIX}/file.tgz"))
+        .await
+        .expect("stored");
     let mut tar = Vec::new();
     flate2::read::GzDecoder::new(&stored[..])
         .read_to_end(&mut tar)
         .expect("gunzip");
-    assert!(tar.windows(1 << 12).any(|w| w == &std::fs::read(&file).expect("data")[..1 << 12]));
+    assert!(
+        tar.windows(1 << 12)
+            .any(|w| w == &std::fs::read(&file).expect("data")[..1 << 12])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_staging_that_fills_the_emptydir_frees_its_partial_archive_and_still_writes_the_exit_code()
-{
+ {
     let pod = TestPod::new().await;
     let main_fs = main_filesystem();
     let template = json!({
@@ -421,8 +444,19 @@ exit $rc"#;
     let mut cmd = pod.command_for(
         Path::new("unshare"),
         &[
-            "--mount", "--propagation", "private", "sh", "-c", script, "sh", bin, "emissary",
-            "--loglevel", "info", "--", "true",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            bin,
+            "emissary",
+            "--loglevel",
+            "info",
+            "--",
+            "true",
         ],
         &env,
     );
@@ -448,7 +482,10 @@ exit $rc"#;
         !left.lines().any(|l| l.contains(".tgz")),
         "the partial archive is gone: {left}"
     );
-    assert!(left.lines().any(|l| l.ends_with("ctr/main/exitcode")), "{left}");
+    assert!(
+        left.lines().any(|l| l.ends_with("ctr/main/exitcode")),
+        "{left}"
+    );
     assert_eq!(
         std::fs::read_to_string(&exit_code).expect("the exit code was written"),
         "0"
@@ -457,9 +494,7 @@ exit $rc"#;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_container_set_streams_main_s_outputs_one_after_another() {
-    let pod = TestPod::new().await;
-    let kube = KubeServer::start().await;
-    let kubeconfig = kube.kubeconfig(pod.data.path(), NS);
+    let (pod, _kube, kubeconfig) = pod_with_api().await;
     let main_fs = main_filesystem();
     let (file, tree) = (main_fs.path().join("data.bin"), main_fs.path().join("tree"));
     let template = json!({
@@ -474,12 +509,7 @@ async fn a_container_set_streams_main_s_outputs_one_after_another() {
         ]},
         "archiveLocation": {"s3": pod.s3(PREFIX)},
     });
-    std::fs::write(pod.roots().template_file(), template.to_string()).expect("template");
-    let wait = wait_command(&pod, &kubeconfig, &[]).spawn().expect("wait");
-    eventually("wait to offer the output socket", || {
-        pod.roots().output_socket().exists()
-    })
-    .await;
+    let wait = start_wait(&pod, &kubeconfig, &template).await;
     let (main, after) = tokio::join!(
         emissary(&pod, "main", &["true"]),
         emissary(&pod, "after", &["true"])
@@ -495,12 +525,18 @@ async fn a_container_set_streams_main_s_outputs_one_after_another() {
     );
     assert_eq!(staged(&pod), Vec::<String>::new(), "nothing staged");
     let stored = objects(&pod).await;
-    assert!(stored[&format!("{PREFIX}/tree/sub/b.bin")] == std::fs::read(tree.join("sub/b.bin")).expect("b"));
+    assert!(
+        stored[&format!("{PREFIX}/tree/sub/b.bin")]
+            == std::fs::read(tree.join("sub/b.bin")).expect("b")
+    );
     let mut tar = Vec::new();
     flate2::read::GzDecoder::new(&stored[&format!("{PREFIX}/file.tgz")][..])
         .read_to_end(&mut tar)
         .expect("gunzip");
     let data = std::fs::read(&file).expect("data");
     assert_eq!(tar.len() % 512, 0);
-    assert!(tar[512..512 + data.len()] == data[..], "the file follows its tar header");
+    assert!(
+        tar[512..512 + data.len()] == data[..],
+        "the file follows its tar header"
+    );
 }

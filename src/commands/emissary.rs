@@ -28,10 +28,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::output_stream;
 use super::pod::{
     create_dir_all_with_mode, create_shared_dir, template_from_file_or_env, write_atomic,
 };
-use super::output_stream;
 use super::watch::DirWatch;
 use super::{CommandError, Pod};
 use crate::archive::{self, gzip};

@@ -330,8 +330,7 @@ impl Gate {
         })
         .await
         .ok()?;
-        let art = match header.and_then(|(token, name)| self.admit(&token, &name, saver.template))
-        {
+        let art = match header.and_then(|(token, name)| self.admit(&token, &name, saver.template)) {
             Ok(art) => art,
             Err(reason) => {
                 tracing::warn!(reason, "refused an output stream");

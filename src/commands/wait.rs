@@ -518,7 +518,11 @@ fn read_result(stdout: &Path) -> Result<String, String> {
 
 /// Output parameters with `valueFrom.path`: the file's content (one trailing newline removed),
 /// or `valueFrom.default`. The first parameter with neither stops the rest, as in Argo.
-fn save_parameters(roots: &Roots, template: &Template, outputs: &mut Outputs) -> Result<(), String> {
+fn save_parameters(
+    roots: &Roots,
+    template: &Template,
+    outputs: &mut Outputs,
+) -> Result<(), String> {
     for param in &mut outputs.parameters {
         let Some(vf) = param.value_from.as_ref().filter(|v| !v.path.is_empty()) else {
             continue;

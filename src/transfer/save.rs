@@ -174,7 +174,11 @@ impl Saver<'_> {
             .await
     }
 
-    async fn save_inner(&self, art: &Artifact, streamed: Option<Box<dyn Read + Send>>) -> Result<Saved> {
+    async fn save_inner(
+        &self,
+        art: &Artifact,
+        streamed: Option<Box<dyn Read + Send>>,
+    ) -> Result<Saved> {
         let path = validate_path(&art.name, &art.path)?;
         let strategy = art.archive_strategy();
         let shared = self
