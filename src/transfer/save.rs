@@ -4,7 +4,9 @@
 //! or the `.tgz` the emissary wrote for paths in main's own filesystem. Argo copies that tgz to
 //! `/tmp/argo/outputs/artifacts`, and for `none`/`zip` extracts it there too. Here the tgz is
 //! uploaded as it is, or re-encoded entry by entry straight into the upload: no copy, no
-//! extraction, nothing on disk.
+//! extraction, nothing on disk. Usually the emissary does not write that tgz at all but sends
+//! the uncompressed tar stream over wait's output socket ([`Saver::save_streamed`]), encoded
+//! here with the artifact's own settings as it arrives.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -431,8 +433,9 @@ fn open_tgz(path: &Path) -> io::Result<tar::Archive<Box<dyn Read + Send>>> {
     )))
 }
 
-/// Reads what follows the tar's end marker to the end: a stream cut short fails here even
-/// when it was cut between two entries (which a tar reader takes for the end).
+/// Reads the source past the tar's end marker to its real end: a stream's end frame (wait
+/// never closes the emissary's connection with bytes unread, which would reset it before the
+/// reply is read), a staged file's gzip trailer (checked).
 fn read_to_end_checked(archive: tar::Archive<Box<dyn Read + Send>>) -> io::Result<()> {
     io::copy(&mut archive.into_inner(), &mut io::sink()).map(drop)
 }
