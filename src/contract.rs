@@ -149,6 +149,16 @@ impl Roots {
         PathBuf::from(p)
     }
 
+    /// `/var/run/argo/outputs.sock`: where `wait` takes main's outputs as streams.
+    pub fn output_socket(&self) -> PathBuf {
+        self.var_run_argo().join("outputs.sock")
+    }
+
+    /// `/var/run/argo/outputs.token`: the per-pod secret an output stream must present.
+    pub fn output_token(&self) -> PathBuf {
+        self.var_run_argo().join("outputs.token")
+    }
+
     /// `/argo/inputs/artifacts/<name>`: where `init` puts an input artifact.
     pub fn input_artifact(&self, name: &str) -> PathBuf {
         self.path("/argo/inputs/artifacts").join(name)

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::kube_server::KubeServer;
-use support::{TestPod, assert_ok, finish};
+use support::{TestPod, assert_ok, eventually, finish};
 
 const DOCKERFILE: &str = include_str!("../Dockerfile");
 /// The uid:gid main runs as: a user image's own user, not the executor's.
@@ -458,6 +458,9 @@ async fn a_pod_runs_init_emissary_and_wait_in_the_image_as_its_user() {
     let wait = in_root(root, &user, &image_path, &args, &wait_env)
         .spawn()
         .expect("start wait");
+    // main's own-filesystem output goes to wait over its socket, across the two uids.
+    let socket = root.join("var/run/argo/outputs.sock");
+    eventually("wait to offer the output socket", || socket.exists()).await;
 
     // main: the user's image and user, the binary init copied, the user's command.
     let mut args = vec!["/var/run/argo/argoexec", "emissary"];
@@ -482,6 +485,15 @@ async fn a_pod_runs_init_emissary_and_wait_in_the_image_as_its_user() {
     assert_eq!(
         String::from_utf8_lossy(&main.stdout),
         "main saw 500 lines\n"
+    );
+    assert!(
+        String::from_utf8_lossy(&main.stderr).contains("streamed the output to wait"),
+        "{}",
+        String::from_utf8_lossy(&main.stderr)
+    );
+    assert!(
+        !root.join("var/run/argo/outputs/artifacts").exists(),
+        "nothing staged"
     );
     let wait = finish(wait).await;
     assert_ok(&wait);

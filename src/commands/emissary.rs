@@ -28,6 +28,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::output_stream;
 use super::pod::{
     create_dir_all_with_mode, create_shared_dir, template_from_file_or_env, write_atomic,
 };
@@ -693,8 +694,9 @@ async fn stage_outputs(pod: &Pod, template: &Template) -> Result<(), CommandErro
         .map_err(|e| CommandError::failed(format!("staging the outputs failed: {e}")))?
 }
 
-/// Copies `main`'s output parameter files and archives its output artifact paths for the wait
-/// container (paths on shared volumes are read by wait directly and skipped here).
+/// Copies `main`'s output parameter files and hands its output artifact paths to the wait
+/// container: streamed over wait's output socket, or archived on the emptyDir when that is not
+/// possible (paths on shared volumes are read by wait directly and skipped here).
 fn stage_outputs_blocking(pod: &Pod, template: &Template) -> Result<(), CommandError> {
     for param in &template.outputs.parameters {
         let Some(path) = param
@@ -713,11 +715,20 @@ fn stage_outputs_blocking(pod: &Pod, template: &Template) -> Result<(), CommandE
     }
     for art in &template.outputs.artifacts {
         let path = art.path.as_str();
-        if path.is_empty()
-            || template.is_output_on_shared_mount(path, contract::initless_pod())
-            || !Path::new(path).exists()
-        {
+        if !output_stream::in_main_filesystem(template, art) || !Path::new(path).exists() {
             continue;
+        }
+        match output_stream::send_output(&pod.roots, &art.name, Path::new(path)) {
+            Ok(()) => {
+                tracing::info!(artifact = %art.name, path, "streamed the output to wait");
+                continue;
+            }
+            Err(e @ output_stream::StreamError::NotOffered(_)) => {
+                tracing::info!(artifact = %art.name, reason = %e, "staging the output");
+            }
+            Err(e) => {
+                tracing::warn!(artifact = %art.name, reason = %e, "staging the output instead of streaming it");
+            }
         }
         // Our wait re-encodes `none` and `zip` from this archive, so those only need speed.
         let level = match art.archive_strategy() {
@@ -751,18 +762,29 @@ fn copy_file(src: &Path, dest: &Path) -> Result<(), CommandError> {
     fs::set_permissions(dest, fs::Permissions::from_mode(0o644)).map_err(fail)
 }
 
-/// Writes `src` as a tgz to `dest` through a temporary name.
+/// Writes `src` as a tgz to `dest` through a temporary name, removed again when that fails
+/// (a full emptyDir must keep room for the exit code).
 fn archive_to(src: &Path, dest: &Path, level: u32, threads: usize) -> std::io::Result<()> {
     if let Some(parent) = dest.parent() {
         create_dir_all_with_mode(parent, 0o755)?;
     }
     let tmp: PathBuf = dest.with_extension("tgz.tmp");
-    let file = std::io::BufWriter::with_capacity(1 << 20, fs::File::create(&tmp)?);
+    let written = write_tgz_file(src, &tmp, level, threads).and_then(|()| fs::rename(&tmp, dest));
+    if written.is_err()
+        && let Err(e) = fs::remove_file(&tmp)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %tmp.display(), error = %e, "cannot remove the partial archive");
+    }
+    written
+}
+
+fn write_tgz_file(src: &Path, tmp: &Path, level: u32, threads: usize) -> std::io::Result<()> {
+    let file = std::io::BufWriter::with_capacity(1 << 20, fs::File::create(tmp)?);
     let (out, _) = archive::write_tgz(src, file, level, threads)?;
     let file = out.into_inner().map_err(|e| e.into_error())?;
     file.set_permissions(fs::Permissions::from_mode(0o644))?;
-    file.sync_all()?;
-    fs::rename(&tmp, dest)
+    file.sync_all()
 }
 
 /// How the init-less layout's user container ends when the supervisor's pre-main work failed

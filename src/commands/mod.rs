@@ -9,6 +9,7 @@ pub mod data;
 pub mod emissary;
 pub mod init;
 pub mod kill;
+mod output_stream;
 pub mod pod;
 pub mod resource;
 pub mod serve;

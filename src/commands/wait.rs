@@ -7,6 +7,7 @@
 //! result complete. Each step's failure is recorded and the later steps still run; the first
 //! failure is the container's message and makes it exit 64.
 
+use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -17,16 +18,17 @@ use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::output_stream::OutputServer;
 use super::pod::{create_shared_dir, required_env, template_from_file, write_atomic};
 use super::watch::DirWatch;
 use super::{CommandError, Pod, write_termination_log};
-use crate::contract::{self, env, parse_go_duration};
+use crate::contract::{self, Roots, env, parse_go_duration};
 use crate::model::{NodeResult, Outputs, Template};
 use crate::report::{ApiOptions, TaskResultIdentity, TaskResults};
 use crate::storage::go_error_text;
 use crate::telemetry::{Direction, Transfer, metrics, trace};
 use crate::transfer::Uploader;
-use crate::transfer::save::Saver;
+use crate::transfer::save::{Saved, Saver};
 
 /// Script results keep only their last 256 KiB, as Argo does.
 pub const MAX_RESULT_BYTES: usize = 256 * 1024;
@@ -70,10 +72,25 @@ pub(super) async fn post_main(
 
     let progress = ProgressMonitor::from_env(pod).map(|m| m.start(Arc::clone(&results)));
     let names = template.main_container_names();
-    if let Err(e) = wait_for_main(pod, &names, deadline, &mut sigterm)
-        .instrument(trace::wait_workload())
-        .await
-    {
+    // One engine, one memory budget, for the streamed outputs and all the others.
+    let uploader = Uploader::new(pod.transfer.clone());
+    let saver = Saver {
+        roots: &pod.roots,
+        secrets: &pod.secrets,
+        uploader: &uploader,
+        template,
+    };
+    let main_done =
+        wait_for_main(pod, &names, deadline, &mut sigterm).instrument(trace::wait_workload());
+    // main's emissary streams its outputs before it writes its exit code.
+    let server = outputs_expected
+        .then(|| OutputServer::offer(&pod.roots, template))
+        .flatten();
+    let (waited, streamed) = match server {
+        Some(server) => server.serve_until(&saver, main_done).await,
+        None => (main_done.await, HashMap::new()),
+    };
+    if let Err(e) = waited {
         errors.add(format!(
             "failed to wait for main container to complete: {e}"
         ));
@@ -91,7 +108,7 @@ pub(super) async fn post_main(
             tracing::warn!("SIGTERM while saving and reporting the outputs: finishing first");
         }
     });
-    let outputs = collect_outputs(pod, template, outputs_expected, &mut errors).await;
+    let outputs = collect_outputs(&saver, streamed, outputs_expected, &mut errors).await;
     let report = NodeResult {
         outputs: Some(outputs),
         progress: last_progress,
@@ -381,24 +398,19 @@ fn read_progress(file: &Path) -> Option<String> {
 
 /// Script result, output parameters, output artifacts and logs, with failures added to `errors`
 /// as Argo groups them: one for the result, one for the parameters (the first failing parameter
-/// stops the rest), one for all artifacts together, one per container log.
+/// stops the rest), one for all artifacts together, one per container log. Outputs already
+/// saved from the emissary's streams are in `streamed`.
 async fn collect_outputs(
-    pod: &Pod,
-    template: &Template,
+    saver: &Saver<'_>,
+    mut streamed: HashMap<String, Saved>,
     outputs_expected: bool,
     errors: &mut Errors,
 ) -> Outputs {
-    let uploader = Uploader::new(pod.transfer.clone());
-    let saver = Saver {
-        roots: &pod.roots,
-        secrets: &pod.secrets,
-        uploader: &uploader,
-        template,
-    };
+    let template = saver.template;
     let mut transfers = Vec::new();
     if template.resource.is_some() {
         // Resource templates only report their logs.
-        let artifacts = save_logs(&saver, template, errors, &mut transfers).await;
+        let artifacts = save_logs(saver, template, errors, &mut transfers).await;
         metrics::export_from_env(Direction::Output, &transfers);
         return Outputs {
             artifacts,
@@ -409,7 +421,7 @@ async fn collect_outputs(
     outputs.artifacts.clear();
     if !outputs_expected {
         // Main never ran its command: there is nothing to collect but its logs.
-        outputs.artifacts = save_logs(&saver, template, errors, &mut transfers).await;
+        outputs.artifacts = save_logs(saver, template, errors, &mut transfers).await;
         metrics::export_from_env(Direction::Output, &transfers);
         return outputs;
     }
@@ -417,13 +429,13 @@ async fn collect_outputs(
         if std::env::var(env::INCLUDE_SCRIPT_OUTPUT).as_deref() == Ok("true")
             && template.has_output()
         {
-            match read_result(&pod.roots.container_dir("main").join("stdout")) {
+            match read_result(&saver.roots.container_dir("main").join("stdout")) {
                 Ok(result) => outputs.result = Some(result),
                 Err(e) => errors.add(e),
             }
         }
     });
-    if let Err(e) = save_parameters(pod, template, &mut outputs) {
+    if let Err(e) = save_parameters(saver.roots, template, &mut outputs) {
         errors.add(e);
     }
     // Argo joins the artifacts' failures, each followed by "; ".
@@ -432,7 +444,11 @@ async fn collect_outputs(
     let saving = trace::save_artifacts();
     for art in &template.outputs.artifacts {
         let span = saving.in_scope(|| trace::save_artifact(&art.name));
-        match saver.save(art).instrument(span.clone()).await {
+        let saved = match streamed.remove(&art.name) {
+            Some(saved) => Ok(Some(saved)),
+            None => saver.save(art).instrument(span.clone()).await,
+        };
+        match saved {
             Ok(Some(saved)) => {
                 let transfer = saved.transfer();
                 trace::record_save(&span, &transfer);
@@ -455,7 +471,7 @@ async fn collect_outputs(
     }
     outputs
         .artifacts
-        .extend(save_logs(&saver, template, errors, &mut transfers).await);
+        .extend(save_logs(saver, template, errors, &mut transfers).await);
     metrics::export_from_env(Direction::Output, &transfers);
     outputs
 }
@@ -519,15 +535,19 @@ fn read_result(stdout: &Path) -> Result<String, String> {
 
 /// Output parameters with `valueFrom.path`: the file's content (one trailing newline removed),
 /// or `valueFrom.default`. The first parameter with neither stops the rest, as in Argo.
-fn save_parameters(pod: &Pod, template: &Template, outputs: &mut Outputs) -> Result<(), String> {
+fn save_parameters(
+    roots: &Roots,
+    template: &Template,
+    outputs: &mut Outputs,
+) -> Result<(), String> {
     for param in &mut outputs.parameters {
         let Some(vf) = param.value_from.as_ref().filter(|v| !v.path.is_empty()) else {
             continue;
         };
         let file = if template.is_on_shared_mount(&vf.path) {
-            pod.roots.main_ctr_fs(&vf.path)
+            roots.main_ctr_fs(&vf.path)
         } else {
-            pod.roots.emissary_parameter(&vf.path)
+            roots.emissary_parameter(&vf.path)
         };
         match std::fs::read(&file) {
             Ok(bytes) => {

@@ -4,11 +4,13 @@
 //! or the `.tgz` the emissary wrote for paths in main's own filesystem. Argo copies that tgz to
 //! `/tmp/argo/outputs/artifacts`, and for `none`/`zip` extracts it there too. Here the tgz is
 //! uploaded as it is, or re-encoded entry by entry straight into the upload: no copy, no
-//! extraction, nothing on disk.
+//! extraction, nothing on disk. Usually the emissary does not write that tgz at all but sends
+//! the uncompressed tar stream over wait's output socket ([`Saver::save_streamed`]), encoded
+//! here with the artifact's own settings as it arrives.
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::runtime::Handle;
@@ -63,6 +65,37 @@ pub struct Saver<'a> {
     pub secrets: &'a Secrets,
     pub uploader: &'a Uploader,
     pub template: &'a Template,
+}
+
+/// What the emissary hands over for an output in main's own filesystem.
+pub enum EmissaryOutput {
+    /// The `<path>.tgz` it staged on the emptyDir.
+    Staged(PathBuf),
+    /// The uncompressed tar stream it sends over the output socket, read as it arrives.
+    Streamed(Box<dyn Read + Send>),
+}
+
+impl EmissaryOutput {
+    /// The output's tar entries, whichever way it came.
+    fn open(self) -> io::Result<tar::Archive<Box<dyn Read + Send>>> {
+        match self {
+            Self::Staged(tgz) => open_tgz(&tgz),
+            Self::Streamed(tar) => Ok(tar::Archive::new(tar)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Staged(tgz) => tgz.display().to_string(),
+            Self::Streamed(_) => "the emissary's output stream".to_string(),
+        }
+    }
+}
+
+impl std::fmt::Debug for EmissaryOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
 }
 
 /// The file name Argo gives an output stored under the archive key.
@@ -127,7 +160,7 @@ impl Saver<'_> {
     /// removed the upload) is a failed upload, reported as such even when optional.
     pub async fn save(&self, art: &Artifact) -> Result<Option<Saved>> {
         match self
-            .save_inner(art)
+            .save_inner(art, None)
             .instrument(artifact_span(&art.name))
             .await
         {
@@ -136,7 +169,19 @@ impl Saver<'_> {
         }
     }
 
-    async fn save_inner(&self, art: &Artifact) -> Result<Saved> {
+    /// Saves an output of main's own filesystem from the tar stream its emissary sends (the
+    /// artifact's archive settings applied here, as if the emissary had staged it).
+    pub async fn save_streamed(&self, art: &Artifact, tar: Box<dyn Read + Send>) -> Result<Saved> {
+        self.save_inner(art, Some(tar))
+            .instrument(artifact_span(&art.name))
+            .await
+    }
+
+    async fn save_inner(
+        &self,
+        art: &Artifact,
+        streamed: Option<Box<dyn Read + Send>>,
+    ) -> Result<Saved> {
         let path = validate_path(&art.name, &art.path)?;
         let strategy = art.archive_strategy();
         let shared = self
@@ -148,7 +193,9 @@ impl Saver<'_> {
             self.roots.emissary_artifact(&path)
         };
         // As Argo, the source is found before its destination is worked out.
-        source_metadata(&source, &path, shared, strategy)?;
+        if streamed.is_none() {
+            source_metadata(&source, &path, shared, strategy)?;
+        }
         let (reported, location) =
             output_location(art, &path, self.template.archive_location.as_ref())?;
         let key = location.key().unwrap_or_default();
@@ -188,8 +235,9 @@ impl Saver<'_> {
                 .save_from_tree(Arc::clone(&driver), &key, &source, &path, strategy)
                 .await
         } else {
+            let output = streamed.map_or(EmissaryOutput::Staged(source), EmissaryOutput::Streamed);
             saver
-                .save_from_emissary(Arc::clone(&driver), &key, &source, art, strategy)
+                .save_from_emissary(Arc::clone(&driver), &key, output, art, strategy)
                 .await
         }
         .map_err(|e| e.in_s3_save_step(driver.name(), put))?;
@@ -236,35 +284,54 @@ impl Saver<'_> {
         }
     }
 
-    /// Case B: the emissary left `<path>.tgz`; upload it, or re-encode it on the fly.
+    /// Case B: the emissary left `<path>.tgz` (upload it, or re-encode it on the fly), or sends
+    /// the tar stream (encode it as it arrives).
     async fn save_from_emissary(
         &self,
         driver: Arc<dyn Driver>,
         key: &str,
-        tgz: &Path,
+        output: EmissaryOutput,
         art: &Artifact,
         strategy: ArchiveStrategy,
     ) -> Result<UploadStats> {
-        source_metadata(tgz, &art.path, false, strategy)?;
-        match strategy {
-            ArchiveStrategy::Tar { .. } => self.uploader.upload_file(driver, key, tgz).await,
-            ArchiveStrategy::Zip => {
-                let tgz = tgz.to_path_buf();
+        if let EmissaryOutput::Staged(tgz) = &output {
+            source_metadata(tgz, &art.path, false, strategy)?;
+        }
+        match (strategy, output) {
+            (ArchiveStrategy::Tar { .. }, EmissaryOutput::Staged(tgz)) => {
+                self.uploader.upload_file(driver, key, &tgz).await
+            }
+            (ArchiveStrategy::Tar { compression_level }, EmissaryOutput::Streamed(mut tar)) => {
+                let level = gzip::level_from_argo(compression_level);
+                let threads = self.uploader.config().gzip_threads;
+                let span = trace::archive_artifact();
+                self.uploader
+                    .upload(driver, key, PutOptions::default(), None, move |w| {
+                        span.in_scope(|| {
+                            // The gzip pipeline's blocks are buffers too: paid for while it runs.
+                            let _blocks = w.reserve(gzip::pipeline_bytes(threads))?;
+                            let mut gz = gzip::ParallelGzWriter::new(w, level, threads)?;
+                            io::copy(&mut tar, &mut gz)?;
+                            gz.finish().map(drop)
+                        })
+                    })
+                    .await
+            }
+            (ArchiveStrategy::Zip, output) => {
                 let root_name = art.name.clone();
                 let span = trace::archive_artifact();
                 self.uploader
                     .upload(driver, key, PutOptions::default(), None, move |w| {
-                        span.in_scope(|| tgz_to_zip(&tgz, &root_name, w))
+                        span.in_scope(|| tar_to_zip(output, &root_name, w))
                     })
                     .await
             }
-            ArchiveStrategy::None => {
+            (ArchiveStrategy::None, output) => {
                 let uploader = self.uploader.clone();
-                let tgz = tgz.to_path_buf();
                 let key = key.to_string();
                 let handle = Handle::current();
                 tokio::task::spawn_blocking(move || {
-                    tgz_to_objects(&uploader, &handle, driver, &tgz, &key)
+                    tar_to_objects(&uploader, &handle, driver, output, &key)
                 })
                 .await
                 .map_err(|e| {
@@ -391,29 +458,38 @@ pub async fn upload_tgz(
 }
 
 /// Opens an emissary tgz as a tar reader.
-fn open_tgz(path: &Path) -> io::Result<tar::Archive<impl Read>> {
+fn open_tgz(path: &Path) -> io::Result<tar::Archive<Box<dyn Read + Send>>> {
     let f = fs::File::open(path)?;
-    Ok(tar::Archive::new(flate2::read::MultiGzDecoder::new(
-        io::BufReader::with_capacity(256 << 10, f),
+    Ok(tar::Archive::new(Box::new(
+        flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(256 << 10, f)),
     )))
 }
 
-/// `archive: none` from an emissary tgz: the single file becomes `key`; a directory's files
-/// become `key/<rel>`, several uploads in flight at once.
-fn tgz_to_objects(
+/// Reads the source past the tar's end marker to its real end: a stream's end frame (wait
+/// never closes the emissary's connection with bytes unread, which would reset it before the
+/// reply is read), a staged file's gzip trailer (checked).
+fn read_to_end_checked(archive: tar::Archive<Box<dyn Read + Send>>) -> io::Result<()> {
+    io::copy(&mut archive.into_inner(), &mut io::sink()).map(drop)
+}
+
+/// `archive: none` from the emissary's output: the single file becomes `key`; a directory's
+/// files become `key/<rel>`, several uploads in flight at once.
+fn tar_to_objects(
     uploader: &Uploader,
     handle: &Handle,
     driver: Arc<dyn Driver>,
-    tgz: &Path,
+    output: EmissaryOutput,
     key: &str,
 ) -> Result<UploadStats> {
     let started = std::time::Instant::now();
-    let mut archive =
-        open_tgz(tgz).map_err(|e| Error::io(format!("opening {}", tgz.display()), e))?;
+    let source = output.describe();
+    let mut archive = output
+        .open()
+        .map_err(|e| Error::io(format!("opening {source}"), e))?;
     let mut root: Option<String> = None;
     let mut pending = std::collections::VecDeque::new();
     let mut totals = UploadStats::default();
-    let bad = |e: io::Error| Error::io(format!("reading {}", tgz.display()), e);
+    let bad = |e: io::Error| Error::io(format!("reading {source}"), e);
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
@@ -449,6 +525,7 @@ fn tgz_to_objects(
     while let Some(done) = pending.pop_front() {
         add(&mut totals, handle, Some(done))?;
     }
+    read_to_end_checked(archive).map_err(bad)?;
     totals.elapsed = started.elapsed();
     Ok(totals)
 }
@@ -476,10 +553,10 @@ fn add(
     Ok(())
 }
 
-/// `archive: zip` from an emissary tgz: its regular files re-encoded as a zip stream, a
+/// `archive: zip` from the emissary's output: its regular files re-encoded as a zip stream, a
 /// directory's under `<root_name>/` (as Argo zips the extracted `<name>` directory).
-fn tgz_to_zip(tgz: &Path, root_name: &str, out: &mut PartWriter) -> io::Result<()> {
-    let mut archive = open_tgz(tgz)?;
+fn tar_to_zip(output: EmissaryOutput, root_name: &str, out: &mut PartWriter) -> io::Result<()> {
+    let mut archive = output.open()?;
     let mut zw = zip::ZipWriter::new_stream(out);
     let mut root: Option<String> = None;
     for entry in archive.entries()? {
@@ -505,5 +582,6 @@ fn tgz_to_zip(tgz: &Path, root_name: &str, out: &mut PartWriter) -> io::Result<(
         zw.start_file(zip_name, opts).map_err(io::Error::other)?;
         io::copy(&mut entry, &mut zw)?;
     }
+    read_to_end_checked(archive)?;
     zw.finish().map_err(io::Error::other)?.flush()
 }
