@@ -9,6 +9,7 @@
 //! and [`TlsFront`], a TLS terminator in front of a plain server (TLS trust failures).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,6 +67,8 @@ pub struct Seen {
     pub fault: Option<Fault>,
     /// The upstream answered with this status (None when faulted before an answer).
     pub status: Option<u16>,
+    /// Requests being served when it arrived, itself included.
+    pub concurrent: usize,
 }
 
 impl Seen {
@@ -138,6 +141,7 @@ impl Chaos {
 
 pub struct FaultProxy {
     pub addr: SocketAddr,
+    limits: Limits,
     rules: Arc<Mutex<Vec<Rule>>>,
     chaos: Arc<Mutex<Option<Chaos>>>,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -158,9 +162,11 @@ impl FaultProxy {
         let rules: Arc<Mutex<Vec<Rule>>> = Arc::default();
         let chaos: Arc<Mutex<Option<Chaos>>> = Arc::default();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let limits = Limits::default();
         let faults = Faults {
             rules: Arc::clone(&rules),
             chaos: Arc::clone(&chaos),
+            limits: limits.clone(),
         };
         let s = Arc::clone(&seen);
         let task = tokio::spawn(async move {
@@ -173,11 +179,25 @@ impl FaultProxy {
         });
         Self {
             addr,
+            limits,
             rules,
             chaos,
             seen,
             task,
         }
+    }
+
+    /// Answers 503 SlowDown to every request that arrives while `n` others are being served:
+    /// a store that throttles above a request rate.
+    pub fn throttle_above(&self, n: usize) {
+        self.limits.throttle_above.store(n, Ordering::SeqCst);
+    }
+
+    /// The most requests served at once so far.
+    pub fn max_concurrent(&self) -> usize {
+        let seen = self.seen();
+        let served = seen.iter().filter(|s| !is_throttled(s));
+        served.map(|s| s.concurrent).max().unwrap_or(0)
     }
 
     /// Faults `percent` % of the requests no rule picks, at random (deterministic per `seed`).
@@ -263,11 +283,39 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<(Vec<u8>, Vec<u8>)
     }
 }
 
-/// Where a request's fault comes from: the first matching rule, else chaos.
+/// Whether the proxy answered this request 503 SlowDown itself.
+pub fn is_throttled(seen: &Seen) -> bool {
+    matches!(
+        seen.fault,
+        Some(Fault::Respond {
+            status: 503,
+            code: "SlowDown"
+        })
+    )
+}
+
+/// Requests being served, and the count above which they are throttled (0: never).
+#[derive(Clone, Default)]
+struct Limits {
+    serving: Arc<AtomicUsize>,
+    throttle_above: Arc<AtomicUsize>,
+}
+
+/// One request being served; leaves the count when dropped.
+struct Serving(Arc<AtomicUsize>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Where a request's fault comes from: the throttle, else the first matching rule, else chaos.
 #[derive(Clone)]
 struct Faults {
     rules: Arc<Mutex<Vec<Rule>>>,
     chaos: Arc<Mutex<Option<Chaos>>>,
+    limits: Limits,
 }
 
 impl Faults {
@@ -323,13 +371,25 @@ async fn handle(
     }
     new_head.push_str("Connection: close\r\n\r\n");
 
-    let fault = faults.pick(&method, &target, content_length);
+    let concurrent = faults.limits.serving.fetch_add(1, Ordering::SeqCst) + 1;
+    let mut serving = Some(Serving(Arc::clone(&faults.limits.serving)));
+    let limit = faults.limits.throttle_above.load(Ordering::SeqCst);
+    let fault = if limit > 0 && concurrent > limit {
+        serving = None;
+        Some(Fault::Respond {
+            status: 503,
+            code: "SlowDown",
+        })
+    } else {
+        faults.pick(&method, &target, content_length)
+    };
     let record = |status: Option<u16>| {
         seen.lock().expect("seen").push(Seen {
             method: method.clone(),
             target: target.clone(),
             fault: fault.clone(),
             status,
+            concurrent,
         });
     };
 
@@ -426,6 +486,8 @@ async fn handle(
         }
         _ => {}
     }
+    // Served: the client may send its next request before this connection is closed.
+    drop(serving);
     client.write_all(&response).await?;
     client.shutdown().await
 }
