@@ -11,12 +11,23 @@ use serde_json::{Value, json};
 use support::fault_proxy::{Fault, FaultProxy, is_throttled};
 use support::{TestPod, assert_ok};
 
-/// A directory saved by `wait` as one object per file under `d/out/`: `big.bin` (5 MiB, five
-/// 1 MiB ranges) and `small-<i>.txt` (100 KiB each, stored with their CRC32C).
-async fn saved_directory(pod: &TestPod, small_files: u32) -> Vec<(String, Vec<u8>)> {
+/// Files for a directory: `big.bin` (5 MiB, five 1 MiB ranges) and two `small-<i>.txt`
+/// (100 KiB each).
+fn mixed_files() -> Vec<(String, Vec<u8>)> {
     let mut files = vec![("big.bin".to_string(), support::pseudo_random(5 << 20, 3))];
-    files.extend(files_of(small_files, 100_000));
-    save_directory(pod, files).await
+    files.extend(files_of(2, 100_000));
+    files
+}
+
+/// A pod whose store holds `files` as the directory `d/out/`, saved by `wait` (one object per
+/// file, each small one with its CRC32C), and a proxy in front of the store.
+async fn directory_behind_proxy(
+    files: Vec<(String, Vec<u8>)>,
+) -> (TestPod, Vec<(String, Vec<u8>)>, FaultProxy) {
+    let pod = TestPod::new().await;
+    let files = save_directory(&pod, files).await;
+    let proxy = FaultProxy::start(pod.s3_addr).await;
+    (pod, files, proxy)
 }
 
 /// `count` files `small-<i>.txt` of `len` bytes.
@@ -77,9 +88,7 @@ fn gets_of(proxy: &FaultProxy, key: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_directory_file_cut_short_is_retried_for_that_range_only() {
-    let pod = TestPod::new().await;
-    let files = saved_directory(&pod, 2).await;
-    let proxy = FaultProxy::start(pod.s3_addr).await;
+    let (pod, files, proxy) = directory_behind_proxy(mixed_files()).await;
     proxy.add_after(
         "GET",
         "d/out/big.bin",
@@ -104,9 +113,7 @@ async fn a_directory_file_cut_short_is_retried_for_that_range_only() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_directory_file_corrupted_on_the_way_is_fetched_again_and_a_corrupt_one_is_named() {
-    let pod = TestPod::new().await;
-    let files = saved_directory(&pod, 2).await;
-    let proxy = FaultProxy::start(pod.s3_addr).await;
+    let (pod, files, proxy) = directory_behind_proxy(mixed_files()).await;
     proxy.add(
         "GET",
         "d/out/small-1.txt",
@@ -142,9 +149,7 @@ async fn a_directory_file_corrupted_on_the_way_is_fetched_again_and_a_corrupt_on
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_directory_download_stays_within_its_budget() {
-    let pod = TestPod::new().await;
-    let files = save_directory(&pod, files_of(12, 1 << 20)).await;
-    let proxy = FaultProxy::start(pod.s3_addr).await;
+    let (pod, files, proxy) = directory_behind_proxy(files_of(12, 1 << 20)).await;
     // Each answer held a while, so requests the engine allows at once overlap at the proxy.
     proxy.add(
         "GET",
@@ -169,40 +174,40 @@ async fn a_directory_download_stays_within_its_budget() {
     assert!(most <= 3, "{most} reads in flight, the budget holds 3");
 }
 
-/// A single object of `mib` MiB at `d/blob.bin`, and the template loading it through `via`.
-async fn stored_blob(pod: &TestPod, via: std::net::SocketAddr, mib: usize) -> (Vec<u8>, Value) {
-    let data = support::pseudo_random(mib << 20, 4);
+/// Loads a 48 MiB object in 1 MiB ranges through a proxy that holds every answer `delay` (a
+/// link where only more requests in flight give speed) and, when `throttle_above` is set,
+/// answers 503 SlowDown above that many requests in flight; checks the placed bytes and
+/// returns the proxy, with its record of every request.
+async fn load_over_a_slow_link(
+    delay: Duration,
+    throttle_above: Option<usize>,
+    env: &[(&str, &str)],
+) -> FaultProxy {
+    let pod = TestPod::new().await;
+    let proxy = FaultProxy::start(pod.s3_addr).await;
+    let data = support::pseudo_random(48 << 20, 4);
     pod.put("d/blob.bin", data.clone()).await;
     let template = json!({"name": "consume", "inputs": {"artifacts": [
-        {"name": "b", "path": "/in/b", "s3": pod.s3_via(via, "d/blob.bin")}]}});
-    (data, template)
+        {"name": "b", "path": "/in/b", "s3": pod.s3_via(proxy.addr, "d/blob.bin")}]}});
+    proxy.add("GET", "d/blob.bin", Fault::DelayResponse(delay), 1000);
+    if let Some(n) = throttle_above {
+        proxy.throttle_above(n);
+    }
+    let mut env = env.to_vec();
+    env.push(("ARGOEXEC_DOWNLOAD_CHUNK_MIB", "1"));
+    assert_ok(&init(&pod, &template, &env).await);
+    assert!(std::fs::read(pod.roots().input_artifact("b")).expect("b") == data);
+    proxy
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn under_throttling_ranges_in_flight_settle_at_what_the_store_accepts() {
-    let pod = TestPod::new().await;
-    let proxy = FaultProxy::start(pod.s3_addr).await;
-    let (data, template) = stored_blob(&pod, proxy.addr, 48).await;
-    proxy.add(
-        "GET",
-        "d/blob.bin",
-        Fault::DelayResponse(Duration::from_millis(20)),
-        1000,
-    );
-    proxy.throttle_above(3);
-    let out = init(
-        &pod,
-        &template,
-        &[
-            ("ARGOEXEC_DOWNLOAD_CHUNK_MIB", "1"),
-            ("ARGOEXEC_CONCURRENCY_MAX", "8"),
-            // A throttled read is tried again once the reads around it were answered.
-            ("EXECUTOR_RETRY_BACKOFF_DURATION", "50ms"),
-        ],
-    )
-    .await;
-    assert_ok(&out);
-    assert!(std::fs::read(pod.roots().input_artifact("b")).expect("b") == data);
+    let env = [
+        ("ARGOEXEC_CONCURRENCY_MAX", "8"),
+        // A throttled read is tried again once the reads around it were answered.
+        ("EXECUTOR_RETRY_BACKOFF_DURATION", "50ms"),
+    ];
+    let proxy = load_over_a_slow_link(Duration::from_millis(20), Some(3), &env).await;
     let gets: Vec<_> = proxy
         .seen()
         .into_iter()
@@ -222,27 +227,8 @@ async fn under_throttling_ranges_in_flight_settle_at_what_the_store_accepts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_throttling_ranges_in_flight_grow_past_the_floor() {
-    let pod = TestPod::new().await;
-    let proxy = FaultProxy::start(pod.s3_addr).await;
-    let (data, template) = stored_blob(&pod, proxy.addr, 48).await;
-    // A link where each request waits: only more requests in flight make it faster.
-    proxy.add(
-        "GET",
-        "d/blob.bin",
-        Fault::DelayResponse(Duration::from_millis(30)),
-        1000,
-    );
-    let out = init(
-        &pod,
-        &template,
-        &[
-            ("ARGOEXEC_DOWNLOAD_CHUNK_MIB", "1"),
-            ("ARGOEXEC_CONCURRENCY_MAX", "16"),
-        ],
-    )
-    .await;
-    assert_ok(&out);
-    assert!(std::fs::read(pod.roots().input_artifact("b")).expect("b") == data);
+    let env = [("ARGOEXEC_CONCURRENCY_MAX", "16")];
+    let proxy = load_over_a_slow_link(Duration::from_millis(30), None, &env).await;
     let most = proxy.max_concurrent();
     assert!(
         most > 4,
