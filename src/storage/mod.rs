@@ -106,6 +106,13 @@ impl Debug for GetStream {
     }
 }
 
+/// A range read into memory, and what its answer said about the whole object.
+#[derive(Debug, Clone)]
+pub struct RangeRead {
+    pub meta: ObjectMeta,
+    pub bytes: Bytes,
+}
+
 /// Options of a write.
 #[derive(Debug, Clone, Default)]
 pub struct PutOptions {
@@ -224,6 +231,12 @@ pub trait Driver: Send + Sync + Debug {
         0
     }
 
+    /// Requests the store throttled so far ([`ErrorKind::Throttled`]), as counted by retry
+    /// wrappers in this stack: the signal adaptive concurrency backs off on.
+    fn throttle_count(&self) -> u64 {
+        0
+    }
+
     /// Size and metadata of `key`; [`Error::NotFound`] if absent.
     async fn head(&self, key: &str) -> Result<ObjectMeta>;
 
@@ -238,6 +251,13 @@ pub trait Driver: Send + Sync + Debug {
 
     /// Reads a whole range into memory: the unit the download pipeline fetches and retries.
     async fn get_bytes(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        Ok(self.get_range(key, range).await?.bytes)
+    }
+
+    /// [`Driver::get_bytes`] with what the answer said about the object: its size, and its
+    /// whole-object CRC32C when the backend reports one on a read (so a small object is read
+    /// and checked in one request, without a head).
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<RangeRead> {
         let want = (range.end - range.start) as usize;
         let mut stream = self.get(key, Some(range)).await?;
         let mut buf = buffer::Buffer::with_capacity(want)
@@ -254,7 +274,10 @@ pub trait Driver: Send + Sync + Debug {
                 format!("read of {key} returned {got} bytes instead of {want}"),
             ));
         }
-        Ok(buf.freeze())
+        Ok(RangeRead {
+            meta: stream.meta,
+            bytes: buf.freeze(),
+        })
     }
 
     /// Writes `data` as the whole object `key`.

@@ -17,8 +17,8 @@ use bytes::Bytes;
 
 use super::verify::check_part;
 use super::{
-    ByteStream, Driver, GetStream, ListPage, MultipartLimits, ObjectMeta, Part, PartReceipt,
-    PendingUpload, PutOptions, Result,
+    ByteStream, Driver, ErrorKind, GetStream, ListPage, MultipartLimits, ObjectMeta, Part,
+    PartReceipt, PendingUpload, PutOptions, RangeRead, Result,
 };
 use crate::contract::parse_go_duration;
 
@@ -138,6 +138,7 @@ pub struct Retrying {
     inner: Arc<dyn Driver>,
     backoff: Backoff,
     retries: AtomicU64,
+    throttles: AtomicU64,
 }
 
 impl Retrying {
@@ -146,7 +147,19 @@ impl Retrying {
             inner,
             backoff,
             retries: AtomicU64::new(0),
+            throttles: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a throttled attempt of a data request (a range, a part): what
+    /// [`Driver::throttle_count`] reports to adaptive concurrency.
+    fn counting_throttles<T>(&self, attempt: Result<T>) -> Result<T> {
+        if let Err(e) = &attempt
+            && e.kind() == Some(ErrorKind::Throttled)
+        {
+            self.throttles.fetch_add(1, Ordering::Relaxed);
+        }
+        attempt
     }
 
     /// How many retries this wrapper made so far (for the transfer metrics).
@@ -169,6 +182,10 @@ impl Driver for Retrying {
         self.retries() + self.inner.retry_count()
     }
 
+    fn throttle_count(&self) -> u64 {
+        self.throttles.load(Ordering::Relaxed) + self.inner.throttle_count()
+    }
+
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         self.backoff
             .run("head", &self.retries, || self.inner.head(key))
@@ -185,10 +202,11 @@ impl Driver for Retrying {
             .await
     }
 
-    async fn get_bytes(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<RangeRead> {
         self.backoff
-            .run("get range", &self.retries, || {
-                self.inner.get_bytes(key, range.clone())
+            .run("get range", &self.retries, || async {
+                let read = self.inner.get_range(key, range.clone()).await;
+                self.counting_throttles(read)
             })
             .await
     }
@@ -240,7 +258,8 @@ impl Driver for Retrying {
         let described = self.inner.describe();
         self.backoff
             .run("upload part", &self.retries, || async {
-                let receipt = self.inner.put_part(key, upload_id, part).await?;
+                let sent = self.inner.put_part(key, upload_id, part).await;
+                let receipt = self.counting_throttles(sent)?;
                 check_part(&described, key, part, &receipt).await?;
                 Ok(receipt)
             })

@@ -10,8 +10,12 @@ const MIB: u64 = 1 << 20;
 pub struct TransferConfig {
     /// Size of the first parts of a multipart upload (bigger objects get bigger parts).
     pub part_size: u64,
-    /// Parts uploaded at once per object, and ranged reads in flight per download.
+    /// Parts uploaded at once per object, and ranged reads in flight per download: fixed
+    /// when configured, else where the adaptive controller starts ([`super::adaptive`]).
     pub concurrency: usize,
+    /// How far the adaptive controller may raise `concurrency`; `None` when it was configured
+    /// (then it is a hard cap).
+    pub adaptive_ceiling: Option<usize>,
     /// Files moved at once for `archive: none` directories and key-as-directory loads.
     pub file_concurrency: usize,
     /// Threads compressing gzip blocks.
@@ -29,6 +33,7 @@ impl Default for TransferConfig {
         Self {
             part_size: 8 * MIB,
             concurrency: 4,
+            adaptive_ceiling: Some(8),
             file_concurrency: 16,
             gzip_threads: gzip::default_threads(),
             download_chunk: 4 * MIB,
@@ -56,6 +61,9 @@ impl TransferConfig {
         }
         if let Some(n) = num("ARGOEXEC_CONCURRENCY").or_else(|| num("ARTIFACT_S3_UPLOAD_THREADS")) {
             c.concurrency = n.clamp(1, 256) as usize;
+            c.adaptive_ceiling = None;
+        } else if let Some(n) = num("ARGOEXEC_CONCURRENCY_MAX") {
+            c.adaptive_ceiling = Some((n as usize).clamp(c.concurrency, 256));
         }
         if let Some(n) = num("ARGOEXEC_FILE_CONCURRENCY") {
             c.file_concurrency = n.clamp(1, 1024) as usize;
@@ -77,10 +85,15 @@ impl TransferConfig {
         self.part_size * (self.concurrency as u64 + 1) + gzip::pipeline_bytes(self.gzip_threads)
     }
 
+    /// The most requests of one object in flight: the adaptive ceiling, or the fixed value.
+    pub fn max_concurrency(&self) -> usize {
+        self.adaptive_ceiling.unwrap_or(self.concurrency)
+    }
+
     /// Bytes of downloaded chunks held at most, across every download of the process: the
-    /// reads in flight plus two being handed to the unpacker.
+    /// most reads in flight plus two being handed to the unpacker.
     pub fn download_budget(&self) -> u64 {
-        self.download_chunk * (self.concurrency as u64 + 2)
+        self.download_chunk * (self.max_concurrency() as u64 + 2)
     }
 }
 
@@ -112,5 +125,21 @@ mod tests {
         .into();
         let c = TransferConfig::from_lookup(|k| env.get(k).map(|v| v.to_string()));
         assert_eq!((c.concurrency, c.max_parts_override), (2, Some(12)));
+    }
+
+    #[test]
+    fn a_configured_concurrency_is_fixed_and_an_unset_one_adapts_up_to_its_ceiling() {
+        let c = TransferConfig::from_lookup(|_| None);
+        assert_eq!((c.concurrency, c.max_concurrency()), (4, 8));
+        let env: HashMap<&str, &str> = [("ARGOEXEC_CONCURRENCY_MAX", "20")].into();
+        let c = TransferConfig::from_lookup(|k| env.get(k).map(|v| v.to_string()));
+        assert_eq!((c.concurrency, c.max_concurrency()), (4, 20));
+        let env: HashMap<&str, &str> = [
+            ("ARGOEXEC_CONCURRENCY", "6"),
+            ("ARGOEXEC_CONCURRENCY_MAX", "20"),
+        ]
+        .into();
+        let c = TransferConfig::from_lookup(|k| env.get(k).map(|v| v.to_string()));
+        assert_eq!((c.concurrency, c.max_concurrency()), (6, 6));
     }
 }

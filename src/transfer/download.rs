@@ -5,7 +5,10 @@
 //! ```
 //! Each range is fetched (and retried) as one unit by the driver stack. Every chunk is paid for
 //! from a [`Budget`] before it is fetched and paid back once the reader has consumed it, so
-//! memory is bounded whatever the object size or the number of concurrent downloads.
+//! memory is bounded whatever the object size or the number of concurrent downloads. How many
+//! ranges are in flight is [`Adaptive`]'s decision, within that budget. The same engine reads a
+//! single artifact ([`open`]) and every file of a directory ([`open_listed`]); the range plan
+//! is an iterator, so a TiB object costs no more to plan than a KiB one.
 
 use std::io::{self, Read};
 use std::ops::Range;
@@ -18,6 +21,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::Result;
+use super::adaptive::Adaptive;
 use super::budget::{Budget, Permit};
 use super::config::TransferConfig;
 use crate::storage::{self, ByteStream, Driver, ObjectMeta};
@@ -64,12 +68,14 @@ pub fn chunks(body: ByteStream) -> ChunkStream {
     body.map(|r| r.map(Chunk::unbudgeted)).boxed()
 }
 
-/// Ranges of `chunk` bytes covering `0..size`.
-pub fn ranges(size: u64, chunk: u64) -> Vec<Range<u64>> {
+/// Ranges of `chunk` bytes covering `range`, planned as they are needed.
+pub fn ranges(range: Range<u64>, chunk: u64) -> impl Iterator<Item = Range<u64>> + Send + 'static {
     let chunk = chunk.max(1);
-    (0..size.div_ceil(chunk))
-        .map(|i| i * chunk..((i + 1) * chunk).min(size))
-        .collect()
+    let len = range.end.saturating_sub(range.start);
+    (0..len.div_ceil(chunk)).map(move |i| {
+        let start = range.start + i * chunk;
+        start..(start + chunk).min(range.end)
+    })
 }
 
 /// Opens `key` for reading: its metadata and its bytes in order, `cfg.concurrency` ranges in
@@ -98,11 +104,56 @@ pub async fn open_object(
     Ok(verified(body, meta.crc32c, meta.size, described))
 }
 
+/// An object known from a listing (its key, size and, where the listing gives it, CRC32C),
+/// read whole and checked: every file of a directory goes this way. A small object is one
+/// ranged read, paid for from `budget` and retried alone, whose answer also carries its
+/// CRC32C where the backend says it (no head per file); a larger one is read exactly as
+/// [`open`] reads a single artifact.
+pub async fn open_listed(
+    driver: Arc<dyn Driver>,
+    listed: &ObjectMeta,
+    cfg: &TransferConfig,
+    budget: &Budget,
+) -> Result<ChunkStream> {
+    let key = &listed.key;
+    if listed.size > cfg.download_chunk || !driver.serves_ranges(key) {
+        let meta = driver.head(key).await?;
+        return open_object(driver, key, &meta, cfg, budget).await;
+    }
+    let described = format!("{}/{key}", driver.describe());
+    if listed.size == 0 {
+        return Ok(futures::stream::empty().boxed());
+    }
+    let permit = budget
+        .acquire(listed.size)
+        .await
+        .map_err(|e| storage::Error::io("waiting for download memory", e))?;
+    let read = driver.get_range(key, 0..listed.size).await?;
+    if read.meta.size != listed.size {
+        return Err(storage::Error::backend(
+            "verify",
+            storage::ErrorKind::Integrity,
+            format!(
+                "{described} changed while it was read: {} bytes, listed with {}",
+                read.meta.size, listed.size
+            ),
+        )
+        .into());
+    }
+    let chunk = Chunk {
+        bytes: read.bytes,
+        _permit: Some(permit),
+    };
+    let body = futures::stream::once(async move { Ok(chunk) }).boxed();
+    let expected = listed.crc32c.or(read.meta.crc32c);
+    Ok(verified(body, expected, listed.size, described))
+}
+
 /// The bytes `range` of `key` (an object of `size` bytes, from a head), in order: ranged
-/// reads of `cfg.download_chunk` bytes, `cfg.concurrency` in flight, each paid for from
-/// `budget` and retried alone by the driver stack (so a body cut short, even of a small
-/// object, costs one range again, never the artifact). A server that cannot serve ranges is
-/// read in one stream. Not checked against the whole-object CRC (a part cannot be).
+/// reads of `cfg.download_chunk` bytes, as many in flight as [`Adaptive`] allows, each paid
+/// for from `budget` and retried alone by the driver stack (so a body cut short, even of a
+/// small object, costs one range again, never the artifact). A server that cannot serve
+/// ranges is read in one stream. Not checked against the whole-object CRC (a part cannot be).
 pub async fn read_range(
     driver: Arc<dyn Driver>,
     key: &str,
@@ -111,7 +162,6 @@ pub async fn read_range(
     cfg: &TransferConfig,
     budget: &Budget,
 ) -> Result<ChunkStream> {
-    let len = range.end.saturating_sub(range.start);
     if !driver.serves_ranges(key) {
         let whole = range.start == 0 && range.end >= size;
         let stream = driver.get(key, (!whole).then_some(range)).await?;
@@ -119,26 +169,32 @@ pub async fn read_range(
     }
     let key = key.to_string();
     let budget = budget.clone();
-    let offset = range.start;
-    let body = futures::stream::iter(ranges(len, cfg.download_chunk))
+    let adaptive = Adaptive::for_config(cfg);
+    let adaptive_ceiling = adaptive.ceiling();
+    let body = futures::stream::iter(ranges(range, cfg.download_chunk))
         .map(move |r| {
             let driver = Arc::clone(&driver);
             let key = key.clone();
             let budget = budget.clone();
-            let r = r.start + offset..r.end + offset;
+            let adaptive = Arc::clone(&adaptive);
             async move {
+                let len = r.end - r.start;
+                // Budget first, in range order, then a slot: a range waiting for a slot holds
+                // no slot, so the ranges ahead of it always finish.
                 let permit = budget
-                    .acquire(r.end - r.start)
+                    .acquire(len)
                     .await
                     .map_err(|e| storage::Error::io("waiting for download memory", e))?;
-                let bytes = driver.get_bytes(&key, r).await?;
+                let bytes = adaptive
+                    .run(&*driver, len, driver.get_bytes(&key, r))
+                    .await?;
                 Ok(Chunk {
                     bytes,
                     _permit: Some(permit),
                 })
             }
         })
-        .buffered(cfg.concurrency.max(1))
+        .buffered(adaptive_ceiling)
         .boxed();
     Ok(body)
 }
@@ -255,9 +311,17 @@ mod tests {
 
     #[test]
     fn ranges_cover_the_object_exactly() {
-        assert_eq!(ranges(10, 4), vec![0..4, 4..8, 8..10]);
-        assert_eq!(ranges(8, 4), vec![0..4, 4..8]);
-        assert!(ranges(0, 4).is_empty());
+        let plan = |r: Range<u64>, chunk| ranges(r, chunk).collect::<Vec<_>>();
+        assert_eq!(plan(0..10, 4), vec![0..4, 4..8, 8..10]);
+        assert_eq!(plan(0..8, 4), vec![0..4, 4..8]);
+        assert_eq!(plan(3..10, 4), vec![3..7, 7..10]);
+        assert!(plan(0..0, 4).is_empty());
+        // A 5 TiB plan is made as it is read: the millionth range without a million before it.
+        let tib = 5u64 << 40;
+        assert_eq!(
+            ranges(0..tib, 4 << 20).nth(1_000_000),
+            Some(1_000_000 * (4 << 20)..1_000_001 * (4 << 20))
+        );
     }
 
     async fn through_the_check(expected: u32) -> Vec<storage::Result<Bytes>> {

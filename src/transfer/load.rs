@@ -137,19 +137,12 @@ impl<'a> Loader<'a> {
                     .await
                     .map_err(|e| opening_failure(name, e))?;
                 let strategy = art.archive.as_ref().and_then(|a| a.declared());
-                let mut attempt = 1;
-                let fetched = loop {
-                    match self.fetch(Arc::clone(&driver), &key, &dest, strategy).await {
-                        Err(e) if e.is_corrupt_download() && attempt < WHOLE_OBJECT_ATTEMPTS => {
-                            tracing::warn!(artifact = %name, attempt, error = %e, "corrupt download, fetching the object again");
-                            clear_stale(&dest, false).map_err(|e| {
-                                Error::io(format!("clearing {}", dest.display()), e)
-                            })?;
-                            attempt += 1;
-                        }
-                        other => break other,
-                    }
-                };
+                let fetched = until_intact(&key, || async {
+                    clear_stale(&dest, false)
+                        .map_err(|e| Error::io(format!("clearing {}", dest.display()), e))?;
+                    self.fetch(Arc::clone(&driver), &key, &dest, strategy).await
+                })
+                .await;
                 retries = driver.retry_count();
                 fetched
             }
@@ -256,20 +249,51 @@ impl<'a> Loader<'a> {
                 let placed = listed_target(&prefix, &o.key, &tmp).map(|target| (o, target));
                 futures::future::ready(Ok(placed))
             })
-            .map_ok(|(o, target)| {
-                let driver = Arc::clone(driver);
-                async move {
-                    let stream = driver.get(&o.key, None).await?;
-                    write_stream(stream.body, target).await?;
-                    Ok::<u64, Error>(o.size)
-                }
-            })
+            .map_ok(|(o, target)| self.fetch_file(Arc::clone(driver), o, target))
             .try_buffer_unordered(self.config.file_concurrency)
             .try_fold(0u64, |acc, n| futures::future::ready(Ok(acc + n)))
             .await
             .map_err(|e| e.in_s3_step(driver.name(), "failed to get directory"))?;
         fs::rename(&tmp, dest).map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))?;
         Ok(Some(total))
+    }
+
+    /// One file of a directory, through the download engine: ranged when large, each range
+    /// retried alone, checked (size, CRC32C where the store gives one), paid for from the
+    /// loader's budget. A file whose bytes fail the check is fetched again, alone.
+    async fn fetch_file(
+        &self,
+        driver: Arc<dyn Driver>,
+        listed: storage::ObjectMeta,
+        target: PathBuf,
+    ) -> Result<u64> {
+        until_intact(&listed.key, || async {
+            let body =
+                download::open_listed(Arc::clone(&driver), &listed, self.config, &self.budget)
+                    .await?;
+            write_chunks(body, &target).await
+        })
+        .await?;
+        Ok(listed.size)
+    }
+}
+
+/// Runs `fetch` until the bytes of `key` pass the whole-object check, [`WHOLE_OBJECT_ATTEMPTS`]
+/// times at most: the check can only be made at the end, so a corrupt object is fetched again
+/// from its start.
+async fn until_intact<T, Fetched>(key: &str, mut fetch: impl FnMut() -> Fetched) -> Result<T>
+where
+    Fetched: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match fetch().await {
+            Err(e) if e.is_corrupt_download() && attempt < WHOLE_OBJECT_ATTEMPTS => {
+                tracing::warn!(%key, attempt, error = %e, "corrupt download, fetching the object again");
+                attempt += 1;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -357,19 +381,20 @@ async fn clone_git(
     }
 }
 
-/// Writes a byte stream to a new file, creating its parent directories.
-async fn write_stream(mut body: ByteStream, path: PathBuf) -> Result<()> {
+/// Writes downloaded chunks to a new file (replacing an earlier attempt's), creating its
+/// parent directories; each chunk's budget is paid back once it is written.
+async fn write_chunks(mut body: ChunkStream, path: &Path) -> Result<()> {
     use tokio::io::AsyncWriteExt;
     if let Some(parent) = path.parent() {
         tokio::fs::create_dir_all(parent)
             .await
             .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
     }
-    let mut f = tokio::fs::File::create(&path)
+    let mut f = tokio::fs::File::create(path)
         .await
         .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
     while let Some(chunk) = body.try_next().await? {
-        f.write_all(&chunk)
+        f.write_all(&chunk.bytes)
             .await
             .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
     }

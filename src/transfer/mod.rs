@@ -5,6 +5,7 @@
 //!   unpack in place, chmod.
 //! * [`save`] is an output artifact's journey (sections 6 and 7): key, source, archive, upload.
 
+pub mod adaptive;
 pub mod budget;
 pub mod config;
 pub mod download;

@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::adaptive::Adaptive;
 use super::budget::{Budget, Permit};
 use super::config::TransferConfig;
 use super::parts::{ObjectSize, PartPlan};
@@ -283,7 +284,7 @@ impl Uploader {
         opts: PutOptions,
         rx: mpsc::Receiver<PartMsg>,
     ) -> JoinHandle<Result<UploadStats>> {
-        let concurrency = self.cfg.concurrency;
+        let concurrency = Adaptive::for_config(&self.cfg);
         // The consumer logs retries and resumes: in the caller's span, so they name the artifact.
         tokio::spawn(
             async move { consume(driver, key, opts, rx, concurrency).await }.in_current_span(),
@@ -509,7 +510,7 @@ async fn consume(
     key: String,
     opts: PutOptions,
     mut rx: mpsc::Receiver<PartMsg>,
-    concurrency: usize,
+    concurrency: Arc<Adaptive>,
 ) -> Result<UploadStats> {
     let started = Instant::now();
     let Some(first) = rx.recv().await else {
@@ -643,13 +644,14 @@ impl Session {
         key: &str,
         first: PartMsg,
         rx: mpsc::Receiver<PartMsg>,
-        concurrency: usize,
+        concurrency: Arc<Adaptive>,
     ) -> Result<Vec<PartReceipt>> {
         let rest =
             futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
         let upload_id = self.upload_id.clone();
         let resumable = self.resumable.take();
         let saw_last = std::sync::atomic::AtomicBool::new(false);
+        let concurrency = &*concurrency;
         let in_flight = futures::stream::iter([first])
             .chain(rest)
             .map(|msg| {
@@ -666,12 +668,14 @@ impl Session {
                     } {
                         return Ok((stored, false));
                     }
-                    let sent = driver.put_part(key, &upload_id, &msg.part).await?;
+                    let put = driver.put_part(key, &upload_id, &msg.part);
+                    let size = msg.part.data.len() as u64;
+                    let sent = concurrency.run(&*driver, size, put).await?;
                     drop(msg);
                     Ok::<_, Error>((sent, true))
                 }
             })
-            .buffer_unordered(concurrency.max(1));
+            .buffer_unordered(concurrency.ceiling());
         let mut in_flight = std::pin::pin!(in_flight);
         let mut receipts = Vec::new();
         while let Some(done) = in_flight.next().await {

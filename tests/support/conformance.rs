@@ -196,6 +196,7 @@ fn small_parts(c: &Capabilities) -> TransferConfig {
         part_size: c.part_size,
         // One part or read at a time reads whole objects with one plain `get`.
         concurrency: if c.ranged_get { 3 } else { 1 },
+        adaptive_ceiling: None,
         file_concurrency: 4,
         gzip_threads: 2,
         download_chunk: 256 * 1024,

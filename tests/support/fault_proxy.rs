@@ -67,6 +67,8 @@ pub struct Seen {
     pub fault: Option<Fault>,
     /// The upstream answered with this status (None when faulted before an answer).
     pub status: Option<u16>,
+    /// Requests being served when it arrived, itself included.
+    pub concurrent: usize,
 }
 
 impl Seen {
@@ -139,6 +141,7 @@ impl Chaos {
 
 pub struct FaultProxy {
     pub addr: SocketAddr,
+    limits: Limits,
     rules: Arc<Mutex<Vec<Rule>>>,
     chaos: Arc<Mutex<Option<Chaos>>>,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -186,10 +189,12 @@ impl FaultProxy {
         let chaos: Arc<Mutex<Option<Chaos>>> = Arc::default();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let parts: Arc<PartsInFlight> = Arc::default();
+        let limits = Limits::default();
         let faults = Faults {
             rules: Arc::clone(&rules),
             chaos: Arc::clone(&chaos),
             parts: Arc::clone(&parts),
+            limits: limits.clone(),
         };
         let s = Arc::clone(&seen);
         let task = tokio::spawn(async move {
@@ -202,6 +207,7 @@ impl FaultProxy {
         });
         Self {
             addr,
+            limits,
             rules,
             chaos,
             seen,
@@ -213,6 +219,19 @@ impl FaultProxy {
     /// The most UploadPart requests that were in flight at once.
     pub fn most_parts_in_flight(&self) -> usize {
         self.parts.most.load(Ordering::SeqCst)
+    }
+
+    /// Answers 503 SlowDown to every request that arrives while `n` others are being served:
+    /// a store that throttles above a request rate.
+    pub fn throttle_above(&self, n: usize) {
+        self.limits.throttle_above.store(n, Ordering::SeqCst);
+    }
+
+    /// The most requests served at once so far.
+    pub fn max_concurrent(&self) -> usize {
+        let seen = self.seen();
+        let served = seen.iter().filter(|s| !is_throttled(s));
+        served.map(|s| s.concurrent).max().unwrap_or(0)
     }
 
     /// Faults `percent` % of the requests no rule picks, at random (deterministic per `seed`).
@@ -298,12 +317,40 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<(Vec<u8>, Vec<u8>)
     }
 }
 
-/// Where a request's fault comes from: the first matching rule, else chaos.
+/// Whether the proxy answered this request 503 SlowDown itself.
+pub fn is_throttled(seen: &Seen) -> bool {
+    matches!(
+        seen.fault,
+        Some(Fault::Respond {
+            status: 503,
+            code: "SlowDown"
+        })
+    )
+}
+
+/// Requests being served, and the count above which they are throttled (0: never).
+#[derive(Clone, Default)]
+struct Limits {
+    serving: Arc<AtomicUsize>,
+    throttle_above: Arc<AtomicUsize>,
+}
+
+/// One request being served; leaves the count when dropped.
+struct Serving(Arc<AtomicUsize>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Where a request's fault comes from: the throttle, else the first matching rule, else chaos.
 #[derive(Clone)]
 struct Faults {
     rules: Arc<Mutex<Vec<Rule>>>,
     chaos: Arc<Mutex<Option<Chaos>>>,
     parts: Arc<PartsInFlight>,
+    limits: Limits,
 }
 
 impl Faults {
@@ -359,15 +406,27 @@ async fn handle(
     }
     new_head.push_str("Connection: close\r\n\r\n");
 
-    let fault = faults.pick(&method, &target, content_length);
     let is_part = method == "PUT" && target.contains("partNumber=");
     let _in_flight = is_part.then(|| PartInFlight::start(&faults.parts));
+    let concurrent = faults.limits.serving.fetch_add(1, Ordering::SeqCst) + 1;
+    let mut serving = Some(Serving(Arc::clone(&faults.limits.serving)));
+    let limit = faults.limits.throttle_above.load(Ordering::SeqCst);
+    let fault = if limit > 0 && concurrent > limit {
+        serving = None;
+        Some(Fault::Respond {
+            status: 503,
+            code: "SlowDown",
+        })
+    } else {
+        faults.pick(&method, &target, content_length)
+    };
     let record = |status: Option<u16>| {
         seen.lock().expect("seen").push(Seen {
             method: method.clone(),
             target: target.clone(),
             fault: fault.clone(),
             status,
+            concurrent,
         });
     };
 
@@ -464,6 +523,8 @@ async fn handle(
         }
         _ => {}
     }
+    // Served: the client may send its next request before this connection is closed.
+    drop(serving);
     client.write_all(&response).await?;
     client.shutdown().await
 }

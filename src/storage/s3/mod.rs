@@ -376,7 +376,8 @@ impl Driver for S3Driver {
             metadata: metadata_of(out.metadata()),
             crc32c: None,
         };
-        if range.is_none() {
+        // Only a read of the whole object can be checked against its CRC32C.
+        if range.as_ref().is_none_or(|r| r.start == 0 && r.end >= size) {
             meta.crc32c = meta.crc32c_from_metadata();
         }
         let at = format!("get {}/{}", self.located, key.trim_start_matches('/'));

@@ -1,0 +1,238 @@
+//! The download engine with lowered limits, through the real binary, the loopback S3 server
+//! and the fault-injecting proxy: every file of a directory is read as a single artifact is
+//! (ranged, retried per range, checked, budgeted), and the ranges in flight adapt to the store.
+//! Concurrency is counted at the proxy, never timed.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::fault_proxy::{Fault, FaultProxy, is_throttled};
+use support::{TestPod, assert_ok};
+
+/// Files for a directory: `big.bin` (5 MiB, five 1 MiB ranges) and two `small-<i>.txt`
+/// (100 KiB each).
+fn mixed_files() -> Vec<(String, Vec<u8>)> {
+    let mut files = vec![("big.bin".to_string(), support::pseudo_random(5 << 20, 3))];
+    files.extend(files_of(2, 100_000));
+    files
+}
+
+/// A pod whose store holds `files` as the directory `d/out/`, saved by `wait` (one object per
+/// file, each small one with its CRC32C), and a proxy in front of the store.
+async fn directory_behind_proxy(
+    files: Vec<(String, Vec<u8>)>,
+) -> (TestPod, Vec<(String, Vec<u8>)>, FaultProxy) {
+    let pod = TestPod::new().await;
+    let files = save_directory(&pod, files).await;
+    let proxy = FaultProxy::start(pod.s3_addr).await;
+    (pod, files, proxy)
+}
+
+/// `count` files `small-<i>.txt` of `len` bytes.
+fn files_of(count: u32, len: usize) -> Vec<(String, Vec<u8>)> {
+    (0..count)
+        .map(|i| {
+            (
+                format!("small-{i}.txt"),
+                support::pseudo_random(len, 10 + i),
+            )
+        })
+        .collect()
+}
+
+async fn save_directory(pod: &TestPod, files: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
+    let src = pod.path("/mainctrfs/work/out");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    for (name, data) in &files {
+        std::fs::write(src.join(name), data).expect("write");
+    }
+    let template = json!({
+        "name": "produce",
+        "container": {"volumeMounts": [{"name": "work", "mountPath": "/work"}]},
+        "outputs": {"artifacts": [{"name": "out", "path": "/work/out",
+            "archive": {"none": {}}, "s3": pod.s3("d/out")}]},
+    });
+    assert_ok(&pod.wait(&template, &[]).await);
+    files
+}
+
+/// `init` loading the directory `d/out` through `via`.
+fn consume_directory(pod: &TestPod, via: std::net::SocketAddr) -> Value {
+    json!({"name": "consume", "inputs": {"artifacts": [
+        {"name": "in", "path": "/in", "s3": pod.s3_via(via, "d/out")}]}})
+}
+
+async fn init(pod: &TestPod, template: &Value, env: &[(&str, &str)]) -> std::process::Output {
+    let template = template.to_string();
+    let mut all = vec![("ARGO_TEMPLATE", template.as_str())];
+    all.extend_from_slice(env);
+    pod.argoexec(&["init"], &all).await
+}
+
+fn assert_loaded(pod: &TestPod, files: &[(String, Vec<u8>)]) {
+    let dir = pod.roots().input_artifact("in");
+    for (name, data) in files {
+        let got = std::fs::read(dir.join(name)).expect("loaded file");
+        assert!(&got == data, "{name} differs from what was saved");
+    }
+}
+
+fn gets_of(proxy: &FaultProxy, key: &str) -> usize {
+    let seen = proxy.seen();
+    seen.iter()
+        .filter(|s| s.method == "GET" && s.target.contains(key))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_directory_file_cut_short_is_retried_for_that_range_only() {
+    let (pod, files, proxy) = directory_behind_proxy(mixed_files()).await;
+    proxy.add_after(
+        "GET",
+        "d/out/big.bin",
+        2,
+        Fault::TruncateResponse { after: 1000 },
+        1,
+    );
+    let out = init(
+        &pod,
+        &consume_directory(&pod, proxy.addr),
+        &[("ARGOEXEC_DOWNLOAD_CHUNK_MIB", "1")],
+    )
+    .await;
+    assert_ok(&out);
+    assert_loaded(&pod, &files);
+    assert_eq!(
+        gets_of(&proxy, "d/out/big.bin"),
+        5 + 1,
+        "five ranges of 1 MiB, the cut one once more"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_directory_file_corrupted_on_the_way_is_fetched_again_and_a_corrupt_one_is_named() {
+    let (pod, files, proxy) = directory_behind_proxy(mixed_files()).await;
+    proxy.add(
+        "GET",
+        "d/out/small-1.txt",
+        Fault::CorruptResponse { offset: 500 },
+        1,
+    );
+    let template = consume_directory(&pod, proxy.addr);
+    assert_ok(&init(&pod, &template, &[]).await);
+    assert_loaded(&pod, &files);
+    assert_eq!(
+        gets_of(&proxy, "d/out/small-1.txt"),
+        2,
+        "fetched again once"
+    );
+
+    // Corrupt on every read: the load fails, naming the object, and places nothing.
+    std::fs::remove_dir_all(pod.roots().input_artifact("in")).expect("clear");
+    proxy.add(
+        "GET",
+        "d/out/small-1.txt",
+        Fault::CorruptResponse { offset: 500 },
+        100,
+    );
+    let out = init(&pod, &template, &[]).await;
+    assert_eq!(out.status.code(), Some(64));
+    let msg = pod.termination_log();
+    assert!(
+        msg.contains("d/out/small-1.txt") && msg.contains("is corrupt"),
+        "{msg}"
+    );
+    assert!(!pod.roots().input_artifact("in").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_directory_download_stays_within_its_budget() {
+    let (pod, files, proxy) = directory_behind_proxy(files_of(12, 1 << 20)).await;
+    // Each answer held a while, so requests the engine allows at once overlap at the proxy.
+    proxy.add(
+        "GET",
+        "d/out/",
+        Fault::DelayResponse(Duration::from_millis(50)),
+        1000,
+    );
+    // A budget of (1 + 2) x 1 MiB: three 1 MiB reads held at once at most, whatever
+    // ARGOEXEC_FILE_CONCURRENCY (16) allows.
+    let out = init(
+        &pod,
+        &consume_directory(&pod, proxy.addr),
+        &[
+            ("ARGOEXEC_DOWNLOAD_CHUNK_MIB", "1"),
+            ("ARGOEXEC_CONCURRENCY", "1"),
+        ],
+    )
+    .await;
+    assert_ok(&out);
+    assert_loaded(&pod, &files);
+    let most = proxy.max_concurrent();
+    assert!(most <= 3, "{most} reads in flight, the budget holds 3");
+}
+
+/// Loads a 48 MiB object in 1 MiB ranges through a proxy that holds every answer `delay` (a
+/// link where only more requests in flight give speed) and, when `throttle_above` is set,
+/// answers 503 SlowDown above that many requests in flight; checks the placed bytes and
+/// returns the proxy, with its record of every request.
+async fn load_over_a_slow_link(
+    delay: Duration,
+    throttle_above: Option<usize>,
+    env: &[(&str, &str)],
+) -> FaultProxy {
+    let pod = TestPod::new().await;
+    let proxy = FaultProxy::start(pod.s3_addr).await;
+    let data = support::pseudo_random(48 << 20, 4);
+    pod.put("d/blob.bin", data.clone()).await;
+    let template = json!({"name": "consume", "inputs": {"artifacts": [
+        {"name": "b", "path": "/in/b", "s3": pod.s3_via(proxy.addr, "d/blob.bin")}]}});
+    proxy.add("GET", "d/blob.bin", Fault::DelayResponse(delay), 1000);
+    if let Some(n) = throttle_above {
+        proxy.throttle_above(n);
+    }
+    let mut env = env.to_vec();
+    env.push(("ARGOEXEC_DOWNLOAD_CHUNK_MIB", "1"));
+    assert_ok(&init(&pod, &template, &env).await);
+    assert!(std::fs::read(pod.roots().input_artifact("b")).expect("b") == data);
+    proxy
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_throttling_ranges_in_flight_settle_at_what_the_store_accepts() {
+    let env = [
+        ("ARGOEXEC_CONCURRENCY_MAX", "8"),
+        // A throttled read is tried again once the reads around it were answered.
+        ("EXECUTOR_RETRY_BACKOFF_DURATION", "50ms"),
+    ];
+    let proxy = load_over_a_slow_link(Duration::from_millis(20), Some(3), &env).await;
+    let gets: Vec<_> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "GET")
+        .collect();
+    let throttled = gets.iter().filter(|s| is_throttled(s)).count();
+    assert!(
+        throttled <= 3,
+        "{throttled} reads throttled: it did not settle"
+    );
+    let late = &gets[gets.len() / 2..];
+    assert!(
+        !late.iter().any(is_throttled),
+        "throttled again in the second half of the download"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_throttling_ranges_in_flight_grow_past_the_floor() {
+    let env = [("ARGOEXEC_CONCURRENCY_MAX", "16")];
+    let proxy = load_over_a_slow_link(Duration::from_millis(30), None, &env).await;
+    let most = proxy.max_concurrent();
+    assert!(
+        most > 4,
+        "{most} reads in flight at most: never above the floor of 4"
+    );
+    assert!(most <= 16, "{most} reads in flight: above the ceiling");
+}
