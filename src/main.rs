@@ -2,7 +2,7 @@
 
 use clap::Parser;
 
-use argoexec::commands::{self, Cli, CommandError};
+use argoexec::commands::{self, Cli, Command, CommandError};
 use argoexec::contract::Roots;
 use argoexec::telemetry;
 
@@ -12,6 +12,12 @@ fn main() {
         // Argo refuses the same flags; nothing is logged yet, so say it plainly.
         eprintln!("{e}");
         fail(&CommandError::failed(e));
+    }
+    // `version` needs no runtime: starting one (a worker thread per core, the cgroup reads
+    // that count them) would be most of what it does.
+    if let Command::Version { short } = cli.command {
+        commands::print_version(short);
+        return;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -108,7 +108,7 @@ fn api_options(globals: &cli::Globals) -> ApiOptions {
 }
 
 /// `argoexec version`, in the shape of Argo's (`--short`: the first line only).
-fn print_version(short: bool) {
+pub fn print_version(short: bool) {
     println!("argoexec: v{}", env!("CARGO_PKG_VERSION"));
     if short {
         return;
