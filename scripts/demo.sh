@@ -19,8 +19,8 @@ profile=${ARGOEXEC_PROFILE:-demo}
 [ "$profile" = debug ] && profile=dev
 mib=${DEMO_MIB:-512}
 # Said before cargo starts: the first build is the long part of a first run.
-echo "== building argoexec and the demo's S3 server (cargo profile $profile; the first build compiles"
-echo "   every dependency: about 10 minutes on 2 cores for the demo profile, seconds afterwards)"
+echo "== building argoexec and the demo's S3 server (cargo profile $profile): the first build compiles"
+echo "   every dependency (minutes; cargo lists each crate below), later ones take seconds"
 cargo build --profile "$profile" --bin argoexec --example s3-server
 # Outputs live under the target triple .cargo/config.toml names (every binary is static).
 target_dir=${CARGO_TARGET_DIR:-target}
