@@ -4,8 +4,9 @@
 # it; step 2's init downloads it, main summarises it, wait uploads the results. Each container
 # is the real `argoexec` binary as a process; the pod paths live under a temporary root.
 #
-#   scripts/demo.sh                 # release build, 512 MiB dataset
+#   scripts/demo.sh                 # quick-building `demo` profile, 512 MiB dataset
 #   DEMO_MIB=2048 scripts/demo.sh   # a bigger dataset
+#   ARGOEXEC_PROFILE=release scripts/demo.sh # the image's build (LTO: a cold build is much longer)
 #   ARGOEXEC_PROFILE=debug scripts/demo.sh   # reuse the test build (what the test suite runs)
 #   ARGOEXEC_BIN=path/to/argoexec ARGOEXEC_PROFILE=debug scripts/demo.sh   # any built binary
 # (`debug` and cargo's own name for it, `dev`, are the same profile.)
@@ -14,14 +15,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-profile=${ARGOEXEC_PROFILE:-release}
+profile=${ARGOEXEC_PROFILE:-demo}
 [ "$profile" = debug ] && profile=dev
 mib=${DEMO_MIB:-512}
-if [ "$profile" = release ]; then
-  cargo build --release --bin argoexec --example s3-server
-else
-  cargo build --profile "$profile" --bin argoexec --example s3-server
-fi
+# Said before cargo starts: the first build is the long part of a first run.
+echo "== building argoexec and the demo's S3 server (cargo profile $profile): the first build compiles"
+echo "   every dependency (minutes; cargo lists each crate below), later ones take seconds"
+cargo build --profile "$profile" --bin argoexec --example s3-server
 # Outputs live under the target triple .cargo/config.toml names (every binary is static).
 target_dir=${CARGO_TARGET_DIR:-target}
 case $target_dir in /*) ;; *) target_dir=$PWD/$target_dir ;; esac

@@ -2,12 +2,24 @@
 
 use clap::Parser;
 
-use argoexec::commands::{self, Cli, CommandError};
+use argoexec::commands::{self, Cli, Command, CommandError};
 use argoexec::contract::Roots;
 use argoexec::telemetry;
 
 fn main() {
     let cli = Cli::parse();
+    // `version` needs no runtime: starting one (a worker thread per core, the cgroup reads
+    // that count them) would be most of what it does. It exports no trace either.
+    if let Command::Version { short } = cli.command {
+        let no_export = telemetry::TraceSettings::default();
+        or_refuse(telemetry::init_logging(
+            &cli.globals.loglevel,
+            &cli.globals.log_format,
+            &no_export,
+        ));
+        commands::print_version(short);
+        return;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -22,20 +34,22 @@ fn main() {
     let logging = runtime.block_on(async {
         telemetry::init_logging(&cli.globals.loglevel, &cli.globals.log_format, &trace)
     });
-    let trace = match logging {
-        Ok(guard) => guard,
-        Err(e) => {
-            // Argo refuses the same flags; nothing is logged yet, so say it plainly.
-            eprintln!("{e}");
-            fail(&CommandError::failed(e));
-        }
-    };
+    let trace = or_refuse(logging);
     let result = runtime.block_on(commands::run(cli));
     // The process exits right after: the batched spans go now, while the runtime still runs.
     trace.flush();
     if let Err(e) = result {
         fail(&e);
     }
+}
+
+/// The logging set up, or the flags refused as Argo refuses them: nothing is logged yet, so
+/// the reason goes plainly to stderr.
+fn or_refuse<T, E: std::fmt::Display>(logging: Result<T, E>) -> T {
+    logging.unwrap_or_else(|e| {
+        eprintln!("{e}");
+        fail(&CommandError::failed(e))
+    })
 }
 
 /// Exits as Argo's executor does: the child's code for a wrapped process, else 64 with the

@@ -46,3 +46,26 @@ async fn the_controllers_command_lines_all_parse() {
         "artifact plugins are not supported by argoexec-rs yet (artifact-plugin-init / artifact-plugin-sidecar)"
     );
 }
+
+/// `version` answers without starting the async runtime (a worker thread per core, and the
+/// cgroup reads that count them, were most of its start-up time): it runs in a process that may
+/// not create a single thread. `setpriv` drops to an unprivileged uid, as root ignores
+/// `RLIMIT_NPROC`, and `prlimit` allows that uid one process, so any thread start fails.
+#[test]
+fn version_starts_no_thread() {
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["prlimit", "--nproc=1:1", env!("CARGO_BIN_EXE_argoexec")])
+        .args(["version", "--short"])
+        .output()
+        .expect("run setpriv");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("argoexec: v{}\n", env!("CARGO_PKG_VERSION"))
+    );
+}

@@ -135,7 +135,7 @@ fn identified(root: tracing::Span, pod: &Pod, globals: &cli::Globals) -> tracing
 }
 
 /// `argoexec version`, in the shape of Argo's (`--short`: the first line only).
-fn print_version(short: bool) {
+pub fn print_version(short: bool) {
     println!("argoexec: v{}", env!("CARGO_PKG_VERSION"));
     if short {
         return;
