@@ -6,7 +6,8 @@
 # Sets work (a temp dir removed on exit), out and bin (the release outputs), endpoint, pod.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-out=$PWD/target/x86_64-unknown-linux-gnu/release  # .cargo/config.toml: static, per target triple
+# BENCH_OUT: prebuilt binaries (argoexec, examples/*) instead of this tree's release build.
+out=${BENCH_OUT:-$PWD/target/x86_64-unknown-linux-gnu/release}  # .cargo/config.toml: per triple
 bin=$out/argoexec
 work=$(mktemp -d "${BENCH_DIR:-/tmp}/argoexec-bench.XXXXXX")
 bench_pids=()
@@ -17,8 +18,8 @@ bench_cleanup() {
 }
 trap bench_cleanup EXIT
 
-# bench_build [cargo build args]: our binary and the named examples, release.
-bench_build() { cargo build --release --bin argoexec "$@"; }
+# bench_build [cargo build args]: our binary and the named examples, release (unless BENCH_OUT).
+bench_build() { [ -n "${BENCH_OUT:-}" ] || cargo build --release --bin argoexec "$@"; }
 
 # bench_listen LOG COMMAND [ARGS...]: starts a server in the background (stopped on exit) and
 # sets `listening` to the address it says it listens on.

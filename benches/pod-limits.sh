@@ -50,7 +50,7 @@ limited() {
   mkdir "$cgroups"/{cpu,cpuacct,memory}/"$cg"
   made+=("$cg")
   echo 100000 >"$cgroups/cpu/$cg/cpu.cfs_period_us"
-  python3 -c "print(int($cpu * 100000))" >"$cgroups/cpu/$cg/cpu.cfs_quota_us"
+  echo "$(python3 -c "print(int($cpu * 100000))")" >"$cgroups/cpu/$cg/cpu.cfs_quota_us"
   echo $((mem << 20)) >"$cgroups/memory/$cg/memory.limit_in_bytes"
   /usr/bin/time -f "%e %M" -o "$work/time.out" bash -c '
     for c in cpu cpuacct memory; do echo $$ >"'"$cgroups"'/$c/'"$cg"'/cgroup.procs"; done
