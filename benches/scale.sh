@@ -13,7 +13,7 @@
 # parts in flight give speed, as on a cloud link); the none case goes direct by default (1 TiB
 # at 4 x 50 MiB/s would take 87 minutes). One table: duration, throughput, our peak RSS over
 # the whole run, the number of parts and the sizes used, and parts in flight over time (the
-# median of 1-second samples, per tenth of the run).
+# time-weighted mean of parts being received, per tenth of the run).
 . "$(dirname "$0")/common.sh"
 tgz_gib=${SCALE_TGZ_GIB:-64}
 none_gib=${SCALE_NONE_GIB:-1024}
@@ -70,9 +70,9 @@ fi
 echo
 echo "== summary: examples/discard-s3 on 127.0.0.1 (every part's CRC32C and the whole object's checked)"
 python3 - "$results" "$work/parts.tsv" <<'PY'
-import sys, statistics, collections
+import sys, collections
 parts = [l.rstrip("\n").split("\t") for l in open(sys.argv[2]) if l.strip()]
-print("| case | link (MiB/s per conn, total, ms) | GiB | seconds | MiB/s | peak RSS MiB | parts | part sizes MiB (count) | parts in flight, median per tenth of the run |")
+print("| case | link (MiB/s per conn, total, ms) | GiB | seconds | MiB/s | peak RSS MiB | parts | part sizes MiB (count) | parts in flight, mean per tenth of the run |")
 print("|---|---|---:|---:|---:|---:|---:|---|---|")
 for l in open(sys.argv[1]):
     name, link, secs, kib, span = l.rstrip("\n").split("\t")
@@ -82,12 +82,9 @@ for l in open(sys.argv[1]):
     sizes = collections.Counter(p[1] for p in sorted(mine)[:-1])  # the last part is what remains
     size_text = ", ".join(f"{s / 2**20:g} ({c})" for s, c in sorted(sizes.items())) or "one PUT"
     t0, t1 = min(p[2] for p in mine), max(p[3] for p in mine)
-    samples = []
-    t = t0
-    while t < t1:
-        samples.append(sum(1 for p in mine if p[2] <= t < p[3]))
-        t += 1.0
-    tenth = max(1, len(samples) // 10)
-    flight = " ".join(f"{statistics.median(samples[i:i + tenth]):g}" for i in range(0, len(samples), tenth)[:10])
+    step = max(t1 - t0, 1e-3) / 10
+    windows = [(t0 + i * step, t0 + (i + 1) * step) for i in range(10)]
+    flight = " ".join(
+        f"{sum(max(0.0, min(e, b) - max(s, a)) for _, _, s, e in mine) / step:.1f}" for a, b in windows)
     print(f"| {name} | {link} | {total / 2**30:.1f} | {float(secs):.0f} | {total / 2**20 / float(secs):.0f} | {int(kib) / 1024:.0f} | {len(mine)} | {size_text} | {flight} |")
 PY
