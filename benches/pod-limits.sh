@@ -67,15 +67,24 @@ limited() {
   made=("${made[@]:0:${#made[@]}-1}")
 }
 
+# intact DIR: after a download that exited 0, DIR must be the tree (checked outside the cgroup:
+# diff holds whole files in memory).
+intact() {
+  [ "$(tail -1 "$results" | cut -f8)" != 0 ] || diff -r "$1" "$tree" >/dev/null \
+    || { echo "FAILED: $1 is not the tree"; exit 1; }
+}
+
 for cpu in $cpus; do
   for mem in $mems; do
     limited "$cpu" "$mem" "tgz up" "argoexec-rs wait" "ours_up t tree null ours"
     limited "$cpu" "$mem" "tgz up" "tar czf + rclone (Go executor)" \
       "tar czf $work/tree.tgz -C $pod/mainctrfs/work tree && rclone copyto $work/tree.tgz t:bench/go/tree.tgz; s=\$?; rm -f $work/tree.tgz; exit \$s"
-    limited "$cpu" "$mem" "tgz down" "argoexec-rs init" "ours_down t seed/seed.tgz null && diff -r $pod/argo/inputs/artifacts/t $tree >/dev/null"
+    limited "$cpu" "$mem" "tgz down" "argoexec-rs init" "ours_down t seed/seed.tgz null"
+    intact "$pod/argo/inputs/artifacts/t"
     limited "$cpu" "$mem" "tgz down" "rclone + tar xzf (Go executor)" \
-      "rclone copyto t:bench/seed/seed.tgz $work/dl.tgz && mkdir -p $work/out && tar xzf $work/dl.tgz -C $work/out && diff -r $work/out/tree $tree >/dev/null; s=\$?; rm -rf $work/dl.tgz $work/out; exit \$s"
-    rm -rf "$pod/argo/inputs"
+      "rclone copyto t:bench/seed/seed.tgz $work/dl.tgz && mkdir -p $work/out && tar xzf $work/dl.tgz -C $work/out"
+    intact "$work/out/tree"
+    rm -rf "$pod/argo/inputs" "$work/dl.tgz" "$work/out"
   done
 done
 
