@@ -63,30 +63,30 @@ fn etag_of(crc: u32) -> ETag {
     ETag::Strong(format!("crc32c-{crc:08x}"))
 }
 
-/// Reads `body` to its end; its size, CRC32C and (when asked) MD5.
-async fn drain(body: Option<StreamingBlob>, with_md5: bool) -> S3Result<(u64, u32, Vec<u8>)> {
+/// Reads `body` to its end and checks it against the CRC32C the client sent (in a header or,
+/// with aws-chunked, in the trailer) and its Content-MD5; what arrived, and its MD5 (empty
+/// unless a Content-MD5 was sent).
+async fn receive<T>(
+    req: &S3Request<T>,
+    body: Option<StreamingBlob>,
+    header_crc: Option<&str>,
+    content_md5: Option<&str>,
+) -> S3Result<(Received, Vec<u8>)> {
     let mut body = body.ok_or_else(|| s3_error!(IncompleteBody))?;
     let (mut size, mut crc, mut md5) = (0u64, 0u32, md5::Md5::new());
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| s3_error!(IncompleteBody, "{e}"))?;
         size += chunk.len() as u64;
         crc = crc32c::crc32c_append(crc, &chunk);
-        if with_md5 {
+        if content_md5.is_some() {
             md5.update(&chunk);
         }
     }
-    Ok((size, crc, md5.finalize().to_vec()))
-}
-
-/// Checks the CRC32C and Content-MD5 the client sent for a body (the CRC32C in a header or,
-/// with aws-chunked, in the trailer) against what arrived.
-fn check_body<T>(
-    req: &S3Request<T>,
-    header_crc: Option<&str>,
-    content_md5: Option<&str>,
-    crc: u32,
-    md5: &[u8],
-) -> S3Result<()> {
+    let md5 = if content_md5.is_some() {
+        md5.finalize().to_vec()
+    } else {
+        Vec::new()
+    };
     let trailer_crc = req.trailing_headers.as_ref().and_then(|t| {
         t.read(|h| {
             h.get("x-amz-checksum-crc32c")
@@ -102,12 +102,12 @@ fn check_body<T>(
         return Err(s3_error!(BadDigest, "the CRC32C does not match"));
     }
     if let Some(sent) = content_md5
-        && sent != base64::engine::general_purpose::STANDARD.encode(md5)
+        && sent != base64::engine::general_purpose::STANDARD.encode(&md5)
     {
         eprintln!("BadDigest: Content-MD5 does not match");
         return Err(s3_error!(BadDigest, "the Content-MD5 does not match"));
     }
-    Ok(())
+    Ok((Received { size, crc32c: crc }, md5))
 }
 
 impl Discard {
@@ -172,27 +172,24 @@ impl S3 for Discard {
         {
             return Err(s3_error!(NoSuchUpload));
         }
-        let with_md5 = req.input.content_md5.is_some();
-        let (size, crc, md5) = drain(req.input.body.take(), with_md5).await?;
+        let body = req.input.body.take();
         let input = &req.input;
-        check_body(
+        let (part, _) = receive(
             &req,
+            body,
             input.checksum_crc32c.as_deref(),
             input.content_md5.as_deref(),
-            crc,
-            &md5,
-        )?;
-        self.record(&input.key, input.part_number, size, start);
+        )
+        .await?;
+        self.record(&input.key, input.part_number, part.size, start);
         let mut uploads = self.uploads.lock().expect("uploads");
         let upload = uploads
             .get_mut(&input.upload_id)
             .ok_or_else(|| s3_error!(NoSuchUpload))?;
-        upload
-            .parts
-            .insert(input.part_number, Received { size, crc32c: crc });
+        upload.parts.insert(input.part_number, part);
         Ok(S3Response::new(dto::UploadPartOutput {
-            e_tag: Some(etag_of(crc)),
-            checksum_crc32c: Some(b64_crc(crc)),
+            e_tag: Some(etag_of(part.crc32c)),
+            checksum_crc32c: Some(b64_crc(part.crc32c)),
             ..Default::default()
         }))
     }
@@ -325,24 +322,27 @@ impl S3 for Discard {
         mut req: S3Request<dto::PutObjectInput>,
     ) -> S3Result<S3Response<dto::PutObjectOutput>> {
         let start = Instant::now();
-        let with_md5 = req.input.content_md5.is_some();
-        let (size, crc, md5) = drain(req.input.body.take(), with_md5).await?;
+        let body = req.input.body.take();
         let input = &req.input;
-        check_body(
+        let (object, md5) = receive(
             &req,
+            body,
             input.checksum_crc32c.as_deref(),
             input.content_md5.as_deref(),
-            crc,
-            &md5,
-        )?;
-        self.record(&input.key, 0, size, start);
-        self.objects.lock().expect("objects").insert(
-            (input.bucket.clone(), input.key.clone()),
-            Received { size, crc32c: crc },
-        );
+        )
+        .await?;
+        self.record(&input.key, 0, object.size, start);
+        self.objects
+            .lock()
+            .expect("objects")
+            .insert((input.bucket.clone(), input.key.clone()), object);
         Ok(S3Response::new(dto::PutObjectOutput {
-            e_tag: Some(ETag::Strong(hex::encode(&md5))),
-            checksum_crc32c: Some(b64_crc(crc)),
+            e_tag: Some(if md5.is_empty() {
+                etag_of(object.crc32c)
+            } else {
+                ETag::Strong(hex::encode(&md5))
+            }),
+            checksum_crc32c: Some(b64_crc(object.crc32c)),
             ..Default::default()
         }))
     }
