@@ -6,71 +6,41 @@
 #   benches/compare.sh                      # every case
 #   BENCH_CASES="file tgz" benches/compare.sh
 #   BENCH_GIB=1 benches/compare.sh          # smaller data (file and tgz cases)
+#   BENCH_LINK="40 400 20" benches/compare.sh  # every client through the link emulator
+#                                           # (benches/link.sh runs the cloud-like cases)
 #
 # Cases: file (2 GiB, archive none, up and down: aws s3 cp, rclone copyto, the floor client),
 # tgz (2 GiB mixed directory, level 6: the Go executor's pipeline rebuilt from real tools:
 # tar czf to a temp file then rclone copyto; down: rclone to a temp file then tar xzf),
-# small (10,000 x 4 KiB files, archive none: rclone --transfers 1 and 16), big (6 GiB stream:
-# our peak RSS at defaults). Needs: aws (cli), rclone (installed with apt if missing).
-set -euo pipefail
-cd "$(dirname "$0")/.."
+# small (10,000 x 4 KiB files, archive none: rclone --transfers 1, 16 and its default 4,
+# aws s3 cp --recursive), big (6 GiB stream:
+# our peak RSS at defaults). With BENCH_LINK="<MiB/s per connection> <MiB/s total> <ms per
+# turn>", every client reaches the server through examples/link (a cloud-like link on loopback)
+# and the table adds the link's limit time (bytes moved / total cap) as the floor.
+# Needs: aws (cli), rclone (installed with apt if missing).
+. "$(dirname "$0")/common.sh"
 cases=${BENCH_CASES:-file tgz small big}
 gib=${BENCH_GIB:-2}
 
-cargo build --release --bin argoexec --example s3-server --example floor
-out=$PWD/target/x86_64-unknown-linux-gnu/release  # .cargo/config.toml: static, per target triple
-bin=$out/argoexec
-command -v rclone >/dev/null || { apt-get update -qq && apt-get install -y -qq rclone >/dev/null; }
-command -v aws >/dev/null || { echo "aws cli is needed (pip install awscli)"; exit 1; }
-
-work=$(mktemp -d "${BENCH_DIR:-/tmp}/argoexec-bench.XXXXXX")
-server_pid=""
-cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_build --example s3-server --example floor --example link
+bench_peers
 mkdir -p "$work/s3/bench"
-"$out/examples/s3-server" "$work/s3" 0 >"$work/server.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 1 100); do grep -q "listening on" "$work/server.log" 2>/dev/null && break; sleep 0.1; done
-endpoint=$(sed -n 's/^listening on //p' "$work/server.log")
-[ -n "$endpoint" ] || { echo "the S3 server did not start"; exit 1; }
+bench_listen "$work/server.log" "$out/examples/s3-server" "$work/s3" 0
+endpoint=$listening
+total_mibps=""
+if [ -n "${BENCH_LINK:-}" ]; then
+  read -r per_conn_mibps total_mibps latency_ms <<<"$BENCH_LINK"
+  bench_listen "$work/link.log" "$out/examples/link" "$endpoint" --per-conn-mibps "$per_conn_mibps" \
+    --total-mibps "$total_mibps" --latency-ms "$latency_ms"
+  endpoint=$listening
+  sed -n 's/^link: /== link: /p' "$work/link.log"
+fi
+bench_clients "$endpoint"
 
-export AWS_ACCESS_KEY_ID=argoexec-test-access AWS_SECRET_ACCESS_KEY=argoexec-test-secret AWS_DEFAULT_REGION=us-east-1
-export AWS_CONFIG_FILE=$work/aws-config
-printf '[default]\ns3 =\n  addressing_style = path\n' >"$AWS_CONFIG_FILE"
-export FLOOR_ENDPOINT=http://$endpoint FLOOR_BUCKET=bench
-export RCLONE_CONFIG_T_TYPE=s3 RCLONE_CONFIG_T_PROVIDER=Other RCLONE_CONFIG_T_ENDPOINT=http://$endpoint \
-  RCLONE_CONFIG_T_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID RCLONE_CONFIG_T_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY \
-  RCLONE_CONFIG_T_FORCE_PATH_STYLE=true
-rclone() { env -u AWS_CA_BUNDLE rclone "$@"; }
-aws_s3() { aws --endpoint-url "http://$endpoint" s3 "$@" --only-show-errors; }
-
-# A pod root for our binary: secrets and contract paths under $work/pod.
-pod=$work/pod
-mkdir -p "$pod/argo/secret/c" "$pod/var/run/argo/ctr/main" "$pod/dev" "$pod/mainctrfs/work"
-printf '%s' "$AWS_ACCESS_KEY_ID" >"$pod/argo/secret/c/a"
-printf '%s' "$AWS_SECRET_ACCESS_KEY" >"$pod/argo/secret/c/s"
-echo 0 >"$pod/var/run/argo/ctr/main/exitcode"
-loc() { printf '{"endpoint":"%s","bucket":"bench","insecure":true,"accessKeySecret":{"name":"c","key":"a"},"secretKeySecret":{"name":"c","key":"s"},"key":"%s"}' "$endpoint" "$1"; }
-export ARGOEXEC_ROOT=$pod ARGO_POD_NAME=bench ARGO_DEADLINE=0001-01-01T00:00:00Z
-unset KUBECONFIG KUBERNETES_SERVICE_HOST
-# ours_up NAME SRC_UNDER_WORK ARCHIVE KEYPREFIX: wait uploads /work/SRC as artifact NAME.
-ours_up() {
-  printf '{"name":"b","container":{"volumeMounts":[{"name":"w","mountPath":"/work"}]},"outputs":{"artifacts":[{"name":"%s","path":"/work/%s","archive":%s}]},"archiveLocation":{"s3":%s}}' \
-    "$1" "$2" "$3" "$(loc "$4")" >"$pod/var/run/argo/template"
-  "$bin" wait >/dev/null 2>"$work/ours.log"
-}
-# ours_down NAME KEY ARCHIVE: init downloads KEY into /argo/inputs/artifacts/NAME.
-ours_down() {
-  rm -rf "$pod/argo/inputs"
-  ARGO_TEMPLATE=$(printf '{"name":"b","inputs":{"artifacts":[{"name":"%s","path":"/in","archive":%s,"s3":%s}]}}' "$1" "$3" "$(loc "$2")") \
-    "$bin" init >/dev/null 2>"$work/ours.log"
-}
-
-results=$work/results.tsv
-: >"$results"
+results=$work/results.tsv floors=$work/floors.tsv
+: >"$results"; : >"$floors"
+# floor CASE BYTES: the link's limit time for CASE, BYTES over the total cap (link runs only).
+floor() { [ -z "$total_mibps" ] || printf '%s\t%s\t%s\n' "$1" "$2" "$total_mibps" >>"$floors"; }
 # measure CASE TOOL COMMAND [ARGS...]: wall seconds and peak RSS (KiB) of the command and its
 # children. One argument is a shell line; several are a command and its arguments.
 # Sources stay in the page cache, as an artifact main has just written does.
@@ -84,9 +54,6 @@ measure() {
   printf '%s\t%s\t%s\t%s\n' "$case" "$tool" ${t} >>"$results"
   printf '  %-28s %-34s %8ss %8s KiB\n' "$case" "$tool" ${t}
 }
-export -f ours_up ours_down rclone aws_s3
-export bin pod work endpoint
-export -f loc
 clear_bucket() { rm -rf "$work/s3/bench" && mkdir -p "$work/s3/bench"; }
 
 if [[ " $cases " == *" file "* ]]; then
@@ -101,23 +68,21 @@ if [[ " $cases " == *" file "* ]]; then
   measure "file down" "rclone copyto" rclone copyto t:bench/rclone/file.bin "$work/rclone.bin"
   measure "file down" "floor (lean SDK client)" "$out/examples/floor" down floor/file.bin "$work/floor.bin"
   cmp "$pod/argo/inputs/artifacts/f" "$pod/mainctrfs/work/file.bin"
+  floor "file up" $((gib << 30)); floor "file down" $((gib << 30))
   rm -f "$work"/*.bin "$pod/mainctrfs/work/file.bin"; rm -rf "$pod/argo/inputs"; clear_bucket
 fi
 
 if [[ " $cases " == *" tgz "* ]]; then
   echo "== tgz: ${gib} GiB mixed directory, gzip level 6"
   d=$pod/mainctrfs/work/tree
-  mkdir -p "$d/blobs" "$d/logs" "$d/small"
-  head -c $((gib << 29)) /dev/urandom >"$d/blobs/random.bin"
-  # `yes` ends by SIGPIPE when head has enough: not a failure (pipefail would say it is).
-  { yes 'ts=2026-11-23T10:00:00Z level=info component=trainer msg="epoch finished" loss=0.1234 step=4242' || true; } | head -c $((gib << 28)) >"$d/logs/train.log"
-  head -c $((gib << 28)) /dev/urandom | base64 -w 120 >"$d/logs/encoded.txt"
-  for i in $(seq 1 500); do head -c 8192 /dev/urandom | base64 >"$d/small/f$i.txt"; done
+  make_tree "$d" $((gib << 10))
   measure "tgz up" "argoexec-rs" ours_up t tree 'null' ours
   measure "tgz up" "tar czf + rclone (Go executor)" "tar czf $work/tree.tgz -C $pod/mainctrfs/work tree && rclone copyto $work/tree.tgz t:bench/go/tree.tgz && rm $work/tree.tgz"
   measure "tgz down" "argoexec-rs" ours_down t ours/t.tgz 'null'
   measure "tgz down" "rclone + tar xzf (Go executor)" "rclone copyto t:bench/go/tree.tgz $work/dl.tgz && mkdir -p $work/out && tar xzf $work/dl.tgz -C $work/out && rm $work/dl.tgz"
   diff -r "$pod/argo/inputs/artifacts/t" "$d" >/dev/null
+  tgz_bytes=$(stat -c %s "$work/s3/bench/ours/t.tgz")
+  floor "tgz up" "$tgz_bytes"; floor "tgz down" "$tgz_bytes"
   rm -rf "$d" "$work/out" "$pod/argo/inputs"; clear_bucket
 fi
 
@@ -134,11 +99,16 @@ for i in range(10000):
   measure "small up" "argoexec-rs" ours_up m many '{"none":{}}' ours
   measure "small up" "rclone copy --transfers 1" rclone copy "$d" t:bench/r1 --transfers 1
   measure "small up" "rclone copy --transfers 16" rclone copy "$d" t:bench/r16 --transfers 16
+  measure "small up" "rclone copy (defaults)" rclone copy "$d" t:bench/rd
+  measure "small up" "aws s3 cp --recursive" aws_s3 cp --recursive "$d" s3://bench/aws/many
   measure "small down" "argoexec-rs" ours_down m ours/many '{"none":{}}'
   measure "small down" "rclone copy --transfers 1" rclone copy t:bench/r1 "$work/r1" --transfers 1
   measure "small down" "rclone copy --transfers 16" rclone copy t:bench/r16 "$work/r16" --transfers 16
+  measure "small down" "rclone copy (defaults)" rclone copy t:bench/rd "$work/rd"
+  measure "small down" "aws s3 cp --recursive" aws_s3 cp --recursive s3://bench/aws/many "$work/awsmany"
   diff -r "$pod/argo/inputs/artifacts/m" "$d" >/dev/null
-  rm -rf "$d" "$work/r1" "$work/r16" "$pod/argo/inputs"; clear_bucket
+  floor "small up" $((10000 * 4096)); floor "small down" $((10000 * 4096))
+  rm -rf "$d" "$work/r1" "$work/r16" "$work/rd" "$work/awsmany" "$pod/argo/inputs"; clear_bucket
 fi
 
 if [[ " $cases " == *" big "* ]]; then
@@ -152,17 +122,28 @@ fi
 
 echo
 echo "== summary: ratio = our time / the peer's time (lower is better); RSS in MiB"
-python3 - "$results" <<'PY'
+[ -z "$total_mibps" ] || echo "   link: $per_conn_mibps MiB/s per connection, $total_mibps MiB/s total, $latency_ms ms per turn; floor = bytes moved / total cap"
+python3 - "$results" "$floors" <<'PY'
 import sys, collections
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+floors = {}
+for l in open(sys.argv[2]):
+    case, size, cap = l.rstrip("\n").split("\t")
+    floors[case] = (int(size), int(size) / (float(cap) * 2**20))
 by_case = collections.OrderedDict()
 for case, tool, secs, kib in rows:
     by_case.setdefault(case, []).append((tool, float(secs), int(kib)))
-print(f"| case | tool | seconds | peak RSS MiB | ours / tool |")
-print(f"|---|---|---:|---:|---:|")
+extra = " floor s | tool / floor |" if floors else ""
+print(f"| case | tool | seconds | peak RSS MiB | ours / tool |{extra}")
+print(f"|---|---|---:|---:|---:|{'---:|---:|' if floors else ''}")
 for case, tools in by_case.items():
     ours = next((s for t, s, _ in tools if t == "argoexec-rs"), None)
     for tool, secs, kib in tools:
         ratio = "" if tool == "argoexec-rs" or ours is None else f"{ours / secs:.2f}"
-        print(f"| {case} | {tool} | {secs:.1f} | {kib / 1024:.0f} | {ratio} |")
+        line = f"| {case} | {tool} | {secs:.1f} | {kib / 1024:.0f} | {ratio} |"
+        if case in floors:
+            line += f" {floors[case][1]:.1f} | {secs / floors[case][1]:.2f} |"
+        elif floors:
+            line += " | |"
+        print(line)
 PY
