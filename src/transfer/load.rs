@@ -23,7 +23,7 @@ use crate::contract::Roots;
 use crate::keys;
 use crate::model::ArchiveStrategy;
 use crate::model::{Artifact, LocationKind, Template};
-use crate::storage::{self, ByteStream, Driver, Secrets};
+use crate::storage::{self, Driver, Secrets};
 use crate::telemetry::{artifact_span, trace};
 
 /// Attempts in all at fetching an object whose bytes fail the whole-object check. The check

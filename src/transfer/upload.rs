@@ -669,7 +669,7 @@ impl Session {
                         return Ok((stored, false));
                     }
                     let put = driver.put_part(key, &upload_id, &msg.part);
-                    let size = msg.part.data.len() as u64;
+                    let size = msg.part.len();
                     let sent = concurrency.run(&*driver, size, put).await?;
                     drop(msg);
                     Ok::<_, Error>((sent, true))
