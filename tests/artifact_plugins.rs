@@ -325,20 +325,7 @@ async fn a_whole_pod_loads_saves_and_collects_through_a_plugin() {
     assert_ok(&main);
 
     // wait: saves through the sidecar's plugin, reports, then ends the sidecar.
-    let kubeconfig = format!("--kubeconfig={}", s.kubeconfig);
-    let mut wait_args = vec!["wait"];
-    wait_args.extend(LOG_OPTS);
-    wait_args.push(&kubeconfig);
-    let wait = pod
-        .argoexec(
-            &wait_args,
-            &[
-                ("ARGO_CONTAINER_NAME", "wait"),
-                ("ARGO_ARTIFACT_PLUGIN_NAMES", "artifact-plugin-dir"),
-                ("ARGO_TERMINATION_GRACE_PERIOD_SECONDS", "5"),
-            ],
-        )
-        .await;
+    let wait = wait_ending(&s, "artifact-plugin-dir").await;
     assert_ok(&wait);
     let sidecar = finish(sidecar).await;
     assert_ok(&sidecar);
@@ -399,6 +386,24 @@ async fn a_whole_pod_loads_saves_and_collects_through_a_plugin() {
     assert!(server.calls().contains(&Call::Delete {
         key: "wf-1/out.tgz".into()
     }));
+}
+
+/// Runs `wait` (with the API) in a pod whose plugin sidecar is `sidecar`.
+async fn wait_ending(s: &PodWithApi, sidecar: &str) -> std::process::Output {
+    let kubeconfig = format!("--kubeconfig={}", s.kubeconfig);
+    let mut wait_args = vec!["wait"];
+    wait_args.extend(LOG_OPTS);
+    wait_args.push(&kubeconfig);
+    s.pod
+        .argoexec(
+            &wait_args,
+            &[
+                ("ARGO_CONTAINER_NAME", "wait"),
+                ("ARGO_ARTIFACT_PLUGIN_NAMES", sidecar),
+                ("ARGO_TERMINATION_GRACE_PERIOD_SECONDS", "5"),
+            ],
+        )
+        .await
 }
 
 /// A plugin written in Python with grpcio: its stubs generated from `proto/artifact.proto`
@@ -476,17 +481,18 @@ async fn a_python_grpcio_plugin_serves_the_init_container_and_the_sidecar() {
         ("PLUGIN_STORE", store.path().to_str().expect("utf-8")),
     ];
 
-    let main_fs = tempfile::tempdir().expect("main's filesystem");
-    let out = main_fs.path().join("result.txt");
+    // main's output, on a volume wait mounts too.
+    let out = pod.path("/mainctrfs/work/result.txt");
+    std::fs::create_dir_all(out.parent().expect("parent")).expect("mkdir");
     std::fs::write(&out, "saved by python").expect("output");
     let template = json!({
         "name": "main",
-        "container": {"image": "alpine", "command": ["true"]},
+        "container": {"image": "alpine", "command": ["true"], "volumeMounts": [{"name": "work", "mountPath": "/work"}]},
         "inputs": {"artifacts": [
             {"name": "in", "path": "/in.txt", "plugin": {"name": "py", "key": "in/data.txt"}},
         ]},
         "outputs": {"artifacts": [
-            {"name": "result", "path": out.display().to_string(), "archive": {"none": {}},
+            {"name": "result", "path": "/work/result.txt", "archive": {"none": {}},
              "plugin": {"name": "py", "key": "out/result.txt"}},
         ]},
     });
@@ -526,20 +532,7 @@ async fn a_python_grpcio_plugin_serves_the_init_container_and_the_sidecar() {
         .spawn()
         .expect("spawn the sidecar");
     pod.stage_wait(&template);
-    let kubeconfig = format!("--kubeconfig={}", s.kubeconfig);
-    let mut wait_args = vec!["wait"];
-    wait_args.extend(LOG_OPTS);
-    wait_args.push(&kubeconfig);
-    let wait = pod
-        .argoexec(
-            &wait_args,
-            &[
-                ("ARGO_CONTAINER_NAME", "wait"),
-                ("ARGO_ARTIFACT_PLUGIN_NAMES", "artifact-plugin-py"),
-                ("ARGO_TERMINATION_GRACE_PERIOD_SECONDS", "5"),
-            ],
-        )
-        .await;
+    let wait = wait_ending(&s, "artifact-plugin-py").await;
     assert_ok(&wait);
     assert_eq!(
         std::fs::read_to_string(store.path().join("out/result.txt")).expect("saved"),

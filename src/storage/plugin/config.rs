@@ -8,7 +8,6 @@ use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint};
 
 use super::error;
-use super::proto::artifact_service_client::ArtifactServiceClient;
 use crate::contract::Roots;
 use crate::model::PluginArtifact;
 use crate::storage::Result;
@@ -52,7 +51,7 @@ pub(super) async fn connect(
     socket: &Path,
     wait: Duration,
     timeout: Duration,
-) -> Result<ArtifactServiceClient<Channel>> {
+) -> Result<Channel> {
     wait_for_socket(plugin, socket, wait).await?;
     let path = socket.to_path_buf();
     // The URI is required by the HTTP/2 layer but never resolved: every connection is the socket.
@@ -72,7 +71,7 @@ pub(super) async fn connect(
         })?
         .map_err(|e| error::unreachable(plugin, socket, &crate::storage::cause_chain(&e)))?;
     tracing::info!(plugin, socket = %socket.display(), "connected to the artifact plugin");
-    Ok(ArtifactServiceClient::new(channel))
+    Ok(channel)
 }
 
 async fn wait_for_socket(plugin: &str, socket: &Path, wait: Duration) -> Result<()> {

@@ -50,6 +50,7 @@ pub const STAGING_DIR: &str = "/tmp/argo/outputs/artifacts";
 #[derive(Debug)]
 pub struct PluginDriver {
     location: PluginArtifact,
+    channel: Channel,
     client: ArtifactServiceClient<Channel>,
     staging: PathBuf,
     save_stream: OnceCell<bool>,
@@ -72,11 +73,12 @@ impl PluginDriver {
             return Err(Error::config("plugin artifact location has no plugin name"));
         }
         let socket = socket_path(roots, &location.name);
-        let client =
+        let channel =
             config::connect(&location.name, &socket, wait, connection_timeout(location)).await?;
         Ok(Self {
             location: location.clone(),
-            client,
+            client: ArtifactServiceClient::new(channel.clone()),
+            channel,
             staging: roots.path(STAGING_DIR),
             save_stream: OnceCell::new(),
         })
@@ -174,48 +176,71 @@ impl PluginDriver {
     }
 
     /// `SaveStream`: the metadata frame, then the body in frames of at most
-    /// [`SAVE_STREAM_FRAME`] bytes. A body that fails cancels the call, so the plugin never
-    /// sees a truncated artifact as complete.
+    /// [`SAVE_STREAM_FRAME`] bytes. A body that fails aborts the call ([`SaveFrame::Abort`]),
+    /// so the plugin never sees a truncated artifact as complete.
     async fn save_streamed(&self, key: &str, mut body: ByteStream) -> Result<()> {
         let operation = "save stream";
         let (mut frames, rx) = futures::channel::mpsc::channel(1);
-        let mut client = self.client.clone();
-        let call = client.save_stream(rx);
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        grpc.ready().await.map_err(|e| {
+            error::status(
+                self.plugin(),
+                operation,
+                key,
+                &tonic::Status::unavailable(e.to_string()),
+            )
+        })?;
+        let call = grpc.client_streaming(
+            tonic::Request::new(rx),
+            http::uri::PathAndQuery::from_static(SAVE_STREAM_PATH),
+            AbortableCodec,
+        );
         tokio::pin!(call);
-        let first = proto::SaveStreamArtifactRequest {
+        let first = SaveFrame::Frame(proto::SaveStreamArtifactRequest {
             output_artifact: Some(self.wire(None, key)),
             chunk: Bytes::new(),
-        };
+        });
         let feed = async move {
             if frames.send(first).await.is_err() {
+                // The call ended early: its status says why.
                 return Ok(());
             }
-            while let Some(mut data) = body.try_next().await? {
+            loop {
+                let mut data = match body.try_next().await {
+                    Ok(Some(data)) => data,
+                    Ok(None) => return Ok(()),
+                    Err(e) => {
+                        let _ = frames.send(SaveFrame::Abort(e.to_string())).await;
+                        return Err(e);
+                    }
+                };
                 while !data.is_empty() {
                     let chunk = data.split_to(data.len().min(SAVE_STREAM_FRAME));
                     let frame = proto::SaveStreamArtifactRequest {
                         output_artifact: None,
                         chunk,
                     };
-                    if frames.send(frame).await.is_err() {
-                        // The call ended early: its status says why.
+                    if frames.send(SaveFrame::Frame(frame)).await.is_err() {
                         return Ok(());
                     }
                 }
             }
-            Ok::<(), Error>(())
         };
         tokio::pin!(feed);
-        let mut fed = false;
+        let (mut fed, mut failure) = (false, None);
+        // The call is driven to its end even after the body failed, so the abort reaches it.
         let reply = loop {
             tokio::select! {
                 reply = &mut call => break reply,
                 outcome = &mut feed, if !fed => {
-                    outcome?;
                     fed = true;
+                    failure = outcome.err();
                 }
             }
         };
+        if let Some(e) = failure {
+            return Err(e);
+        }
         let reply = reply
             .map_err(|s| error::status(self.plugin(), operation, key, &s))?
             .into_inner();
@@ -262,6 +287,60 @@ impl PluginDriver {
             return Err(error::refused(self.plugin(), "save", &reply.error));
         }
         Ok(())
+    }
+}
+
+/// The gRPC method of `SaveStream`.
+const SAVE_STREAM_PATH: &str = "/artifact.ArtifactService/SaveStream";
+
+/// One frame of a `SaveStream` call, or the order to abort it.
+enum SaveFrame {
+    Frame(proto::SaveStreamArtifactRequest),
+    Abort(String),
+}
+
+/// Prost's encoding of `SaveStream` frames, where an abort is an encoding error. A client
+/// stream that merely ends would look complete to the plugin; an encoding error fails the
+/// request body instead, and the HTTP/2 stream is reset, which the plugin sees as the call
+/// broken off.
+#[derive(Debug, Clone, Copy)]
+struct AbortableCodec;
+
+#[derive(Debug, Clone, Copy)]
+struct AbortableEncoder;
+
+type ResponseCodec =
+    tonic_prost::ProstCodec<proto::SaveStreamArtifactRequest, proto::SaveArtifactResponse>;
+
+impl tonic::codec::Encoder for AbortableEncoder {
+    type Item = SaveFrame;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: SaveFrame,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> std::result::Result<(), tonic::Status> {
+        match item {
+            SaveFrame::Frame(frame) => prost::Message::encode(&frame, dst)
+                .map_err(|e| tonic::Status::internal(e.to_string())),
+            SaveFrame::Abort(why) => Err(tonic::Status::cancelled(why)),
+        }
+    }
+}
+
+impl tonic::codec::Codec for AbortableCodec {
+    type Encode = SaveFrame;
+    type Decode = proto::SaveArtifactResponse;
+    type Encoder = AbortableEncoder;
+    type Decoder = <ResponseCodec as tonic::codec::Codec>::Decoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        AbortableEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic::codec::Codec::decoder(&mut ResponseCodec::default())
     }
 }
 
