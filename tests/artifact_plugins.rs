@@ -37,6 +37,20 @@ fn served(roots: &Roots, name: &str, store: &Path, save_stream: bool) -> artifac
     artifact_plugin::serve(store, &socket_path(roots, name), save_stream)
 }
 
+/// A plugin served below `roots`, and the driver connected to it.
+async fn connected(
+    roots: &Roots,
+    name: &str,
+    store: &Path,
+    save_stream: bool,
+) -> (artifact_plugin::Served, PluginDriver) {
+    let server = served(roots, name, store, save_stream);
+    let driver = PluginDriver::connect(&location(name, ""), roots)
+        .await
+        .expect("connect");
+    (server, driver)
+}
+
 fn body(data: Vec<u8>, frames: usize) -> argoexec::storage::ByteStream {
     let size = data.len().div_ceil(frames);
     let chunks: Vec<_> = data
@@ -48,13 +62,12 @@ fn body(data: Vec<u8>, frames: usize) -> argoexec::storage::ByteStream {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn save_stream_is_used_when_offered_in_frames_under_grpcs_message_limit() {
-    let root = tempfile::tempdir().expect("root");
-    let store = tempfile::tempdir().expect("store");
+    let (root, store) = (
+        tempfile::tempdir().expect("root"),
+        tempfile::tempdir().expect("store"),
+    );
     let roots = Roots::at(root.path());
-    let server = served(&roots, "dir", store.path(), true);
-    let driver = PluginDriver::connect(&location("dir", ""), &roots)
-        .await
-        .expect("connect");
+    let (server, driver) = connected(&roots, "dir", store.path(), true).await;
     // One 9 MiB body chunk (a part of the upload pipeline) must go as several frames.
     let data = support::pseudo_random(9 << 20, 3);
     driver
@@ -81,13 +94,12 @@ async fn save_stream_is_used_when_offered_in_frames_under_grpcs_message_limit() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_failing_mid_save_stream_cancels_the_call_and_stores_nothing() {
-    let root = tempfile::tempdir().expect("root");
-    let store = tempfile::tempdir().expect("store");
+    let (root, store) = (
+        tempfile::tempdir().expect("root"),
+        tempfile::tempdir().expect("store"),
+    );
     let roots = Roots::at(root.path());
-    let server = served(&roots, "dir", store.path(), true);
-    let driver = PluginDriver::connect(&location("dir", ""), &roots)
-        .await
-        .expect("connect");
+    let (server, driver) = connected(&roots, "dir", store.path(), true).await;
     let failing = futures::stream::iter(vec![
         Ok(Bytes::from(vec![7u8; 100_000])),
         Err(argoexec::storage::Error::io(
@@ -115,13 +127,12 @@ async fn a_body_failing_mid_save_stream_cancels_the_call_and_stores_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_save_stream_a_file_is_staged_where_the_sidecar_reads_it_then_removed() {
-    let root = tempfile::tempdir().expect("root");
-    let store = tempfile::tempdir().expect("store");
+    let (root, store) = (
+        tempfile::tempdir().expect("root"),
+        tempfile::tempdir().expect("store"),
+    );
     let roots = Roots::at(root.path());
-    let server = served(&roots, "old", store.path(), false);
-    let driver = PluginDriver::connect(&location("old", ""), &roots)
-        .await
-        .expect("connect");
+    let (server, driver) = connected(&roots, "old", store.path(), false).await;
     let data = support::pseudo_random(300_000, 5);
     driver
         .put_stream("out/a.tgz", body(data.clone(), 3), &PutOptions::default())
@@ -146,17 +157,16 @@ async fn without_save_stream_a_file_is_staged_where_the_sidecar_reads_it_then_re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_lists_checks_and_deletes_through_the_plugin() {
-    let root = tempfile::tempdir().expect("root");
-    let store = tempfile::tempdir().expect("store");
+    let (root, store) = (
+        tempfile::tempdir().expect("root"),
+        tempfile::tempdir().expect("store"),
+    );
     let roots = Roots::at(root.path());
     std::fs::create_dir_all(store.path().join("dir/sub")).expect("dirs");
     let data = support::pseudo_random(200_000, 9);
     std::fs::write(store.path().join("dir/a.bin"), &data).expect("a");
     std::fs::write(store.path().join("dir/sub/b.txt"), "b").expect("b");
-    let _server = served(&roots, "dir", store.path(), true);
-    let driver = PluginDriver::connect(&location("dir", ""), &roots)
-        .await
-        .expect("connect");
+    let (_server, driver) = connected(&roots, "dir", store.path(), true).await;
 
     let read: Vec<u8> = driver
         .get("dir/a.bin", None)

@@ -196,10 +196,10 @@ impl PluginDriver {
             AbortableCodec,
         );
         tokio::pin!(call);
-        let first = SaveFrame::Frame(proto::SaveStreamArtifactRequest {
+        let first = SaveFrame::Frame(Box::new(proto::SaveStreamArtifactRequest {
             output_artifact: Some(self.wire(None, key)),
             chunk: Bytes::new(),
-        });
+        }));
         let feed = async move {
             if frames.send(first).await.is_err() {
                 // The call ended early: its status says why.
@@ -220,7 +220,11 @@ impl PluginDriver {
                         output_artifact: None,
                         chunk,
                     };
-                    if frames.send(SaveFrame::Frame(frame)).await.is_err() {
+                    if frames
+                        .send(SaveFrame::Frame(Box::new(frame)))
+                        .await
+                        .is_err()
+                    {
                         return Ok(());
                     }
                 }
@@ -295,7 +299,7 @@ const SAVE_STREAM_PATH: &str = "/artifact.ArtifactService/SaveStream";
 
 /// One frame of a `SaveStream` call, or the order to abort it.
 enum SaveFrame {
-    Frame(proto::SaveStreamArtifactRequest),
+    Frame(Box<proto::SaveStreamArtifactRequest>),
     Abort(String),
 }
 
@@ -322,7 +326,7 @@ impl tonic::codec::Encoder for AbortableEncoder {
         dst: &mut tonic::codec::EncodeBuf<'_>,
     ) -> std::result::Result<(), tonic::Status> {
         match item {
-            SaveFrame::Frame(frame) => prost::Message::encode(&frame, dst)
+            SaveFrame::Frame(frame) => prost::Message::encode(frame.as_ref(), dst)
                 .map_err(|e| tonic::Status::internal(e.to_string())),
             SaveFrame::Abort(why) => Err(tonic::Status::cancelled(why)),
         }
