@@ -59,4 +59,18 @@ if ! command -v git >/dev/null 2>&1; then
 fi
 echo "export ARGOEXEC_TEST_GIT=$(command -v git)" >>"$env_file.new"
 
+# Artifact plugins written in Python (tests/artifact_plugins.rs): grpcio, and grpcio-tools whose
+# grpc_tools.protoc generates the plugin's stubs from proto/artifact.proto at test time. Installed
+# with pip into their own directory, put on PYTHONPATH by the test; offline once installed.
+GRPCIO_VERSION=1.85.1
+grpc_dir=$tools/python-grpcio-$GRPCIO_VERSION
+if [[ ! -d $grpc_dir ]]; then
+    echo "setup-test-tools: installing grpcio and grpcio-tools $GRPCIO_VERSION (pip)" >&2
+    rm -rf "$grpc_dir.partial"
+    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+        --target "$grpc_dir.partial" "grpcio==$GRPCIO_VERSION" "grpcio-tools==$GRPCIO_VERSION" >&2
+    mv "$grpc_dir.partial" "$grpc_dir"
+fi
+echo "export ARGOEXEC_PYTHON_GRPC=$grpc_dir" >>"$env_file.new"
+
 mv "$env_file.new" "$env_file"

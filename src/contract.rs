@@ -36,6 +36,24 @@ pub mod env {
     pub const INITLESS_POD: &str = "ARGO_INITLESS_POD";
     /// Set on the init-less layout's user containers: wait for the supervisor's status marker.
     pub const WAIT_FOR_READY: &str = "ARGO_WAIT_FOR_READY";
+    /// Comma list of the artifact-plugin sidecar containers `wait` ends when it is done.
+    pub const ARTIFACT_PLUGIN_NAMES: &str = "ARGO_ARTIFACT_PLUGIN_NAMES";
+    /// Comma list of the plugins whose inputs the init-less `supervisor` loads.
+    pub const INPUT_ARTIFACT_PLUGIN_NAMES: &str = "ARGO_INPUT_ARTIFACT_PLUGIN_NAMES";
+}
+
+/// The names in a comma-list variable (`ARGO_ARTIFACT_PLUGIN_NAMES`...): trimmed, blanks
+/// dropped, as Argo's `SplitPluginNames`.
+pub fn plugin_names(var: &str) -> Vec<String> {
+    split_names(&std::env::var(var).unwrap_or_default())
+}
+
+fn split_names(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Whether this container belongs to an init-less pod (contract section 13): the supervisor
@@ -254,6 +272,15 @@ pub fn parse_go_duration(s: &str) -> Option<std::time::Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plugin_name_lists_drop_blanks_and_spaces() {
+        assert_eq!(
+            split_names(" artifact-plugin-a,,artifact-plugin-b ,"),
+            ["artifact-plugin-a", "artifact-plugin-b"]
+        );
+        assert!(split_names("").is_empty());
+    }
 
     #[test]
     fn default_roots_are_argos_real_paths() {

@@ -37,13 +37,27 @@ async fn the_controllers_command_lines_all_parse() {
         assert_ne!(out.status.code(), Some(2), "{words:?}: {stderr}");
         assert!(!stderr.contains("Usage:"), "{words:?}: {stderr}");
     }
-    let mut args = vec!["artifact-plugin-sidecar", "--", "plugin-server"];
+    // A plugin sidecar whose server cannot start says why, and records exit code 64 for wait.
+    let mut args = vec!["artifact-plugin-sidecar"];
     args.extend(LOG_OPTS);
-    let out = pod.argoexec(&args, &[]).await;
+    args.extend([
+        "--",
+        "/nonexistent/plugin-server",
+        "/tmp/artifact-plugins/p/socket",
+    ]);
+    let out = pod
+        .argoexec(&args, &[("ARGO_CONTAINER_NAME", "artifact-plugin-p")])
+        .await;
     assert_eq!(out.status.code(), Some(64));
+    assert!(
+        pod.termination_log()
+            .starts_with("failed to start command: "),
+        "{}",
+        pod.termination_log()
+    );
     assert_eq!(
-        pod.termination_log(),
-        "artifact plugins are not supported by argoexec-rs yet (artifact-plugin-init / artifact-plugin-sidecar)"
+        std::fs::read_to_string(pod.roots().exitcode_file("artifact-plugin-p")).expect("exit code"),
+        "64"
     );
 }
 

@@ -1,7 +1,7 @@
 //! One template with an input of each kind this worktree adds (http, artifactory, git, raw,
 //! oss), loaded by the real `init` process, lands exactly as Argo's executor would place it
 //! (contract section 8); and the kinds that cannot be saved or are not supported yet (raw and
-//! git outputs, HDFS, plugins) fail with a clear message in the termination log.
+//! git outputs, HDFS, unreachable plugins) fail with a clear message in the termination log.
 
 #![cfg(all(feature = "http", feature = "git"))]
 
@@ -143,17 +143,46 @@ async fn hdfs_is_not_supported_yet_with_a_clear_message() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn plugins_are_not_supported_yet_with_a_clear_message() {
-    init_fails_with(
-        json!({"name": "in", "path": "/in", "plugin": {"name": "my-plugin", "key": "k"}}),
-        "artifact plugins are not supported by argoexec-rs yet: in",
-    )
-    .await;
-    wait_fails_with(
-        ("plugin", json!({"name": "my-plugin", "key": "k"})),
-        "artifact plugins (plugin \"my-plugin\") are not supported yet by argoexec-rs",
-    )
-    .await;
+async fn init_leaves_plugin_inputs_to_the_plugins_init_container() {
+    let pod = TestPod::new().await;
+    let template = json!({"name": "t", "inputs": {"artifacts": [
+        {"name": "in", "path": "/in", "plugin": {"name": "my-plugin", "key": "k"}},
+    ]}});
+    let out = pod.init(&template).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!pod.roots().input_artifact("in").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_output_to_a_plugin_that_is_not_serving_names_the_plugin_and_its_socket() {
+    // The socket of a sidecar that has gone: it exists, nobody accepts.
+    let pod = TestPod::new().await;
+    let socket = argoexec::storage::plugin::socket_path(&pod.roots(), "my-plugin");
+    std::fs::create_dir_all(socket.parent().expect("dir")).expect("dir");
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("bind"));
+    let src = pod.path("/mainctrfs/work/out.txt");
+    std::fs::create_dir_all(src.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&src, "x").expect("write");
+    let template = json!({
+        "name": "produce",
+        "container": {"volumeMounts": [{"name": "work", "mountPath": "/work"}]},
+        "outputs": {"artifacts": [
+            {"name": "out", "path": "/work/out.txt", "plugin": {"name": "my-plugin", "key": "k"}},
+        ]},
+    });
+    let out = pod.wait(&template, &[]).await;
+    assert_eq!(out.status.code(), Some(64));
+    let message = pod.termination_log();
+    let want = format!(
+        "failed to dial plugin my-plugin at {:?}: ",
+        socket.display().to_string()
+    );
+    assert!(message.starts_with(&want), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -64,6 +64,13 @@ struct Totals {
 }
 
 pub async fn run(pod: &Pod, api: &ApiOptions) -> Result<(), CommandError> {
+    let deleted = delete_tasks(pod, api).await;
+    // As Argo's GC command: its plugin sidecars are ended whatever happened.
+    super::wait::end_plugin_sidecars(pod).await;
+    deleted
+}
+
+async fn delete_tasks(pod: &Pod, api: &ApiOptions) -> Result<(), CommandError> {
     let Some(pod_hash) = std::env::var(env::ARTIFACT_POD_NAME)
         .ok()
         .filter(|v| !v.is_empty())

@@ -66,16 +66,23 @@ pub enum Command {
     Agent(AgentCommand),
     /// Init-less pod layout: pre-main work, then everything wait does.
     Supervisor,
-    /// Artifact-plugin init container (not supported yet: fails saying so).
-    #[command(name = "artifact-plugin-init", hide = true)]
+    /// Artifact-plugin init container: start the plugin's server (`-- CMD ARGS...`), load that
+    /// plugin's input artifacts through it, stop it.
+    #[command(name = "artifact-plugin-init")]
     ArtifactPluginInit {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        /// The plugin whose input artifacts to load.
+        #[arg(long = "plugin-name", required = true)]
+        plugin_name: String,
+        /// The plugin server's command and its arguments (the socket path last).
+        #[arg(last = true, required = true)]
         args: Vec<String>,
     },
-    /// Artifact-plugin sidecar (not supported yet: fails saying so).
-    #[command(name = "artifact-plugin-sidecar", hide = true)]
+    /// Artifact-plugin sidecar: run the plugin's server (`-- CMD ARGS...`) for `wait`, until
+    /// `wait` ends it through the signal file.
+    #[command(name = "artifact-plugin-sidecar")]
     ArtifactPluginSidecar {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        /// The plugin server's command and its arguments (the socket path last).
+        #[arg(last = true, required = true)]
         args: Vec<String>,
     },
     /// Serve the artifacts of one repository over HTTP, read-only (not part of Argo's

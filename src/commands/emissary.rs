@@ -405,7 +405,7 @@ fn executable(path: &Path) -> std::io::Result<()> {
 }
 
 /// Reaps every child that has exited; returns `child`'s exit code if it was among them.
-fn reap(child: Pid) -> Option<i32> {
+pub(super) fn reap(child: Pid) -> Option<i32> {
     let mut code = None;
     loop {
         match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
@@ -418,7 +418,7 @@ fn reap(child: Pid) -> Option<i32> {
 }
 
 /// A signal number written to `ctr/<name>/signal` (by wait, or anyone): consumed once parsed.
-fn take_signal_file(path: &Path) -> Option<Signal> {
+pub(super) fn take_signal_file(path: &Path) -> Option<Signal> {
     let text = fs::read_to_string(path).ok()?;
     let number: i32 = text.trim().parse().ok().filter(|n| *n > 0)?;
     let _ = fs::remove_file(path);
@@ -432,19 +432,19 @@ fn take_signal_file(path: &Path) -> Option<Signal> {
 }
 
 /// The signals the emissary handles: every catchable one to forward, and SIGCHLD to reap.
-struct Signals {
-    forwarded: Forwarded,
-    child: tokio::signal::unix::Signal,
+pub(super) struct Signals {
+    pub(super) forwarded: Forwarded,
+    pub(super) child: tokio::signal::unix::Signal,
 }
 
 /// Every signal the emissary passes on to its child, merged into one stream.
-struct Forwarded(SelectAll<BoxStream<'static, Signal>>);
+pub(super) struct Forwarded(SelectAll<BoxStream<'static, Signal>>);
 
 impl Signals {
     /// Everything but what cannot be caught (KILL, STOP), faults that only our own code raises
     /// (SEGV, BUS, FPE, ILL, TRAP, SYS), SIGCHLD (ours), SIGURG (Go's and Argo's choice too)
     /// and SIGPIPE (raised by a write of ours, never meant for the child).
-    fn install() -> Result<Self, CommandError> {
+    pub(super) fn install() -> Result<Self, CommandError> {
         use Signal::*;
         let mut forwarded = SelectAll::new();
         for sig in Signal::iterator() {
@@ -486,7 +486,7 @@ impl Signals {
 
 impl Forwarded {
     /// The next signal to forward (never ends: the handlers live as long as the process).
-    async fn next(&mut self) -> Signal {
+    pub(super) async fn next(&mut self) -> Signal {
         match self.0.next().await {
             Some(sig) => sig,
             None => std::future::pending().await,

@@ -11,7 +11,7 @@ use super::{CommandError, Pod};
 use crate::contract::env;
 use crate::model::Template;
 use crate::telemetry::{Direction, Transfer, metrics, trace};
-use crate::transfer::load::{Loaded, Loader};
+use crate::transfer::load::{Loaded, Loader, Sources};
 
 pub async fn run(pod: &Pod) -> Result<(), CommandError> {
     required_env(env::POD_NAME)?;
@@ -24,7 +24,7 @@ pub async fn run(pod: &Pod) -> Result<(), CommandError> {
         ))
     })?;
     stage_files(pod, &loaded.template)?;
-    load_inputs(pod, &loaded.template).await
+    load_inputs(pod, &loaded.template, Sources::AllButPlugins).await
 }
 
 /// Finds our own binary as Argo does (the name `argoexec` on PATH, else this executable) and
@@ -76,21 +76,12 @@ pub(super) fn stage_files(pod: &Pod, template: &Template) -> Result<(), CommandE
 }
 
 /// Loads the inputs, several at once; the first failure in template order is the error.
-pub(super) async fn load_inputs(pod: &Pod, template: &Template) -> Result<(), CommandError> {
-    let loader = Loader::new(&pod.roots, &pod.secrets, &pod.transfer, template);
-    let plugins: Vec<&str> = template
-        .inputs
-        .artifacts
-        .iter()
-        .filter(|a| a.location.plugin.is_some())
-        .map(|a| a.name.as_str())
-        .collect();
-    if !plugins.is_empty() {
-        return Err(CommandError::failed(format!(
-            "artifact plugins are not supported by argoexec-rs yet: {}",
-            plugins.join(", ")
-        )));
-    }
+pub(super) async fn load_inputs(
+    pod: &Pod,
+    template: &Template,
+    sources: Sources,
+) -> Result<(), CommandError> {
+    let loader = Loader::new(&pod.roots, &pod.secrets, &pod.transfer, template).taking(sources);
     let results: Vec<_> = futures::stream::iter(template.inputs.artifacts.iter())
         .map(|art| {
             let loader = &loader;
@@ -141,6 +132,9 @@ pub(super) async fn load_inputs(pod: &Pod, template: &Template) -> Result<(), Co
             }
             Ok(Loaded::Skipped) => {
                 tracing::info!(artifact = %art.name, "optional input artifact not supplied, skipped")
+            }
+            Ok(Loaded::NotOurs) => {
+                tracing::info!(artifact = %art.name, "input artifact loaded by another container, skipped")
             }
             Err(e) => {
                 metrics::export_from_env(Direction::Input, &transfers);

@@ -4,6 +4,7 @@
 #[cfg(feature = "http")]
 pub mod agent;
 pub mod artifact_delete;
+pub mod artifact_plugin;
 pub mod cli;
 pub mod data;
 pub mod emissary;
@@ -198,10 +199,9 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
                 .instrument(root)
                 .await
         }
-        Command::ArtifactPluginInit { .. } | Command::ArtifactPluginSidecar { .. } => {
-            Err(CommandError::failed(
-                "artifact plugins are not supported by argoexec-rs yet (artifact-plugin-init / artifact-plugin-sidecar)",
-            ))
+        Command::ArtifactPluginInit { plugin_name, args } => {
+            Box::pin(artifact_plugin::init(&pod, &plugin_name, args)).await
         }
+        Command::ArtifactPluginSidecar { args } => artifact_plugin::sidecar(&pod, args).await,
     }
 }

@@ -13,8 +13,9 @@ use std::time::{Duration, SystemTime};
 
 use super::pod::{required_env, template_from_env, write_atomic};
 use super::{CommandError, Pod};
-use crate::contract::{env, parse_go_duration};
+use crate::contract::{self, env, parse_go_duration};
 use crate::report::ApiOptions;
+use crate::transfer::load::Sources;
 
 pub const RUNNING: &str = "RUNNING";
 pub const READY: &str = "READY";
@@ -152,9 +153,21 @@ async fn pre_main(pod: &Pod, loaded: &super::pod::LoadedTemplate) -> Result<(), 
         .map_err(|e| format!("failed to write template: {e}"))?;
     super::init::stage_files(pod, &loaded.template)
         .map_err(|e| format!("failed to stage files: {e}"))?;
-    super::init::load_inputs(pod, &loaded.template)
+    // Argo's order: the non-plugin inputs and each plugin's (through its sidecar) at once.
+    let non_plugin = async {
+        super::init::load_inputs(pod, &loaded.template, Sources::AllButPlugins)
+            .await
+            .map_err(|e| format!("failed to load non-plugin input artifacts: {e}"))
+    };
+    let plugins = contract::plugin_names(env::INPUT_ARTIFACT_PLUGIN_NAMES);
+    let from_plugins = futures::future::try_join_all(plugins.into_iter().map(|name| async move {
+        super::init::load_inputs(pod, &loaded.template, Sources::Plugin(name.clone()))
+            .await
+            .map_err(|e| format!("failed to load input artifacts from plugin {name:?}: {e}"))
+    }));
+    futures::future::try_join(non_plugin, from_plugins)
         .await
-        .map_err(|e| format!("failed to load non-plugin input artifacts: {e}"))
+        .map(|_| ())
 }
 
 #[cfg(test)]

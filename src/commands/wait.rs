@@ -117,6 +117,7 @@ pub(super) async fn post_main(
     if let Err(e) = results.report(&report).await {
         errors.add(e);
     }
+    end_plugin_sidecars(pod).await;
     if let Err(e) = results.finalize().await {
         errors.add(e);
     }
@@ -196,6 +197,32 @@ async fn wait_for_main(
                 write_termination_log(&pod.roots, DEADLINE_MESSAGE);
                 killer.escalate();
             }
+            _ = sleep_until(killer.next_at) => killer.escalate(),
+        }
+    }
+}
+
+/// Ends the artifact-plugin sidecars (`ARGO_ARTIFACT_PLUGIN_NAMES`) once the outputs are
+/// saved, as Argo's wait (and GC) does before it finalizes: SIGTERM through each one's signal
+/// file, SIGKILL after the grace period, then at most 10 s more for their exit codes.
+pub(super) async fn end_plugin_sidecars(pod: &Pod) {
+    let names = contract::plugin_names(env::ARTIFACT_PLUGIN_NAMES);
+    if names.is_empty() {
+        return;
+    }
+    tracing::info!(sidecars = ?names, "ending the artifact plugin sidecars");
+    let dirs: Vec<PathBuf> = names.iter().map(|n| pod.roots.container_dir(n)).collect();
+    for dir in &dirs {
+        if let Err(e) = create_shared_dir(dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot create a sidecar's ctr directory");
+        }
+    }
+    let mut watch = DirWatch::new(&dirs);
+    let mut killer = Killer::new(pod, &names);
+    killer.escalate();
+    while !killer.unfinished().is_empty() && killer.next_at.is_some() {
+        tokio::select! {
+            _ = watch.changed() => {}
             _ = sleep_until(killer.next_at) => killer.escalate(),
         }
     }

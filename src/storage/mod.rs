@@ -35,6 +35,7 @@ pub mod git;
 pub mod http;
 pub mod input_only;
 pub mod oss;
+pub mod plugin;
 pub mod retry;
 pub mod s3;
 pub mod secrets;
@@ -439,17 +440,13 @@ pub async fn open_with_backoff(
                 format!("HDFS artifacts (path {path:?}) are not supported yet by argoexec-rs"),
             ));
         }
-        LocationKind::Plugin => {
-            let name = location
-                .plugin
-                .as_ref()
-                .map(|p| p.name.as_str())
-                .unwrap_or_default();
-            return Err(Error::not_supported(
-                "plugin",
-                format!("artifact plugins (plugin {name:?}) are not supported yet by argoexec-rs"),
-            ));
-        }
+        LocationKind::Plugin => Arc::new(
+            plugin::PluginDriver::connect(
+                location.plugin.as_ref().ok_or_else(missing)?,
+                secrets.roots(),
+            )
+            .await?,
+        ),
         #[cfg(feature = "gcs")]
         LocationKind::Gcs => Arc::new(
             gcs::GcsDriver::new(location.gcs.as_ref().ok_or_else(missing)?, secrets).await?,

@@ -21,6 +21,12 @@ impl Secrets {
         Self { roots }
     }
 
+    /// The pod's path roots these secrets are read under; the other mounts a driver reaches
+    /// (a plugin's socket) are under the same roots.
+    pub fn roots(&self) -> &Roots {
+        &self.roots
+    }
+
     /// The raw bytes of a secret key, as Argo reads them (no trimming).
     pub fn read(&self, selector: &SecretKeySelector) -> Result<Secret> {
         if !selector.is_set() {

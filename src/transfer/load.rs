@@ -43,6 +43,29 @@ pub enum Loaded {
     },
     /// Optional and not there: skipped, as Argo does.
     Skipped,
+    /// Another container's to load ([`Sources`]): a plugin's artifact in `init`, or another
+    /// plugin's (or no plugin's) in a plugin's init container.
+    NotOurs,
+}
+
+/// Which input artifacts a loader takes, decided on the relocated location as Argo does:
+/// `init` loads every artifact but plugin ones; each plugin's init container
+/// (`artifact-plugin-init --plugin-name N`) loads that plugin's only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Sources {
+    #[default]
+    AllButPlugins,
+    Plugin(String),
+}
+
+impl Sources {
+    fn includes(&self, location: &crate::model::ArtifactLocation) -> bool {
+        let plugin = location.plugin.as_ref().map(|p| p.name.as_str());
+        match self {
+            Self::AllButPlugins => plugin.is_none(),
+            Self::Plugin(name) => plugin == Some(name.as_str()),
+        }
+    }
 }
 
 /// Loads input artifacts for one template; concurrent loads share one memory budget.
@@ -53,6 +76,7 @@ pub struct Loader<'a> {
     config: &'a TransferConfig,
     template: &'a Template,
     budget: Budget,
+    sources: Sources,
 }
 
 impl<'a> Loader<'a> {
@@ -68,7 +92,13 @@ impl<'a> Loader<'a> {
             config,
             template,
             budget: Budget::new(config.download_budget()),
+            sources: Sources::default(),
         }
+    }
+
+    /// The same loader, taking only the input artifacts of `sources`.
+    pub fn taking(self, sources: Sources) -> Self {
+        Self { sources, ..self }
     }
 
     /// Where an input artifact goes: under `/mainctrfs` when its path is on a shared volume,
@@ -102,6 +132,9 @@ impl<'a> Loader<'a> {
         let location = art
             .relocated(self.template.archive_location.as_ref())
             .map_err(|e| Error::Invalid(format!("failed to load artifact '{name}': {e}")))?;
+        if !self.sources.includes(&location) {
+            return Ok(Loaded::NotOurs);
+        }
         let key = location.key().unwrap_or_default();
         tracing::Span::current().record("key", key.as_str());
         let mut retries = 0;
@@ -132,6 +165,7 @@ impl<'a> Loader<'a> {
                 .map(|()| size)
             }
             Some(LocationKind::Git) => clone_git(&location, self.secrets, &dest).await,
+            Some(LocationKind::Plugin) => self.load_from_plugin(&location, art, &key, &dest).await,
             _ => {
                 let driver = storage::open(&location, self.secrets)
                     .await
@@ -158,8 +192,13 @@ impl<'a> Loader<'a> {
                 return Err(loading_failure(name, e));
             }
         };
-        if let Some(mode) = art.mode {
-            chmod(&dest, mode as u32, art.recurse_mode)
+        // Argo makes a plugin's artifact without a mode writable for main: 0666.
+        let mode = art
+            .mode
+            .map(|m| m as u32)
+            .or_else(|| location.plugin.as_ref().map(|_| 0o666));
+        if let Some(mode) = mode {
+            chmod(&dest, mode, art.recurse_mode)
                 .map_err(|e| Error::io(format!("chmod {}", dest.display()), e))?;
         }
         Ok(Loaded::Placed {
@@ -168,6 +207,51 @@ impl<'a> Loader<'a> {
             key,
             retries,
         })
+    }
+
+    /// A plugin's input, by its `Load` as Argo's plugin init containers do: the plugin writes
+    /// `<dest>.tmp` (a file or a directory) itself. A directory is renamed into place; a file
+    /// is placed as any download (unpacked when it is a tar.gz per the archive strategy),
+    /// read from its open handle after its name is freed for the placement.
+    async fn load_from_plugin(
+        &self,
+        location: &crate::model::ArtifactLocation,
+        art: &Artifact,
+        key: &str,
+        dest: &Path,
+    ) -> Result<u64> {
+        let plugin = location
+            .plugin
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("no plugin location".into()))?;
+        let driver = storage::plugin::PluginDriver::connect(plugin, self.secrets.roots())
+            .await
+            .map_err(|e| opening_failure(&art.name, e))?;
+        let tmp = with_suffix(dest, ".tmp");
+        driver.load(art, key, &tmp).await?;
+        let meta =
+            fs::metadata(&tmp).map_err(|e| Error::io(format!("reading {}", tmp.display()), e))?;
+        if meta.is_dir() {
+            fs::rename(&tmp, dest)
+                .map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))?;
+            return Ok(0);
+        }
+        let file = tokio::fs::File::open(&tmp)
+            .await
+            .map_err(|e| Error::io(format!("opening {}", tmp.display()), e))?;
+        fs::remove_file(&tmp).map_err(|e| Error::io(format!("removing {}", tmp.display()), e))?;
+        let body = tokio_util::io::ReaderStream::with_capacity(file, 256 << 10)
+            .map_err(|e| storage::Error::io("reading the plugin's file", e))
+            .boxed();
+        let strategy = art.archive.as_ref().and_then(|a| a.declared());
+        place_stream(
+            download::chunks(body),
+            dest,
+            strategy,
+            self.config.max_unpacked_bytes,
+        )
+        .await?;
+        Ok(meta.len())
     }
 
     /// Fetches `key` into `dest`: the object itself, or every object below `key/` when the key

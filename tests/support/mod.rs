@@ -4,6 +4,7 @@
 
 pub mod alibaba;
 pub mod archives;
+pub mod artifact_plugin;
 #[cfg(feature = "azure")]
 pub mod azure_server;
 pub mod conformance;
