@@ -8,6 +8,7 @@ mod support;
 use std::io::Read;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 
 use argoexec::contract::Roots;
 use argoexec::model::PluginArtifact;
@@ -100,14 +101,21 @@ async fn a_body_failing_mid_save_stream_cancels_the_call_and_stores_nothing() {
     );
     let roots = Roots::at(root.path());
     let (server, driver) = connected(&roots, "dir", store.path(), true).await;
-    let failing = futures::stream::iter(vec![
-        Ok(Bytes::from(vec![7u8; 100_000])),
-        Err(argoexec::storage::Error::io(
-            "reading the source",
-            std::io::Error::other("disk gone"),
-        )),
-    ])
-    .boxed();
+    // The body fails only once the plugin holds its first bytes: a reset that came sooner could
+    // reach the plugin before the call's metadata frame, leaving it nothing to name.
+    let received = Arc::clone(&server.plugin.largest_frame);
+    let failing = futures::stream::once(async { Ok(Bytes::from(vec![7u8; 100_000])) })
+        .chain(futures::stream::once(async move {
+            eventually("the plugin to receive the first bytes", || {
+                *received.lock().expect("frame") > 0
+            })
+            .await;
+            Err(argoexec::storage::Error::io(
+                "reading the source",
+                std::io::Error::other("disk gone"),
+            ))
+        }))
+        .boxed();
     let err = driver
         .put_stream("out/cut.bin", failing, &PutOptions::default())
         .await

@@ -23,6 +23,7 @@ fn lowered(max_parts: u32) -> TransferConfig {
     TransferConfig {
         part_size: 5 * MIB,
         concurrency: 3,
+        adaptive_ceiling: None,
         gzip_threads: 1,
         max_parts_override: Some(max_parts),
         ..TransferConfig::default()
