@@ -423,53 +423,23 @@ async fn a_staging_that_fills_the_emptydir_frees_its_partial_archive_and_still_w
         "archiveLocation": {"s3": pod.s3(PREFIX)},
     });
     let var_run_argo = pod.roots().var_run_argo();
-    let listing = pod.root.path().join("left-on-tmpfs.txt");
     let exit_code = pod.root.path().join("exitcode-on-tmpfs.txt");
     // No wait runs: the emissary stages, onto an emptyDir of 1 MiB (the output is 3 MiB).
-    // Exit 97 says the namespace or the mount could not be made: a setup failure, not ours.
-    let script = r#"mount -t tmpfs -o size=1m tmpfs "$DIR" || exit 97
-"$@"; rc=$?
-find "$DIR" -mindepth 1 > "$LISTING"
-cat "$DIR/ctr/main/exitcode" > "$EXITCODE"
-exit $rc"#;
     let t = template.to_string();
     let env = [
         ("ARGO_TEMPLATE", t.as_str()),
         ("ARGO_CONTAINER_NAME", "main"),
-        ("DIR", var_run_argo.to_str().expect("utf8")),
-        ("LISTING", listing.to_str().expect("utf8")),
         ("EXITCODE", exit_code.to_str().expect("utf8")),
     ];
-    let bin = env!("CARGO_BIN_EXE_argoexec");
-    let mut cmd = pod.command_for(
-        Path::new("unshare"),
-        &[
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            script,
-            "sh",
-            bin,
-            "emissary",
-            "--loglevel",
-            "info",
-            "--",
-            "true",
-        ],
-        &env,
-    );
-    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
-        .await
-        .expect("finished in time")
-        .expect("unshare ran (the tests need util-linux and root)");
-    assert_ne!(
-        out.status.code(),
-        Some(97),
-        "could not mount a tmpfs in a private mount namespace: {}",
-        stderr(&out)
-    );
+    let (out, left) = pod
+        .argoexec_on_tmpfs(
+            &var_run_argo,
+            1,
+            &["emissary", "--loglevel", "info", "--", "true"],
+            r#"cat "$DIR/ctr/main/exitcode" > "$EXITCODE""#,
+            &env,
+        )
+        .await;
     assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
     let message = pod.termination_log();
     assert!(
@@ -477,7 +447,6 @@ exit $rc"#;
             && message.contains("No space left on device"),
         "{message}"
     );
-    let left = std::fs::read_to_string(&listing).expect("listing");
     assert!(
         !left.lines().any(|l| l.contains(".tgz")),
         "the partial archive is gone: {left}"

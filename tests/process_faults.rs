@@ -94,56 +94,15 @@ async fn init_on_a_small_tmpfs(pod: &TestPod, template: &Value) -> (std::process
     );
     let dir = pod.roots().input_artifact("x");
     let dir = dir.parent().expect("artifacts dir").to_path_buf();
-    let listing = pod.root.path().join("left-on-tmpfs.txt");
-    // Exit 97 says the namespace or the mount could not be made: a setup failure, not ours.
-    let script = r#"mount -t tmpfs -o size="$TMPFS" tmpfs "$DIR" || exit 97
-"$@"; rc=$?
-find "$DIR" -mindepth 1 > "$LISTING"
-exit $rc"#;
     let t = template.to_string();
-    let size = format!("{TMPFS_MIB}m");
-    let env = [
-        ("ARGO_TEMPLATE", t.as_str()),
-        ("TMPFS", size.as_str()),
-        ("DIR", dir.to_str().expect("utf8")),
-        ("LISTING", listing.to_str().expect("utf8")),
-    ];
-    let bin = env!("CARGO_BIN_EXE_argoexec");
-    let mut cmd = pod.command_for(
-        Path::new("unshare"),
-        &[
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            script,
-            "sh",
-            bin,
-            "init",
-            "--loglevel",
-            "debug",
-        ],
-        &env,
-    );
-    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
-        .await
-        .expect("finished in time")
-        .expect("unshare ran");
-    assert_ne!(
-        out.status.code(),
-        Some(97),
-        "could not mount a tmpfs in a private mount namespace (the tests need root and \
-         CAP_SYS_ADMIN; run scripts/test.sh as root): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let left = std::fs::read_to_string(&listing).unwrap_or_else(|e| {
-        panic!(
-            "the namespace did not run init ({e}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out, left)
+    pod.argoexec_on_tmpfs(
+        &dir,
+        TMPFS_MIB,
+        &["init", "--loglevel", "debug"],
+        "",
+        &[("ARGO_TEMPLATE", t.as_str())],
+    )
+    .await
 }
 
 fn which(program: &str) -> Option<PathBuf> {

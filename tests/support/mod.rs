@@ -46,6 +46,57 @@ impl Drop for TestPod {
 }
 
 impl TestPod {
+    /// Runs `argoexec ARGS` in a private mount namespace where `dir` is a tmpfs of `size_mib`
+    /// MiB: a disk that fills. `then` is shell run inside after it (`$DIR` is the tmpfs), while
+    /// the tmpfs is still there. Returns the output and the tmpfs's listing at the end.
+    pub async fn argoexec_on_tmpfs(
+        &self,
+        dir: &Path,
+        size_mib: u64,
+        args: &[&str],
+        then: &str,
+        env: &[(&str, &str)],
+    ) -> (Output, String) {
+        let listing = self.root.path().join("left-on-tmpfs.txt");
+        // Exit 97 says the namespace or the mount could not be made: a setup failure, not ours.
+        let script = format!(
+            r#"mount -t tmpfs -o size="$TMPFS" tmpfs "$DIR" || exit 97
+"$@"; rc=$?
+find "$DIR" -mindepth 1 > "$LISTING"
+{then}
+exit $rc"#
+        );
+        let size = format!("{size_mib}m");
+        let mut env = env.to_vec();
+        env.extend([
+            ("TMPFS", size.as_str()),
+            ("DIR", dir.to_str().expect("utf8")),
+            ("LISTING", listing.to_str().expect("utf8")),
+        ]);
+        let mut argv = vec!["--mount", "--propagation", "private", "sh", "-c", &script];
+        argv.extend(["sh", env!("CARGO_BIN_EXE_argoexec")]);
+        argv.extend(args);
+        let mut cmd = self.command_for(Path::new("unshare"), &argv, &env);
+        let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+            .await
+            .expect("finished in time")
+            .expect("unshare ran (the disk-full tests need util-linux and root)");
+        assert_ne!(
+            out.status.code(),
+            Some(97),
+            "could not mount a tmpfs in a private mount namespace (the tests need root and \
+             CAP_SYS_ADMIN; run scripts/test.sh as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let left = std::fs::read_to_string(&listing).unwrap_or_else(|e| {
+            panic!(
+                "the namespace did not run argoexec ({e}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out, left)
+    }
+
     pub async fn new() -> Self {
         let data = tempfile::tempdir().expect("data dir");
         std::fs::create_dir_all(data.path().join(BUCKET)).expect("bucket");
