@@ -20,27 +20,40 @@ fn main() {
         commands::print_version(short);
         return;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => fail(&CommandError::failed(format!(
-            "cannot start the runtime: {e}"
-        ))),
-    };
-    // Inside the runtime: a gRPC trace exporter starts its connection task on it.
+    let runtime = runtime_or_fail(tokio::runtime::Builder::new_multi_thread().enable_all());
     let trace = telemetry::TraceSettings::from_lookup(|name| std::env::var(name).ok());
-    let logging = runtime.block_on(async {
+    // An exporter gets a runtime of its own (a gRPC exporter starts its connection task on
+    // it), so the command's runtime can be shut down before the flush: a task still alive then
+    // (a download's pump that outlived its reader) holds its span, and its parents', open.
+    let exporter = trace.endpoint.is_some().then(|| {
+        runtime_or_fail(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all(),
+        )
+    });
+    let logging = exporter.as_ref().unwrap_or(&runtime).block_on(async {
         telemetry::init_logging(&cli.globals.loglevel, &cli.globals.log_format, &trace)
     });
     let trace = or_refuse(logging);
     let result = runtime.block_on(commands::run(cli));
-    // The process exits right after: the batched spans go now, while the runtime still runs.
+    if exporter.is_some() {
+        runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    }
+    // The process exits right after: the batched spans go now, while the exporter still runs.
     trace.flush();
     if let Err(e) = result {
         fail(&e);
     }
+}
+
+/// A runtime from `builder`, or exit 64 saying why not.
+fn runtime_or_fail(builder: &mut tokio::runtime::Builder) -> tokio::runtime::Runtime {
+    builder.build().unwrap_or_else(|e| {
+        fail(&CommandError::failed(format!(
+            "cannot start the runtime: {e}"
+        )))
+    })
 }
 
 /// The logging set up, or the flags refused as Argo refuses them: nothing is logged yet, so
