@@ -15,9 +15,11 @@ cargo fmt --all -- --check
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
-cargo nextest run --locked --profile "${NEXTEST_PROFILE:-default}"
-cargo test --locked --doc
-cargo clippy --locked --all-targets -- -D warnings
-# The library's documentation builds without a warning (reuses clippy's checked dependencies).
-RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps
-cargo clippy --locked --no-default-features --lib -- -D warnings
+cargo nextest run --locked --workspace --profile "${NEXTEST_PROFILE:-default}"
+cargo test --locked --workspace --doc
+cargo clippy --locked --workspace --all-targets -- -D warnings
+# Both crates' documentation builds without a warning (reuses clippy's checked dependencies).
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps
+# The library alone with only the S3 driver, and the executor without the optional drivers.
+cargo clippy --locked -p argoexec --no-default-features --lib -- -D warnings
+cargo clippy --locked -p argoexec-rs --no-default-features --lib -- -D warnings

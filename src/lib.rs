@@ -1,44 +1,23 @@
 //! # argoexec-rs
 //!
-//! A drop-in, streaming replacement for the executor of Argo Workflows (`argoexec`), and a
-//! library for controllers and servers that need Argo's artifact rules.
+//! The executor of Argo Workflows (`argoexec`) as a streaming drop-in: the commands of the
+//! `argoexec` binary and what only they need. Argo's artifact rules (model, keys, archives,
+//! storage drivers, transfers, GC, streaming reads) are the [`argoexec`] library crate.
 //!
-//! * [`model`]: the Argo API types the executor sees (template, artifacts, locations,
-//!   repositories, GC tasks).
-//! * [`contract`]: the pod contract's fixed paths and environment names.
-//! * [`keys`]: object keys, with Go's `path` semantics; Argo's key templates
-//!   ([`keys::template`]); the key of each output ([`keys::output_key`]).
-//! * [`archive`]: tar + parallel gzip, zip, and the safe unpack rules.
-//! * [`storage`]: the [`storage::Driver`] trait, one module per backend, retry and integrity
-//!   wrappers.
-//! * [`transfer`]: the upload and download pipelines, and Argo's input/output artifact rules.
+//! * [`commands`]: `init`, `wait`, `emissary`, `kill`, `artifact delete`, `serve`, ...
 //! * [`report`]: the Kubernetes client, the WorkflowTaskResult `wait` reports through, and the
 //!   WorkflowArtifactGCTasks of a GC pod.
-//! * [`commands`]: `init`, `wait`, `emissary`, `kill`, `artifact delete`, `serve`, ...
-//! * [`telemetry`]: Argo-shaped log lines (text or JSON) and per-artifact transfer figures.
-//!
-//! For controllers and servers (docs/library.md):
-//!
-//! * [`repository`]: which artifact repository a workflow uses (`artifactRepositoryRef`, the
-//!   `artifact-repositories` ConfigMaps, the controller default), the archive location of a
-//!   pod, and where key-only artifacts live.
-//! * [`gc`]: artifact garbage collection: which artifacts are due, grouped into GC pods with
-//!   Argo's names and labels, and the deletion of one artifact.
-//! * [`stream`]: streaming reads of any artifact through any driver, with byte ranges.
+//! * [`resource`]: what resource templates need: conditions, JSONPath and jq outputs, the API
+//!   calls that replace kubectl.
+//! * [`agent`]: the agent pod's HTTP and executor-plugin templates (feature `http`).
+//! * [`expr`]: the expr-lang subset Argo evaluates in data templates and HTTP success
+//!   conditions.
+//! * [`telemetry`]: Argo-shaped log lines (text or JSON), the metrics file, the OTLP trace.
 
 #[cfg(feature = "http")]
 pub mod agent;
-pub mod archive;
 pub mod commands;
-pub mod contract;
 pub mod expr;
-pub mod gc;
-pub mod keys;
-pub mod model;
 pub mod report;
-pub mod repository;
 pub mod resource;
-pub mod storage;
-pub mod stream;
 pub mod telemetry;
-pub mod transfer;

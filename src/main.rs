@@ -2,9 +2,9 @@
 
 use clap::Parser;
 
-use argoexec::commands::{self, Cli, Command, CommandError};
 use argoexec::contract::Roots;
-use argoexec::telemetry;
+use argoexec_exec::commands::{self, Cli, Command, CommandError};
+use argoexec_exec::telemetry;
 
 fn main() {
     let cli = Cli::parse();

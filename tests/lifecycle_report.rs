@@ -396,7 +396,7 @@ async fn without_an_api_the_task_result_is_printed_once() {
 /// label selector, then merge-patch each one's status subresource.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_shared_client_lists_by_label_and_patches_status() {
-    use argoexec::report::{ApiOptions, KubeClient};
+    use argoexec_exec::report::{ApiOptions, KubeClient};
     use kube::api::{ListParams, Patch, PatchParams};
     use kube::core::ApiResource;
 

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::{FAILED, NodeResult, SUCCEEDED};
 use crate::expr::Program;
-use crate::model::Outputs;
+use argoexec::model::Outputs;
 
 /// Timeout of a request whose template sets none (the API's documented default; Argo's code
 /// sets no timeout at all, which can hold a task forever).
@@ -53,7 +53,7 @@ pub struct Header {
 #[serde(rename_all = "camelCase")]
 pub struct HeaderSource {
     #[serde(default)]
-    pub secret_key_ref: Option<crate::model::SecretKeySelector>,
+    pub secret_key_ref: Option<argoexec::model::SecretKeySelector>,
 }
 
 /// `bodyFrom.bytes`: base64 in JSON, as Go encodes `[]byte`.

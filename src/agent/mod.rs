@@ -5,7 +5,7 @@
 pub mod http;
 pub mod plugin;
 
-pub use crate::model::NodeResult;
+pub use argoexec::model::NodeResult;
 
 /// Node phases an agent reports.
 pub const SUCCEEDED: &str = "Succeeded";

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::NodeResult;
-use crate::contract::parse_go_duration;
+use argoexec::contract::parse_go_duration;
 
 /// Per-call timeout, as Argo's plugin client.
 const TIMEOUT: Duration = Duration::from_secs(30);

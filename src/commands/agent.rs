@@ -27,10 +27,10 @@ use super::{CommandError, Pod};
 use crate::agent::http::{Clients, HttpTemplate, SecretSource};
 use crate::agent::plugin::{Outcome, Plugin};
 use crate::agent::{self, ERROR, NodeResult, SUCCEEDED};
-use crate::contract::{env, parse_go_duration};
-use crate::model::{API_GROUP, API_VERSION};
 use crate::report::{ApiOptions, ErrorKind, KubeClient};
 use crate::resource::api::{MERGE_PATCH, ResourceApi};
+use argoexec::contract::{env, parse_go_duration};
+use argoexec::model::{API_GROUP, API_VERSION};
 
 pub const ENV_PLUGIN_NAMES: &str = "ARGO_PLUGIN_NAMES";
 pub const ENV_PLUGIN_ADDRESSES: &str = "ARGO_PLUGIN_ADDRESSES";

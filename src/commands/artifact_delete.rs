@@ -14,12 +14,12 @@ use std::sync::Arc;
 use futures::StreamExt;
 
 use super::{CommandError, Pod};
-use crate::contract::env;
-use crate::gc::{self, Deleter};
-use crate::model::LABEL_ARTIFACT_GC_POD;
 use crate::report::ApiOptions;
 use crate::report::KubeClient;
 use crate::report::gc::{GcTask, GcTasks, ResultBatch, is_expired};
+use argoexec::contract::env;
+use argoexec::gc::{self, Deleter};
+use argoexec::model::LABEL_ARTIFACT_GC_POD;
 
 /// Deletions in flight at once (default 16; about 60 KiB each: request and connection buffers).
 pub const ENV_CONCURRENCY: &str = "ARGOEXEC_GC_CONCURRENCY";

@@ -26,9 +26,9 @@ use super::pod::{
 };
 use super::watch::DirWatch;
 use super::{CommandError, Pod};
-use crate::contract::{self, env};
-use crate::storage::plugin::socket_dir;
-use crate::transfer::load::Sources;
+use argoexec::contract::{self, env};
+use argoexec::storage::plugin::socket_dir;
+use argoexec::transfer::load::Sources;
 
 /// The exit code recorded when the server could not be started.
 const NOT_STARTED_CODE: i32 = 64;

@@ -142,7 +142,7 @@ pub struct ServeArgs {
 
 /// A positive Go duration (`90s`, `1m30s`, `500ms`).
 fn go_duration(s: &str) -> Result<Duration, String> {
-    crate::contract::parse_go_duration(s)
+    argoexec::contract::parse_go_duration(s)
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("{s:?} is not a positive Go duration (e.g. 90s, 1m30s, 500ms)"))
 }

@@ -15,9 +15,9 @@ use serde_json::Value;
 use super::pod::{required_env, template_from_env_or_file};
 use super::{CommandError, Pod};
 use crate::expr::Program;
-use crate::model::{Artifact, ArtifactLocation, NodeResult, Template};
 use crate::report::{ApiOptions, TaskResultIdentity, TaskResults};
-use crate::storage;
+use argoexec::model::{Artifact, ArtifactLocation, NodeResult, Template};
+use argoexec::storage;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -42,7 +42,7 @@ struct TransformationStep {
 }
 
 pub async fn run(pod: &Pod, api: &ApiOptions) -> Result<(), CommandError> {
-    required_env(crate::contract::env::POD_NAME)?;
+    required_env(argoexec::contract::env::POD_NAME)?;
     let template = template_from_env_or_file(&pod.roots)?.template;
     let results = TaskResults::connect(api, TaskResultIdentity::from_env())
         .await
@@ -186,7 +186,7 @@ fn directory_prefix(key: &str) -> String {
     if trimmed.is_empty() {
         String::new()
     } else {
-        format!("{}/", crate::keys::clean(trimmed))
+        format!("{}/", argoexec::keys::clean(trimmed))
     }
 }
 

@@ -34,9 +34,9 @@ use super::pod::{
 };
 use super::watch::DirWatch;
 use super::{CommandError, Pod};
-use crate::archive::{self, gzip};
-use crate::contract::{self, MAX_INLINE_ARG_BYTES, env};
-use crate::model::{ArchiveStrategy, Template};
+use argoexec::archive::{self, gzip};
+use argoexec::contract::{self, MAX_INLINE_ARG_BYTES, env};
+use argoexec::model::{ArchiveStrategy, Template};
 
 /// The exit code recorded when the emissary fails before its child reports one.
 const EXECUTOR_FAILURE_CODE: i32 = 64;
@@ -901,7 +901,7 @@ fn link_input_artifacts(pod: &Pod, template: &Template) -> Result<(), String> {
 /// What is at `dst` may be cleared only if neither it nor anything under it is a user volume.
 fn refuse_clearing_volumes(
     template: &Template,
-    art: &crate::model::Artifact,
+    art: &argoexec::model::Artifact,
     dst: &Path,
 ) -> Result<(), String> {
     let parent = dst.parent().unwrap_or(dst);
@@ -955,11 +955,11 @@ mod tests {
             })
             .collect();
         fs::write(out.path().join("data.bin"), &data).expect("write");
-        let roots = crate::contract::Roots::at(root.path());
+        let roots = argoexec::contract::Roots::at(root.path());
         let pod = Pod {
-            secrets: crate::storage::Secrets::new(roots.clone()),
+            secrets: argoexec::storage::Secrets::new(roots.clone()),
             roots,
-            transfer: crate::transfer::config::TransferConfig {
+            transfer: argoexec::transfer::config::TransferConfig {
                 gzip_threads: 1,
                 ..Default::default()
             },
@@ -1009,7 +1009,7 @@ mod tests {
 
     #[test]
     fn retry_counts_accept_ints_and_strings() {
-        use crate::model::ContainerSetRetryStrategy;
+        use argoexec::model::ContainerSetRetryStrategy;
         let with = |v: serde_json::Value| ContainerSetRetryStrategy {
             retries: Some(v),
             ..Default::default()

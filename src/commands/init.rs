@@ -8,10 +8,10 @@ use tracing::Instrument;
 
 use super::pod::{copy_atomic, required_env, template_from_env, write_atomic};
 use super::{CommandError, Pod};
-use crate::contract::env;
-use crate::model::Template;
 use crate::telemetry::{Direction, Transfer, metrics, trace};
-use crate::transfer::load::{Loaded, Loader, Sources};
+use argoexec::contract::env;
+use argoexec::model::Template;
+use argoexec::transfer::load::{Loaded, Loader, Sources};
 
 pub async fn run(pod: &Pod) -> Result<(), CommandError> {
     required_env(env::POD_NAME)?;

@@ -22,11 +22,11 @@ pub use cli::{ArtifactCommand, Cli, Command};
 
 use tracing::Instrument;
 
-use crate::contract::Roots;
 use crate::report::ApiOptions;
-use crate::storage::Secrets;
 use crate::telemetry::trace;
-use crate::transfer::TransferConfig;
+use argoexec::contract::Roots;
+use argoexec::storage::Secrets;
+use argoexec::transfer::TransferConfig;
 
 /// How a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +119,7 @@ fn api_options(globals: &cli::Globals) -> ApiOptions {
 /// service account's, as Argo's executor reports them); looked up only when it is exported.
 fn identified(root: tracing::Span, pod: &Pod, globals: &cli::Globals) -> tracing::Span {
     if !root.is_disabled() {
-        let workflow = std::env::var(crate::contract::env::WORKFLOW_NAME).unwrap_or_default();
+        let workflow = std::env::var(argoexec::contract::env::WORKFLOW_NAME).unwrap_or_default();
         let namespace = globals.namespace.clone().unwrap_or_else(|| {
             let file = pod
                 .roots

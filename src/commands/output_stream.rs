@@ -40,10 +40,10 @@ use subtle::ConstantTimeEq;
 use tokio::net::UnixListener;
 
 use super::pod::write_atomic;
-use crate::archive::tarball::write_tree;
-use crate::contract::{self, Roots};
-use crate::model::{Artifact, Template};
-use crate::transfer::save::{Saved, Saver};
+use argoexec::archive::tarball::write_tree;
+use argoexec::contract::{self, Roots};
+use argoexec::model::{Artifact, Template};
+use argoexec::transfer::save::{Saved, Saver};
 
 const MAGIC: &[u8; 8] = b"ARGOOUT1";
 const ACCEPTED: u8 = b'A';

@@ -4,8 +4,8 @@ use std::fs;
 use std::path::Path;
 
 use super::CommandError;
-use crate::contract::{Roots, TEMPLATE_OFFLOADED, env};
-use crate::model::Template;
+use argoexec::contract::{Roots, TEMPLATE_OFFLOADED, env};
+use argoexec::model::Template;
 
 /// The template as received (raw JSON bytes, kept verbatim for `/var/run/argo/template`).
 #[derive(Debug, Clone)]

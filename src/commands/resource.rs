@@ -22,11 +22,11 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::pod::{required_env, template_from_env_or_file, write_atomic};
 use super::{CommandError, Pod};
-use crate::contract::{self, env, parse_go_duration};
-use crate::model::{NodeResult, Outputs, Template};
 use crate::report::{ApiOptions, ErrorKind, KubeClient, TaskResultIdentity, TaskResults};
 use crate::resource::api::{self, ResourceApi, ResourceType, kubectl_message};
 use crate::resource::{jq, jsonpath, selector};
+use argoexec::contract::{self, env, parse_go_duration};
+use argoexec::model::{NodeResult, Outputs, Template};
 
 /// Poll period of the conditions (Go duration; Argo's variable and default).
 pub const ENV_CHECK_INTERVAL: &str = "RESOURCE_STATE_CHECK_INTERVAL";
@@ -500,7 +500,7 @@ fn add_owner_reference(document: &mut Value) {
         return;
     }
     owners.push(json!({
-        "apiVersion": format!("{}/{}", crate::model::API_GROUP, crate::model::API_VERSION),
+        "apiVersion": format!("{}/{}", argoexec::model::API_GROUP, argoexec::model::API_VERSION),
         "kind": "Workflow",
         "name": name,
         "uid": uid,

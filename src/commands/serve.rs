@@ -48,12 +48,12 @@ use tokio::time::Instant;
 
 use super::cli::ServeArgs;
 use super::{CommandError, Pod};
-use crate::keys::template::KeyTemplate;
-use crate::model::{ArtifactRepository, ArtifactRepositoryRef};
-use crate::repository::{ConfigMapData, ConfigMaps, Resolver};
-use crate::storage::{self, Driver, ObjectMeta};
-use crate::stream::{ByteRange, StreamError, Streamer};
-use crate::transfer::TransferConfig;
+use argoexec::keys::template::KeyTemplate;
+use argoexec::model::{ArtifactRepository, ArtifactRepositoryRef};
+use argoexec::repository::{ConfigMapData, ConfigMaps, Resolver};
+use argoexec::storage::{self, Driver, ObjectMeta};
+use argoexec::stream::{ByteRange, StreamError, Streamer};
+use argoexec::transfer::TransferConfig;
 
 /// How long a client may take to send its request headers (or the idle timeout, if shorter).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);

@@ -13,9 +13,9 @@ use std::time::{Duration, SystemTime};
 
 use super::pod::{required_env, template_from_env, write_atomic};
 use super::{CommandError, Pod};
-use crate::contract::{self, env, parse_go_duration};
 use crate::report::ApiOptions;
-use crate::transfer::load::Sources;
+use argoexec::contract::{self, env, parse_go_duration};
+use argoexec::transfer::load::Sources;
 
 pub const RUNNING: &str = "RUNNING";
 pub const READY: &str = "READY";

@@ -22,13 +22,13 @@ use super::output_stream::OutputServer;
 use super::pod::{create_shared_dir, required_env, template_from_file, write_atomic};
 use super::watch::DirWatch;
 use super::{CommandError, Pod, write_termination_log};
-use crate::contract::{self, Roots, env, parse_go_duration};
-use crate::model::{NodeResult, Outputs, Template};
 use crate::report::{ApiOptions, TaskResultIdentity, TaskResults};
-use crate::storage::go_error_text;
 use crate::telemetry::{Direction, Transfer, metrics, trace};
-use crate::transfer::Uploader;
-use crate::transfer::save::{Saved, Saver};
+use argoexec::contract::{self, Roots, env, parse_go_duration};
+use argoexec::model::{NodeResult, Outputs, Template};
+use argoexec::storage::go_error_text;
+use argoexec::transfer::Uploader;
+use argoexec::transfer::save::{Saved, Saver};
 
 /// Script results keep only their last 256 KiB, as Argo does.
 pub const MAX_RESULT_BYTES: usize = 256 * 1024;
@@ -509,7 +509,7 @@ async fn save_logs(
     template: &Template,
     errors: &mut Errors,
     transfers: &mut Vec<Transfer>,
-) -> Vec<crate::model::Artifact> {
+) -> Vec<argoexec::model::Artifact> {
     let mut logs = Vec::new();
     let saving = trace::save_logs();
     if !template.archive_logs() {

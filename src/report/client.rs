@@ -9,8 +9,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, DynamicObject};
 use kube::{Api, Config};
 
-use crate::contract::parse_go_duration;
-use crate::storage::retry::Backoff;
+use argoexec::contract::parse_go_duration;
+use argoexec::storage::retry::Backoff;
 
 /// First sleep between attempts of an API call (Go duration; default `1s`, as Argo).
 pub const ENV_RETRY_DURATION: &str = "ARGOEXEC_API_RETRY_DURATION";

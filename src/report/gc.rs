@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::client::{Error, KubeClient};
-use crate::model::{
+use argoexec::model::{
     API_GROUP, API_VERSION, Artifact, ArtifactGcStatus, ArtifactLocation, GC_TASK_PLURAL,
 };
 
@@ -200,7 +200,7 @@ pub struct ResultBatch {
 }
 
 impl ResultBatch {
-    pub fn add(&mut self, node: String, result: crate::model::ArtifactResult) {
+    pub fn add(&mut self, node: String, result: argoexec::model::ArtifactResult) {
         self.status
             .artifact_results_by_node
             .entry(node)

@@ -13,8 +13,8 @@ use kube::core::{ApiResource, DynamicObject};
 use serde_json::json;
 
 use super::client::{ApiOptions, Error, ErrorKind, KubeClient};
-use crate::contract::env;
-use crate::model::{
+use argoexec::contract::env;
+use argoexec::model::{
     API_GROUP, API_VERSION, KIND, LABEL_REPORT_OUTPUTS_COMPLETED, NodeResult, PLURAL,
     WorkflowTaskResult,
 };

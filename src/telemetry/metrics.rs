@@ -1,4 +1,4 @@
-//! The figures of one artifact transfer: logged as the artifact's final line, and written as a
+//! The figures of every artifact transfer ([`Transfer`], from the library) written as a
 //! Prometheus textfile when `ARGOEXEC_METRICS_FILE` names one (off by default).
 //!
 //! The textfile is for a node-exporter textfile collector or a sidecar that ships it: gauges,
@@ -9,88 +9,12 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Duration;
 
-use crate::contract::env;
+use argoexec::contract::env;
+pub use argoexec::observe::{Direction, Transfer};
 
 /// The textfile to write the transfer figures to; unset or empty = none.
 pub const ENV_METRICS_FILE: &str = "ARGOEXEC_METRICS_FILE";
-
-/// Which way an artifact moved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// An input artifact `init` loaded.
-    Input,
-    /// An output artifact (or a log) `wait` saved.
-    Output,
-}
-
-impl Direction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Input => "input",
-            Self::Output => "output",
-        }
-    }
-}
-
-/// One artifact's transfer, as it finished.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Transfer {
-    pub direction: Direction,
-    pub artifact: String,
-    pub key: String,
-    /// Where the bytes went: the object's URL for outputs (`s3://bucket/key`), the local path
-    /// for inputs.
-    pub location: String,
-    pub bytes: u64,
-    pub elapsed: Duration,
-    /// Requests the retry layer sent again.
-    pub retries: u64,
-    /// Multipart parts (0 for a single PUT); unknown for downloads.
-    pub parts: Option<u32>,
-    /// CRC32C of the whole object, when the upload computed it.
-    pub crc32c: Option<u32>,
-    /// Parts the store accepted without an answer that could prove them intact (uploads).
-    pub unchecked_parts: Option<u32>,
-}
-
-impl Transfer {
-    /// MiB per second over the whole transfer.
-    pub fn mib_per_s(&self) -> f64 {
-        self.bytes as f64 / f64::from(1 << 20) / self.elapsed.as_secs_f64().max(1e-9)
-    }
-
-    /// The artifact's final log line, with every figure of the transfer; before it, once per
-    /// artifact, a warning when some of its parts could not be checked.
-    pub fn log(&self) {
-        if let Some(unchecked) = self.unchecked_parts.filter(|&n| n > 0) {
-            tracing::warn!(
-                artifact = %self.artifact,
-                location = %self.location,
-                unchecked_parts = unchecked,
-                "the store did not prove parts intact (no CRC32C echoed and ETags that are not MD5s, as with SSE-KMS or some gateways): they were accepted unchecked"
-            );
-        }
-        let message = match self.direction {
-            Direction::Input => "loaded input artifact",
-            Direction::Output => "saved output artifact",
-        };
-        tracing::info!(
-            artifact = %self.artifact,
-            key = %self.key,
-            location = %self.location,
-            bytes = self.bytes,
-            seconds = self.elapsed.as_secs_f64(),
-            mib_per_s = self.mib_per_s(),
-            retries = self.retries,
-            parts = self.parts.map(u64::from),
-            crc32c = self.crc32c.map(|c| format!("{c:08x}")),
-            unchecked_parts = self.unchecked_parts.map(u64::from),
-            "{message}"
-        );
-    }
-}
 
 /// Writes `transfers` to the file `ARGOEXEC_METRICS_FILE` names, if any. A failure is logged,
 /// never fatal: figures must not fail a step whose artifacts moved.
@@ -219,6 +143,7 @@ pub fn write_textfile(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn transfer(direction: Direction, artifact: &str, parts: Option<u32>) -> Transfer {
         Transfer {

@@ -29,9 +29,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::Transfer;
-
-/// The target of every span of the exported trace, and the only one the exporter listens to.
-pub const TARGET: &str = "argoexec::trace";
+pub use argoexec::observe::trace::TARGET;
 
 /// The standard variables that turn the export on and carry the controller's trace.
 pub mod env {
@@ -170,18 +168,6 @@ pub fn load_artifact(artifact: &str) -> Span {
         bytes = Empty, duration_seconds = Empty, retries = Empty)
 }
 
-/// `unarchiveArtifact`: placing the download; `archive` (`tar`, `zip` or `none`, Argo's
-/// words) is recorded once the strategy is known ([`record_archive`]). Here it runs while the
-/// bytes arrive, so it overlaps the download instead of following it.
-pub fn unarchive_artifact() -> Span {
-    tracing::info_span!(target: TARGET, "unarchiveArtifact", archive = Empty)
-}
-
-/// Records the unpacking decision on the current `unarchiveArtifact` span.
-pub fn record_archive(word: &'static str) {
-    Span::current().record("archive", word);
-}
-
 /// `saveArtifacts`: every output artifact.
 pub fn save_artifacts() -> Span {
     tracing::info_span!(target: TARGET, "saveArtifacts")
@@ -191,12 +177,6 @@ pub fn save_artifacts() -> Span {
 pub fn save_artifact(artifact: &str) -> Span {
     tracing::info_span!(target: TARGET, "saveArtifact", artifact, key = Empty, bytes = Empty,
         duration_seconds = Empty, parts = Empty, retries = Empty)
-}
-
-/// `archiveArtifact`: writing the tar.gz or zip. It streams into the upload, so it overlaps
-/// the upload instead of preceding it; an `archive: none` output has no such stage.
-pub fn archive_artifact() -> Span {
-    tracing::info_span!(target: TARGET, "archiveArtifact")
 }
 
 /// `saveLogs`: the main containers' logs (`archiveLogs`).

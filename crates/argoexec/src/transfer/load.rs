@@ -23,8 +23,8 @@ use crate::contract::Roots;
 use crate::keys;
 use crate::model::ArchiveStrategy;
 use crate::model::{Artifact, LocationKind, Template};
+use crate::observe::{artifact_span, trace};
 use crate::storage::{self, Driver, Secrets};
-use crate::telemetry::{artifact_span, trace};
 
 /// Attempts in all at fetching an object whose bytes fail the whole-object check. The check
 /// can only be made at the end, and an unpack cannot resume mid-archive, so the object is

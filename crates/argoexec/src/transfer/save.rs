@@ -25,8 +25,8 @@ use crate::contract::{NO_ARCHIVE_LOCATION, Roots, STORAGE_NOT_CONFIGURED};
 use crate::keys;
 use crate::model::ArchiveStrategy;
 use crate::model::{Artifact, ArtifactLocation, LocationKind, Template};
+use crate::observe::{Direction, Transfer, artifact_span, trace};
 use crate::storage::{self, Driver, PutOptions, Secrets, go_error_text};
-use crate::telemetry::{Direction, Transfer, artifact_span, trace};
 
 /// One saved output: what to report, where it went, how it went.
 #[derive(Debug, Clone)]
