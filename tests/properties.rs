@@ -357,7 +357,7 @@ proptest! {
             prop_assert_eq!(j, keys::clean(&non_empty.join("/")));
         }
         let given = format!("{a}/{b}");
-        if let (Ok(path), Some(i)) = (argoexec::transfer::validate_path("art", &given), given.find("/../")) {
+        if let (Ok(path), Some(i)) = (argoexec::keys::validate_path("art", &given), given.find("/../")) {
             let safe = format!("{}/", &given[..i]);
             prop_assert!(i == 0 || (path.starts_with(&safe) && path.len() > safe.len()), "{} -> {}", given, path);
         }

@@ -1,10 +1,12 @@
 //! Object keys: Go's `path.Join`/`path.Clean` semantics, Argo's key templates ([`template`]),
 //! and the key of each output artifact ([`output_key`]).
 
+pub mod output;
 pub mod template;
 
+pub use output::{InvalidArtifact, output_location, validate_path};
+
 use crate::model::{Artifact, ArtifactLocation};
-use crate::transfer::save;
 
 /// The key an output artifact is stored under (contract section 6): its own key when it has
 /// one (used verbatim), else `<archive key>/<file name>` with the file name Argo derives from
@@ -21,14 +23,14 @@ use crate::transfer::save;
 /// };
 /// let out = Artifact { name: "result".into(), path: "/tmp/r.txt".into(), ..Default::default() };
 /// assert_eq!(output_key(&out, Some(&archive))?, "art/wf-abc/wf-abc-main-1234/result.tgz");
-/// # Ok::<(), argoexec::transfer::Error>(())
+/// # Ok::<(), argoexec::keys::InvalidArtifact>(())
 /// ```
 pub fn output_key(
     art: &Artifact,
     archive: Option<&ArtifactLocation>,
-) -> crate::transfer::Result<String> {
-    let path = crate::transfer::validate_path(&art.name, &art.path)?;
-    let (_, location) = save::output_location(art, &path, archive)?;
+) -> Result<String, InvalidArtifact> {
+    let path = validate_path(&art.name, &art.path)?;
+    let (_, location) = output_location(art, &path, archive)?;
     Ok(location.key().unwrap_or_default())
 }
 

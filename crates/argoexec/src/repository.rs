@@ -46,11 +46,114 @@
 
 use std::collections::BTreeMap;
 
-use crate::keys::template::{KeyTemplate, KeyVariables, TemplateError};
+use crate::keys::{
+    self,
+    template::{KeyTemplate, KeyVariables, TemplateError},
+};
 use crate::model::{
     Artifact, ArtifactLocation, ArtifactRepository, ArtifactRepositoryRef,
-    ArtifactRepositoryRefStatus, RepositoryParseError, Template,
+    ArtifactRepositoryRefStatus, ArtifactoryArtifact, AzureArtifact, DEFAULT_KEY_FORMAT,
+    GcsArtifact, HdfsArtifact, OssArtifact, PluginArtifact, RepositoryParseError, S3Artifact,
+    Template,
 };
+
+/// Argo's key patterns and locations of a repository: here rather than beside the type in
+/// [`crate::model`], because they use the key rules ([`keys`]), which build on the model.
+impl ArtifactRepository {
+    /// The key pattern of the kind in effect (variables unresolved): S3 `keyFormat`, else
+    /// `keyPrefix` joined with the default pattern; GCS, OSS, Artifactory and plugin
+    /// `keyFormat`; Azure `blobNameFormat`; HDFS `pathFormat`. Empty formats mean
+    /// [`DEFAULT_KEY_FORMAT`]. `None` when no kind is set.
+    pub fn key_pattern(&self) -> Option<String> {
+        let pattern = if let Some(r) = &self.artifactory {
+            or_default(&r.key_format)
+        } else if let Some(r) = &self.azure {
+            or_default(&r.blob_name_format)
+        } else if let Some(r) = &self.gcs {
+            or_default(&r.key_format)
+        } else if let Some(r) = &self.hdfs {
+            or_default(&r.path_format)
+        } else if let Some(r) = &self.oss {
+            or_default(&r.key_format)
+        } else if let Some(r) = &self.plugin {
+            or_default(&r.key_format)
+        } else if let Some(r) = &self.s3 {
+            if r.key_format.is_empty() {
+                keys::join(&[&r.key_prefix, DEFAULT_KEY_FORMAT])
+            } else {
+                r.key_format.clone()
+            }
+        } else {
+            return None;
+        };
+        Some(pattern)
+    }
+
+    /// Argo's `ToArtifactLocation`: the location of the kind in effect (Argo's order:
+    /// artifactory, azure, gcs, hdfs, oss, plugin, s3) with the key set to
+    /// [`ArtifactRepository::key_pattern`] (for Artifactory: the URL `repoURL`, with a `/`
+    /// appended when missing, followed by the pattern); `archiveLogs` copied. `None` when no
+    /// kind is set.
+    pub fn to_location(&self) -> Option<ArtifactLocation> {
+        let key = self.key_pattern()?;
+        let mut l = ArtifactLocation {
+            archive_logs: self.archive_logs,
+            ..Default::default()
+        };
+        if let Some(r) = &self.artifactory {
+            let mut url = r.repo_url.clone();
+            if !url.ends_with('/') {
+                url.push('/');
+            }
+            l.artifactory = Some(ArtifactoryArtifact {
+                url: format!("{url}{key}"),
+                username_secret: r.username_secret.clone(),
+                password_secret: r.password_secret.clone(),
+            });
+        } else if let Some(r) = &self.azure {
+            l.azure = Some(AzureArtifact {
+                blob: key,
+                ..r.container.clone()
+            });
+        } else if let Some(r) = &self.gcs {
+            l.gcs = Some(GcsArtifact {
+                key,
+                ..r.bucket.clone()
+            });
+        } else if let Some(r) = &self.hdfs {
+            l.hdfs = Some(HdfsArtifact {
+                path: key,
+                ..r.config.clone()
+            });
+        } else if let Some(r) = &self.oss {
+            l.oss = Some(OssArtifact {
+                key,
+                ..r.bucket.clone()
+            });
+        } else if let Some(r) = &self.plugin {
+            l.plugin = Some(PluginArtifact {
+                name: r.name.clone(),
+                configuration: r.configuration.clone(),
+                key,
+                connection_timeout_seconds: None,
+            });
+        } else if let Some(r) = &self.s3 {
+            l.s3 = Some(S3Artifact {
+                key,
+                ..r.bucket.clone()
+            });
+        }
+        Some(l)
+    }
+}
+
+fn or_default(format: &str) -> String {
+    if format.is_empty() {
+        DEFAULT_KEY_FORMAT.to_string()
+    } else {
+        format.to_string()
+    }
+}
 
 /// The ConfigMap name a reference without one means.
 pub const DEFAULT_CONFIG_MAP: &str = "artifact-repositories";
@@ -694,5 +797,48 @@ mod tests {
             artifact_location(&key_only, None),
             Err(RepositoryError::NoArchiveLocation)
         );
+    }
+
+    #[test]
+    fn every_kind_gets_its_key_pattern_or_the_default() {
+        let cases = [
+            (
+                "s3: {bucket: b, keyPrefix: pre/fix}",
+                "pre/fix/{{workflow.name}}/{{pod.name}}",
+            ),
+            ("s3: {bucket: b}", DEFAULT_KEY_FORMAT),
+            (
+                "gcs: {bucket: b, keyFormat: 'g/{{pod.name}}'}",
+                "g/{{pod.name}}",
+            ),
+            ("oss: {bucket: b, endpoint: e}", DEFAULT_KEY_FORMAT),
+            (
+                "azure: {container: c, endpoint: e, blobNameFormat: 'a/{{pod.name}}'}",
+                "a/{{pod.name}}",
+            ),
+            (
+                "hdfs: {addresses: ['n:8020'], pathFormat: '/h/{{pod.name}}'}",
+                "/h/{{pod.name}}",
+            ),
+            ("plugin: {name: p, configuration: c}", DEFAULT_KEY_FORMAT),
+        ];
+        for (yaml, key) in cases {
+            let loc = ArtifactRepository::from_yaml(yaml)
+                .expect(yaml)
+                .to_location()
+                .expect(yaml);
+            assert_eq!(loc.key().as_deref(), Some(key), "{yaml}");
+        }
+        let art = ArtifactRepository::from_yaml(
+            "artifactory: {repoURL: 'https://art.example/repo', keyFormat: 'k/{{pod.name}}'}",
+        )
+        .expect("parses")
+        .to_location()
+        .expect("location");
+        assert_eq!(
+            art.artifactory.expect("artifactory").url,
+            "https://art.example/repo/k/{{pod.name}}"
+        );
+        assert!(ArtifactRepository::default().to_location().is_none());
     }
 }

@@ -4,15 +4,13 @@
 //!
 //! Each repository kind is its location type plus a key pattern (`keyFormat`, `blobNameFormat`,
 //! `pathFormat`); turning one into an archive location is
-//! [`ArtifactRepository::to_location`].
+//! [`ArtifactRepository::to_location`], in [`crate::repository`] with the key rules it needs.
 
 use serde::{Deserialize, Serialize};
 
 use super::location::{
-    ArtifactLocation, ArtifactoryArtifact, AzureArtifact, GcsArtifact, HdfsArtifact, OssArtifact,
-    PluginArtifact, S3Artifact, SecretKeySelector,
+    AzureArtifact, GcsArtifact, HdfsArtifact, OssArtifact, S3Artifact, SecretKeySelector,
 };
-use crate::keys;
 
 /// The key pattern used when a repository gives none: `{{workflow.name}}/{{pod.name}}`.
 pub const DEFAULT_KEY_FORMAT: &str = "{{workflow.name}}/{{pod.name}}";
@@ -120,14 +118,6 @@ pub struct ArtifactRepository {
     pub plugin: Option<PluginArtifactRepository>,
 }
 
-fn or_default(format: &str) -> String {
-    if format.is_empty() {
-        DEFAULT_KEY_FORMAT.to_string()
-    } else {
-        format.to_string()
-    }
-}
-
 impl ArtifactRepository {
     /// Parses a repository as Argo reads ConfigMap values: YAML (JSON is YAML too), converted
     /// to JSON first, so types are checked as Go's `sigs.k8s.io/yaml` checks them.
@@ -143,92 +133,6 @@ impl ArtifactRepository {
     /// Whether archived logs are forced on by this repository (`archiveLogs: true`).
     pub fn is_archive_logs(&self) -> bool {
         self.archive_logs == Some(true)
-    }
-
-    /// The key pattern of the kind in effect (variables unresolved): S3 `keyFormat`, else
-    /// `keyPrefix` joined with the default pattern; GCS, OSS, Artifactory and plugin
-    /// `keyFormat`; Azure `blobNameFormat`; HDFS `pathFormat`. Empty formats mean
-    /// [`DEFAULT_KEY_FORMAT`]. `None` when no kind is set.
-    pub fn key_pattern(&self) -> Option<String> {
-        let pattern = if let Some(r) = &self.artifactory {
-            or_default(&r.key_format)
-        } else if let Some(r) = &self.azure {
-            or_default(&r.blob_name_format)
-        } else if let Some(r) = &self.gcs {
-            or_default(&r.key_format)
-        } else if let Some(r) = &self.hdfs {
-            or_default(&r.path_format)
-        } else if let Some(r) = &self.oss {
-            or_default(&r.key_format)
-        } else if let Some(r) = &self.plugin {
-            or_default(&r.key_format)
-        } else if let Some(r) = &self.s3 {
-            if r.key_format.is_empty() {
-                keys::join(&[&r.key_prefix, DEFAULT_KEY_FORMAT])
-            } else {
-                r.key_format.clone()
-            }
-        } else {
-            return None;
-        };
-        Some(pattern)
-    }
-
-    /// Argo's `ToArtifactLocation`: the location of the kind in effect (Argo's order:
-    /// artifactory, azure, gcs, hdfs, oss, plugin, s3) with the key set to
-    /// [`ArtifactRepository::key_pattern`] (for Artifactory: the URL `repoURL`, with a `/`
-    /// appended when missing, followed by the pattern); `archiveLogs` copied. `None` when no
-    /// kind is set.
-    pub fn to_location(&self) -> Option<ArtifactLocation> {
-        let key = self.key_pattern()?;
-        let mut l = ArtifactLocation {
-            archive_logs: self.archive_logs,
-            ..Default::default()
-        };
-        if let Some(r) = &self.artifactory {
-            let mut url = r.repo_url.clone();
-            if !url.ends_with('/') {
-                url.push('/');
-            }
-            l.artifactory = Some(ArtifactoryArtifact {
-                url: format!("{url}{key}"),
-                username_secret: r.username_secret.clone(),
-                password_secret: r.password_secret.clone(),
-            });
-        } else if let Some(r) = &self.azure {
-            l.azure = Some(AzureArtifact {
-                blob: key,
-                ..r.container.clone()
-            });
-        } else if let Some(r) = &self.gcs {
-            l.gcs = Some(GcsArtifact {
-                key,
-                ..r.bucket.clone()
-            });
-        } else if let Some(r) = &self.hdfs {
-            l.hdfs = Some(HdfsArtifact {
-                path: key,
-                ..r.config.clone()
-            });
-        } else if let Some(r) = &self.oss {
-            l.oss = Some(OssArtifact {
-                key,
-                ..r.bucket.clone()
-            });
-        } else if let Some(r) = &self.plugin {
-            l.plugin = Some(PluginArtifact {
-                name: r.name.clone(),
-                configuration: r.configuration.clone(),
-                key,
-                connection_timeout_seconds: None,
-            });
-        } else if let Some(r) = &self.s3 {
-            l.s3 = Some(S3Artifact {
-                key,
-                ..r.bucket.clone()
-            });
-        }
-        Some(l)
     }
 }
 
@@ -304,49 +208,6 @@ mod tests {
         let loc = repo.to_location().expect("location");
         assert_eq!(loc.key().as_deref(), Some("art/{{workflow.name}}"));
         assert_eq!(loc.s3.expect("s3").endpoint, "minio:9000");
-    }
-
-    #[test]
-    fn every_kind_gets_its_key_pattern_or_the_default() {
-        let cases = [
-            (
-                "s3: {bucket: b, keyPrefix: pre/fix}",
-                "pre/fix/{{workflow.name}}/{{pod.name}}",
-            ),
-            ("s3: {bucket: b}", DEFAULT_KEY_FORMAT),
-            (
-                "gcs: {bucket: b, keyFormat: 'g/{{pod.name}}'}",
-                "g/{{pod.name}}",
-            ),
-            ("oss: {bucket: b, endpoint: e}", DEFAULT_KEY_FORMAT),
-            (
-                "azure: {container: c, endpoint: e, blobNameFormat: 'a/{{pod.name}}'}",
-                "a/{{pod.name}}",
-            ),
-            (
-                "hdfs: {addresses: ['n:8020'], pathFormat: '/h/{{pod.name}}'}",
-                "/h/{{pod.name}}",
-            ),
-            ("plugin: {name: p, configuration: c}", DEFAULT_KEY_FORMAT),
-        ];
-        for (yaml, key) in cases {
-            let loc = ArtifactRepository::from_yaml(yaml)
-                .expect(yaml)
-                .to_location()
-                .expect(yaml);
-            assert_eq!(loc.key().as_deref(), Some(key), "{yaml}");
-        }
-        let art = ArtifactRepository::from_yaml(
-            "artifactory: {repoURL: 'https://art.example/repo', keyFormat: 'k/{{pod.name}}'}",
-        )
-        .expect("parses")
-        .to_location()
-        .expect("location");
-        assert_eq!(
-            art.artifactory.expect("artifactory").url,
-            "https://art.example/repo/k/{{pod.name}}"
-        );
-        assert!(ArtifactRepository::default().to_location().is_none());
     }
 
     #[test]

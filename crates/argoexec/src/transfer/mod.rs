@@ -20,6 +20,7 @@ pub use config::TransferConfig;
 pub use upload::{UploadStats, Uploader};
 
 use crate::archive::ArchiveError;
+use crate::keys::InvalidArtifact;
 use crate::storage;
 
 /// Why moving an artifact failed.
@@ -174,87 +175,8 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Checks and cleans an artifact path as Argo does before using it (`Artifact.CleanPath`).
-///
-/// A path that climbs with `..` must stay strictly below what precedes its first `/../` (or
-/// its final `/` plus two characters, which is how Argo's check reads a trailing `/..`): the
-/// path is refused when its cleaned form leaves that prefix. A relative path that starts with
-/// `..` has no such prefix and passes, as in Argo.
-pub fn validate_path(name: &str, path: &str) -> Result<String> {
-    if path.is_empty() {
-        return Err(Error::Invalid(format!(
-            "Artifact '{name}' did not specify a path"
-        )));
-    }
-    let safe_dir: &[u8] = match path.find("/../") {
-        Some(i) => &path.as_bytes()[..i],
-        None if ends_with_slash_and_two_chars(path) => &path.as_bytes()[..path.len() - 3],
-        None => b"",
-    };
-    let cleaned = crate::keys::clean(path);
-    let mut safe_with_slash = safe_dir.to_vec();
-    safe_with_slash.push(b'/');
-    if !safe_dir.is_empty()
-        && (!cleaned.as_bytes().starts_with(&safe_with_slash)
-            || cleaned.len() <= safe_with_slash.len())
-    {
-        return Err(Error::Invalid(format!(
-            "Artifact '{name}' attempted to use a path containing '..'. Directory traversal is not permitted"
-        )));
-    }
-    Ok(cleaned)
-}
-
-/// Whether `path` ends in `/` and two more characters other than newlines: Argo's regular
-/// expression `/..$`, whose dots match any character.
-fn ends_with_slash_and_two_chars(path: &str) -> bool {
-    let mut tail = path.chars().rev();
-    let (Some(last), Some(before), Some(slash)) = (tail.next(), tail.next(), tail.next()) else {
-        return false;
-    };
-    slash == '/' && last != '\n' && before != '\n'
-}
-
-#[cfg(test)]
-mod tests {
-    use super::validate_path;
-
-    /// Argo's own cases (`TestArtifact_ValidatePath`).
-    #[test]
-    fn paths_are_checked_as_argo_checks_them() {
-        for refused in [
-            "/tmp/..",
-            "/tmp/../",
-            "/tmp/../../etc/passwd",
-            "/tmp/../tmp",
-            "/tmp/../tmp/",
-            "/tmp/subdir/../../tmp/subdir/",
-            "/tmp/../tmp-imposter",
-        ] {
-            let e = validate_path("a1", refused).expect_err(refused);
-            assert_eq!(
-                e.to_string(),
-                "Artifact 'a1' attempted to use a path containing '..'. Directory traversal is not permitted",
-                "{refused}"
-            );
-        }
-        for (given, cleaned) in [
-            ("..", ".."),
-            ("../", ".."),
-            ("../..", "../.."),
-            ("../etc/passwd", "../etc/passwd"),
-            ("/tmp/../tmp/abcd", "/tmp/abcd"),
-            ("/tmp/subdir/../../tmp/subdir/abcd", "/tmp/subdir/abcd"),
-            ("/tmp/..artifact.txt", "/tmp/..artifact.txt"),
-            ("/tmp/artif..t.txt", "/tmp/artif..t.txt"),
-            ("/tmp/ab", "/tmp/ab"),
-            ("/tmp", "/tmp"),
-        ] {
-            assert_eq!(validate_path("a1", given).expect(given), cleaned);
-        }
-        assert_eq!(
-            validate_path("a1", "").expect_err("empty").to_string(),
-            "Artifact 'a1' did not specify a path"
-        );
+impl From<InvalidArtifact> for Error {
+    fn from(e: InvalidArtifact) -> Self {
+        Self::Invalid(e.0)
     }
 }

@@ -19,12 +19,13 @@ use tracing::Instrument;
 use super::parts::ObjectSize;
 use super::progress::{self, Progress};
 use super::upload::{PartWriter, UploadStats, Uploader};
-use super::{Error, Result, validate_path};
+use super::{Error, Result};
 use crate::archive::{self, gzip};
-use crate::contract::{NO_ARCHIVE_LOCATION, Roots, STORAGE_NOT_CONFIGURED};
-use crate::keys;
+use crate::contract::Roots;
+use crate::keys::output::usable_archive;
+use crate::keys::{self, output_location, validate_path};
 use crate::model::ArchiveStrategy;
-use crate::model::{Artifact, ArtifactLocation, LocationKind, Template};
+use crate::model::{Artifact, Template};
 use crate::observe::{Direction, Transfer, artifact_span, trace};
 use crate::storage::{self, Driver, PutOptions, Secrets, go_error_text};
 
@@ -95,60 +96,6 @@ impl EmissaryOutput {
 impl std::fmt::Debug for EmissaryOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.describe())
-    }
-}
-
-/// The file name Argo gives an output stored under the archive key.
-pub fn output_file_name(art: &Artifact, path: &str) -> String {
-    match art.archive_strategy() {
-        ArchiveStrategy::Tar { .. } => format!("{}.tgz", art.name),
-        ArchiveStrategy::Zip => format!("{}.zip", art.name),
-        ArchiveStrategy::None => keys::base(path),
-    }
-}
-
-/// The artifact to report and the full location to upload to (contract section 6): an
-/// artifact without a key gets `<archive key>/<file name>` under the archive location.
-pub fn output_location(
-    art: &Artifact,
-    path: &str,
-    archive: Option<&ArtifactLocation>,
-) -> Result<(Artifact, ArtifactLocation)> {
-    let mut reported = art.clone();
-    if !art.location.has_key() {
-        let archive = usable_archive(archive)?;
-        refuse_keyless_kind(&art.location, archive)?;
-        let archive_key = archive.key().unwrap_or_default();
-        let key = keys::join(&[&archive_key, &output_file_name(art, path)]);
-        reported.location = archive.key_only(key);
-    }
-    let location = reported.relocated(archive).map_err(Error::Invalid)?;
-    Ok((reported, location))
-}
-
-/// Argo gives a keyless output the archive's type, then sets the key on the type in effect,
-/// the first in its order: a git or raw location of the artifact's own that comes first takes
-/// no key.
-fn refuse_keyless_kind(own: &ArtifactLocation, archive: &ArtifactLocation) -> Result<()> {
-    let in_effect = own.kind().into_iter().chain(archive.kind()).min();
-    match in_effect {
-        Some(LocationKind::Git) => Err(Error::Invalid(
-            "key unsupported: cannot set key on git artifact".to_string(),
-        )),
-        Some(LocationKind::Raw) => Err(Error::Invalid(
-            "key unsupported: cannot set key for raw artifact".to_string(),
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// The archive location an output without a key goes to; Argo's text when there is none (no
-/// `archiveLocation`) or it names no storage.
-fn usable_archive(archive: Option<&ArtifactLocation>) -> Result<&ArtifactLocation> {
-    match archive {
-        None => Err(Error::Invalid(NO_ARCHIVE_LOCATION.to_string())),
-        Some(a) if a.kind().is_none() => Err(Error::Invalid(STORAGE_NOT_CONFIGURED.to_string())),
-        Some(a) => Ok(a),
     }
 }
 
