@@ -1,6 +1,6 @@
 //! Pods against GCS (fake-gcs-server) and Azure Blob (Azurite): `wait` saves outputs under
-//! Argo's keys, `init` loads them back as Argo's executor would place them (contract sections
-//! 6 to 8), each the real binary as a process.
+//! Argo's keys, `init` loads them back as Argo's executor would place them (docs/contract.md:
+//! keys, outputs, inputs), each the real binary as a process.
 #![cfg(all(feature = "gcs", feature = "azure"))]
 
 mod support;

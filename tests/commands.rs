@@ -1,5 +1,5 @@
 //! Every command of Argo's executor is recognised, with the controller's exact command-line
-//! shapes (contract sections 1 and 2): none ends in a usage error (exit 2). Commands that
+//! shapes (docs/contract.md#commands, #the-pod): none ends in a usage error (exit 2). Commands that
 //! cannot work here fail with exit 64 and a message saying why.
 
 mod support;

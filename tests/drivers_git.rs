@@ -250,7 +250,7 @@ async fn wait_reports_a_git_output_as_unsupported() {
     assert_eq!(out.status.code(), Some(64));
     assert_eq!(
         pod.termination_log(),
-        // Argo joins artifact failures as "<err1>; <err2>; " (contract section 7). A git
+        // Argo joins artifact failures as "<err1>; <err2>; " (docs/contract.md#outputs). A git
         // location has no key, so Argo looks for the archive location's, and there is none.
         "key unsupported: cannot get key for artifact location, because it is invalid; "
     );

@@ -1,6 +1,6 @@
 //! One template with an input of each kind this worktree adds (http, artifactory, git, raw,
 //! oss), loaded by the real `init` process, lands exactly as Argo's executor would place it
-//! (contract section 8); and the kinds that cannot be saved or are not supported yet (raw and
+//! (docs/contract.md#inputs); and the kinds that cannot be saved or are not supported yet (raw and
 //! git outputs, HDFS, unreachable plugins) fail with a clear message in the termination log.
 
 #![cfg(all(feature = "http", feature = "git"))]
@@ -123,7 +123,7 @@ async fn wait_fails_with(location: (&str, serde_json::Value), want: &str) {
     });
     let out = pod.wait(&template, &[]).await;
     assert_eq!(out.status.code(), Some(64));
-    // Argo joins artifact failures as "<err1>; <err2>; " (contract section 7).
+    // Argo joins artifact failures as "<err1>; <err2>; " (docs/contract.md#outputs).
     assert_eq!(pod.termination_log(), format!("{want}; "));
 }
 

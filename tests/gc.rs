@@ -65,7 +65,7 @@ fn task(name: &str, label: &str, nodes: Vec<(String, Option<Value>, Vec<Value>)>
     })
 }
 
-/// The GC pod's command line and environment (contract section 11): `ARGO_DEADLINE` is the
+/// The GC pod's command line and environment (docs/contract.md#artifact-gc): `ARGO_DEADLINE` is the
 /// pod's creation time, `ARGO_TEMPLATE` is `{}`.
 fn gc_command(s: &PodWithApi, env: &[(&str, &str)]) -> tokio::process::Command {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);

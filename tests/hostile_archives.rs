@@ -1,5 +1,5 @@
-//! Hostile archives through the real `init`: each is refused with Argo's text (contract
-//! section 8) or neutralised as Argo does, and in every case nothing is written outside the
+//! Hostile archives through the real `init`: each is refused with Argo's text (docs/contract.md#inputs)
+//! or neutralised as Argo does, and in every case nothing is written outside the
 //! artifact's destination and nothing is left half-placed at it.
 
 mod support;

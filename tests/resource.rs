@@ -1,6 +1,6 @@
 //! `argoexec resource <action>` against the recording API server: discovery, the request of
 //! each action with its content type, condition polling, output parameters and the
-//! WorkflowTaskResult sequence, checked against Argo's behaviour (contract section 1).
+//! WorkflowTaskResult sequence, checked against Argo's behaviour (docs/contract.md#commands).
 
 mod support;
 

@@ -1,4 +1,4 @@
-//! The init-less layout (contract section 13): `supervisor` beside main's emissary, with the
+//! The init-less layout (docs/contract.md#the-init-less-layout): `supervisor` beside main's emissary, with the
 //! status marker between them. Happy path: inputs loaded and linked, main released by
 //! `READY`, outputs reported. Failure: a missing input makes the marker `FAILED`, main exits
 //! 65 without running its command, and the supervisor reports only logs and the cause.

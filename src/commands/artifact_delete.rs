@@ -1,4 +1,4 @@
-//! `argoexec artifact delete`: the artifact-GC pod's command (contract section 11).
+//! `argoexec artifact delete`: the artifact-GC pod's command (docs/contract.md#artifact-gc).
 //!
 //! Lists this pod's `WorkflowArtifactGCTask`s (label `workflows.argoproj.io/artifact-gc-pod =
 //! $ARGO_ARTIFACT_POD_NAME`) one page at a time, deletes every artifact of each task with

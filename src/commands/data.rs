@@ -1,4 +1,4 @@
-//! `argoexec data <json>`: the main container of a data template (contract section 1).
+//! `argoexec data <json>`: the main container of a data template (docs/contract.md#commands).
 //!
 //! As Argo's: the template comes from `ARGO_TEMPLATE` (the JSON argument is ignored); the
 //! source `artifactPaths` is listed through the storage driver (every key below the artifact's

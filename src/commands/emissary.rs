@@ -1,4 +1,4 @@
-//! `argoexec emissary -- CMD ARGS...`: PID 1 of every user container (contract section 4).
+//! `argoexec emissary -- CMD ARGS...`: PID 1 of every user container (docs/contract.md#the-emissary).
 //!
 //! Runs the command in its own process group, forwards every signal to that group (from the
 //! kernel and from the `ctr/<name>/signal` file), reaps every child it is given (as PID 1 it
@@ -332,7 +332,7 @@ fn is_terminating(sig: Signal) -> bool {
     matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGKILL)
 }
 
-/// `ARGO_CONTAINER_ARGS_FILE` (contract section 3): a JSON string array appended to the
+/// `ARGO_CONTAINER_ARGS_FILE` (docs/contract.md#environment): a JSON string array appended to the
 /// arguments; then any argument longer than 128 KiB is written to `/tmp/argo_arg_<i>.txt` and
 /// passed as `@<file>` (`i` counts from the first argument after the program).
 fn with_args_file(pod: &Pod, mut args: Vec<String>) -> Result<Vec<String>, CommandError> {

@@ -1,5 +1,5 @@
-//! `argoexec resource <action>`: the main container of a resource template (contract section
-//! 1), through the Kubernetes API instead of kubectl.
+//! `argoexec resource <action>`: the main container of a resource template
+//! (docs/contract.md#commands), through the Kubernetes API instead of kubectl.
 //!
 //! As Argo's: create the empty WorkflowTaskResult; stage the manifest (`/tmp/manifest.yaml`,
 //! or the `manifestFrom` input artifact's path); run the action (`get`, `create`, `apply`,

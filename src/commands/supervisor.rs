@@ -1,4 +1,4 @@
-//! `argoexec supervisor`: the init-less layout's one executor container (contract section 13).
+//! `argoexec supervisor`: the init-less layout's one executor container (docs/contract.md#the-init-less-layout).
 //!
 //! It runs beside main from the start. Pre-main, it does what `init` does (write the
 //! template, stage the script or manifest, load the inputs) while refreshing the status marker

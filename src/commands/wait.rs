@@ -1,5 +1,5 @@
 //! `argoexec wait`: wait for the main container(s), then save the outputs and report them
-//! through the WorkflowTaskResult (contract section 10).
+//! through the WorkflowTaskResult (docs/contract.md#reporting).
 //!
 //! Order, as Argo's: create the empty task result; wait for every main container's exit code
 //! file (enforcing `ARGO_DEADLINE` and reporting progress meanwhile); capture the script result,
@@ -235,7 +235,7 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Stops main containers through the emissary's signal-file protocol (contract section 4).
+/// Stops main containers through the emissary's signal-file protocol (docs/contract.md#the-emissary).
 struct Killer {
     containers: Vec<(PathBuf, PathBuf)>,
     grace: Duration,

@@ -1,4 +1,4 @@
-//! The `WorkflowArtifactGCTask`s a GC pod works through (contract section 11): listed by the
+//! The `WorkflowArtifactGCTask`s a GC pod works through (docs/contract.md#artifact-gc): listed by the
 //! pod's label a page at a time, and answered with merge patches of their status subresource.
 //!
 //! Pages are decoded into the task's name and spec only (the status and the rest of the

@@ -4,7 +4,7 @@
 //!   classification and one bounded retry policy, for every command that talks to the API.
 //! * [`gc`]: the WorkflowArtifactGCTasks an artifact-GC pod lists and answers.
 //! * [`task_result`]: the WorkflowTaskResult through which `wait` hands outputs to the
-//!   controller (contract section 10).
+//!   controller (docs/contract.md#reporting).
 
 pub mod client;
 pub mod gc;

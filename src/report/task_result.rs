@@ -1,4 +1,4 @@
-//! The WorkflowTaskResult `wait` reports through (contract section 10): created empty first,
+//! The WorkflowTaskResult `wait` reports through (docs/contract.md#reporting): created empty first,
 //! then merge-patched with progress and outputs, then labelled complete.
 //!
 //! With no API configured (a local run, the demo) the result is kept here and printed as JSON

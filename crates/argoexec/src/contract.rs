@@ -11,7 +11,7 @@ use std::path::{Component, Path, PathBuf};
 /// Environment variable that prefixes every absolute contract path (unset in production).
 pub const ENV_ROOT: &str = "ARGOEXEC_ROOT";
 
-/// Environment variables the controller sets (contract section 3).
+/// Environment variables the controller sets (docs/contract.md#environment).
 pub mod env {
     pub const TEMPLATE: &str = "ARGO_TEMPLATE";
     pub const POD_NAME: &str = "ARGO_POD_NAME";
@@ -32,7 +32,7 @@ pub mod env {
     pub const DEBUG_PAUSE_AFTER: &str = "ARGO_DEBUG_PAUSE_AFTER";
     pub const ARTIFACT_POD_NAME: &str = "ARGO_ARTIFACT_POD_NAME";
     pub const REMOVE_LOCAL_ART_PATH: &str = "REMOVE_LOCAL_ART_PATH";
-    /// Set on the init-less layout's `supervisor` (contract section 13).
+    /// Set on the init-less layout's `supervisor` (docs/contract.md#the-init-less-layout).
     pub const INITLESS_POD: &str = "ARGO_INITLESS_POD";
     /// Set on the init-less layout's user containers: wait for the supervisor's status marker.
     pub const WAIT_FOR_READY: &str = "ARGO_WAIT_FOR_READY";
@@ -56,7 +56,7 @@ fn split_names(list: &str) -> Vec<String> {
         .collect()
 }
 
-/// Whether this container belongs to an init-less pod (contract section 13): the supervisor
+/// Whether this container belongs to an init-less pod (docs/contract.md#the-init-less-layout): the supervisor
 /// carries `ARGO_INITLESS_POD=true`, the user containers `ARGO_WAIT_FOR_READY=true`.
 pub fn initless_pod() -> bool {
     [env::INITLESS_POD, env::WAIT_FOR_READY]
@@ -67,7 +67,7 @@ pub fn initless_pod() -> bool {
 /// The value of `ARGO_TEMPLATE` that means "read the template from the offload file".
 pub const TEMPLATE_OFFLOADED: &str = "offloaded";
 
-/// Error text Argo uses when no artifact location can be found (contract section 5).
+/// Error text Argo uses when no artifact location can be found (docs/contract.md#the-template).
 pub const STORAGE_NOT_CONFIGURED: &str = "artifact storage is not configured; see the docs for setup instructions: https://argo-workflows.readthedocs.io/en/latest/configure-artifact-repository/";
 
 /// Error text Argo uses when a template has no `archiveLocation` at all and an output needs its
@@ -123,7 +123,7 @@ impl Roots {
         self.path("/var/run/argo/argoexec")
     }
 
-    /// `/var/run/argo/status`: the init-less supervisor's status marker (contract section 13).
+    /// `/var/run/argo/status`: the init-less supervisor's status marker (docs/contract.md#the-init-less-layout).
     pub fn status_marker(&self) -> PathBuf {
         self.path("/var/run/argo/status")
     }
@@ -222,7 +222,7 @@ pub fn termination_grace_period() -> std::time::Duration {
 }
 
 /// Longest single argument the emissary passes inline when the controller offloaded the
-/// arguments to `ARGO_CONTAINER_ARGS_FILE`; longer ones go through `@<file>` (contract section 3).
+/// arguments to `ARGO_CONTAINER_ARGS_FILE`; longer ones go through `@<file>` (docs/contract.md#environment).
 pub const MAX_INLINE_ARG_BYTES: usize = 131_072;
 
 /// Parses an RFC 3339 deadline; the zero time `0001-01-01T00:00:00Z` means none.

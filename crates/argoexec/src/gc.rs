@@ -1,4 +1,4 @@
-//! Artifact garbage collection (contract section 11), for controllers and for the GC pod.
+//! Artifact garbage collection (docs/contract.md#artifact-gc), for controllers and for the GC pod.
 //!
 //! * Planning, the controller's half: which output artifacts a workflow event makes due
 //!   ([`strategies_due`], [`effective_strategy`]), grouped into one GC pod per identity

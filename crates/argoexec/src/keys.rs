@@ -8,7 +8,7 @@ pub use output::{InvalidArtifact, output_location, validate_path};
 
 use crate::model::{Artifact, ArtifactLocation};
 
-/// The key an output artifact is stored under (contract section 6): its own key when it has
+/// The key an output artifact is stored under (docs/contract.md#keys): its own key when it has
 /// one (used verbatim), else `<archive key>/<file name>` with the file name Argo derives from
 /// the archive strategy (`<name>.tgz`, `<name>.zip`, or the path's base name for `none`).
 ///

@@ -1,7 +1,7 @@
 //! Artifact repositories for controllers and servers: which repository a workflow uses, the
 //! archive location a pod gets from it, and where each artifact lives.
 //!
-//! Resolution follows Argo's controller (contract section 6):
+//! Resolution follows Argo's controller (docs/contract.md#keys):
 //!
 //! 1. A workflow with `spec.artifactRepositoryRef` uses that ConfigMap entry (ConfigMap name
 //!    default `artifact-repositories`; key default: the ConfigMap's

@@ -1,4 +1,4 @@
-//! Writes a file or directory as a tar stream in Argo's layout (contract section 7).
+//! Writes a file or directory as a tar stream in Argo's layout (docs/contract.md#outputs).
 //!
 //! A single file is one entry named by its basename. A directory `dir` is an entry `dir`, then
 //! `dir/<rel>` for everything below it in lexical walk order, directories without a trailing

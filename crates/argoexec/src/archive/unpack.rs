@@ -1,4 +1,4 @@
-//! Unpacking tar streams safely, with Argo's rules and error texts (contract section 8).
+//! Unpacking tar streams safely, with Argo's rules and error texts (docs/contract.md#inputs).
 //!
 //! Entries must land strictly inside the destination (`illegal file path: <name>`); symlink
 //! targets must point inside it (`illegal symlink target: <name> -> <target>`), checked on the

@@ -60,7 +60,7 @@ pub fn output_file_name(art: &Artifact, path: &str) -> String {
     }
 }
 
-/// The artifact to report and the full location to upload to (contract section 6): an
+/// The artifact to report and the full location to upload to (docs/contract.md#keys): an
 /// artifact without a key gets `<archive key>/<file name>` under the archive location.
 pub fn output_location(
     art: &Artifact,

@@ -1,6 +1,6 @@
 //! Artifact garbage collection objects: the workflow's `artifactGC` settings, and the
 //! `WorkflowArtifactGCTask` through which the controller hands a GC pod its work and the pod
-//! reports back (contract section 11).
+//! reports back (docs/contract.md#artifact-gc).
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,4 @@
-//! `WorkflowTaskResult`: how `wait` reports outputs to the controller (contract section 10).
+//! `WorkflowTaskResult`: how `wait` reports outputs to the controller (docs/contract.md#reporting).
 
 use std::collections::BTreeMap;
 

@@ -120,7 +120,7 @@ pub struct ContainerSet {
     pub retry_strategy: Option<ContainerSetRetryStrategy>,
 }
 
-/// The fully resolved Template (contract section 5). Unknown fields are ignored.
+/// The fully resolved Template (docs/contract.md#the-template). Unknown fields are ignored.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Template {

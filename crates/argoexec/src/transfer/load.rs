@@ -1,4 +1,4 @@
-//! Loading an input artifact into place (contract section 8), streaming.
+//! Loading an input artifact into place (docs/contract.md#inputs), streaming.
 //!
 //! Argo downloads to `<path>.tmp`, then unpacks into `<path>.tmpdir`: twice the disk. Here the
 //! bytes are unpacked while they arrive, straight into `<path>.tmpdir` (or written to

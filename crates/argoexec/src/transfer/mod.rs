@@ -1,9 +1,9 @@
 //! The pipelines that join archives and storage, and Argo's artifact rules on top of them.
 //!
 //! * [`upload`] and [`download`] move bytes: parts in parallel, bounded memory, no temp files.
-//! * [`load`] is an input artifact's journey (contract section 8): relocate, fetch, detect,
+//! * [`load`] is an input artifact's journey (docs/contract.md#inputs): relocate, fetch, detect,
 //!   unpack in place, chmod.
-//! * [`save`] is an output artifact's journey (sections 6 and 7): key, source, archive, upload.
+//! * [`save`] is an output artifact's journey (docs/contract.md#keys, #outputs): key, source, archive, upload.
 
 pub mod adaptive;
 pub mod budget;

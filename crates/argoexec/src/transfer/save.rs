@@ -1,4 +1,4 @@
-//! Saving an output artifact (contract sections 6 and 7), streaming.
+//! Saving an output artifact (docs/contract.md#keys, #outputs), streaming.
 //!
 //! The source is the main container's file seen through a shared volume (`/mainctrfs/<path>`),
 //! or the `.tgz` the emissary wrote for paths in main's own filesystem. Argo copies that tgz to

@@ -1,6 +1,6 @@
 //! From an Argo `azure:` location and its mounted secret to a container client.
 //!
-//! Argo's rules (contract section 9): the container URL is `endpoint + "/" + container`;
+//! Argo's rules (docs/contract.md#storage): the container URL is `endpoint + "/" + container`;
 //! `useSDKCreds` authenticates with Entra ID; otherwise `accountKeySecret` is required and holds
 //! either a SAS query string (used as it is) or the account key (signed into a container SAS
 //! here, see [`super::sas`]), whose account name is the endpoint's first DNS label, or its first
