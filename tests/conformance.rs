@@ -9,7 +9,7 @@ mod support;
 
 use std::sync::Arc;
 
-use argoexec::storage::{Secrets, s3::S3Driver};
+use argoexec::storage::{Secrets, StorageConfig, s3::S3Driver};
 use support::TestPod;
 use support::conformance::{self, Capabilities};
 
@@ -30,7 +30,7 @@ async fn s3_conforms() {
     let pod = TestPod::new().await;
     let secrets = Secrets::new(pod.roots());
     let loc = location(pod.s3(""));
-    let driver = S3Driver::new(&loc, &secrets)
+    let driver = S3Driver::new(&loc, &secrets, &StorageConfig::default())
         .await
         .expect("s3 driver")
         .with_list_page_size(2);
@@ -43,7 +43,9 @@ async fn s3_conforms() {
     let mut unreachable = pod.s3("");
     unreachable["endpoint"] = closed_port_url().trim_start_matches("http://").into();
     let loc = location(unreachable);
-    let driver = S3Driver::new(&loc, &secrets).await.expect("s3 driver");
+    let driver = S3Driver::new(&loc, &secrets, &StorageConfig::default())
+        .await
+        .expect("s3 driver");
     conformance::check_unreachable(Arc::new(driver)).await;
 }
 
@@ -61,14 +63,14 @@ mod gcs {
 
     const BUCKET: &str = "argo-gcs";
 
-    fn options(endpoint: String) -> GcsOptions {
-        GcsOptions {
+    fn options(endpoint: String) -> StorageConfig {
+        StorageConfig::default().with_gcs(GcsOptions {
             endpoint: Endpoint::Emulator(endpoint),
             // The smallest chunk GCS allows: a 1 MiB stream takes 4 resumable requests.
             upload_chunk: 256 * 1024,
             list_page_size: Some(2),
             ..GcsOptions::default()
-        }
+        })
     }
 
     fn gcs_location(json: serde_json::Value) -> GcsArtifact {
@@ -81,7 +83,7 @@ mod gcs {
         server.create_bucket(BUCKET).await;
         let loc = gcs_location(serde_json::json!({"bucket": BUCKET, "key": "k"}));
         let secrets = Secrets::default();
-        let driver = GcsDriver::with_options(&loc, &secrets, options(server.emulator_host()))
+        let driver = GcsDriver::new(&loc, &secrets, &options(server.emulator_host()))
             .await
             .expect("gcs driver");
         let caps = Capabilities {
@@ -94,7 +96,7 @@ mod gcs {
         };
         conformance::run(Arc::new(driver), caps).await;
 
-        let driver = GcsDriver::with_options(&loc, &secrets, options(closed_port_url()))
+        let driver = GcsDriver::new(&loc, &secrets, &options(closed_port_url()))
             .await
             .expect("gcs driver");
         conformance::check_unreachable(Arc::new(driver)).await;
@@ -106,10 +108,9 @@ mod gcs {
         let server = FakeGcs::start().await;
         server.create_bucket(BUCKET).await;
         let loc = gcs_location(serde_json::json!({"bucket": BUCKET, "key": "k"}));
-        let driver =
-            GcsDriver::with_options(&loc, &Secrets::default(), options(server.emulator_host()))
-                .await
-                .expect("gcs driver");
+        let driver = GcsDriver::new(&loc, &Secrets::default(), &options(server.emulator_host()))
+            .await
+            .expect("gcs driver");
         driver
             .put(
                 "wf//pod/./out.txt/",
@@ -130,10 +131,9 @@ mod gcs {
     async fn gcs_a_missing_bucket_is_not_a_missing_key() {
         let server = FakeGcs::start().await;
         let loc = gcs_location(serde_json::json!({"bucket": "no-such-bucket", "key": "k"}));
-        let driver =
-            GcsDriver::with_options(&loc, &Secrets::default(), options(server.emulator_host()))
-                .await
-                .expect("gcs driver");
+        let driver = GcsDriver::new(&loc, &Secrets::default(), &options(server.emulator_host()))
+            .await
+            .expect("gcs driver");
         let e = driver.list("k/", None).await.expect_err("no bucket");
         assert!(!e.is_not_found() && !e.is_transient(), "{e:?}");
         assert_eq!(e.to_string(), "the bucket no-such-bucket does not exist");
@@ -154,7 +154,7 @@ mod gcs {
             "serviceAccountKeySecret": {"name": "gcs-sa", "key": "key.json"},
             "key": "k",
         }));
-        let driver = GcsDriver::with_options(&loc, &secrets, options(server.emulator_host()))
+        let driver = GcsDriver::new(&loc, &secrets, &options(server.emulator_host()))
             .await
             .expect("gcs driver with a key");
         driver
@@ -175,7 +175,7 @@ mod gcs {
             "serviceAccountKeySecret": {"name": "gcs-sa", "key": "broken.json"},
             "key": "k",
         }));
-        let e = GcsDriver::with_options(&loc, &secrets, options(server.emulator_host()))
+        let e = GcsDriver::new(&loc, &secrets, &options(server.emulator_host()))
             .await
             .expect_err("a key without its fields");
         assert!(
@@ -206,7 +206,7 @@ mod gcs {
         };
         proxy.add_after("PUT", "", 1, refused, 1);
         let mut opts = options(format!("http://{}", proxy.addr));
-        opts.upload_backoff = Backoff {
+        opts.gcs.upload_backoff = Backoff {
             steps: 5,
             initial: std::time::Duration::from_millis(10),
             factor: 2.0,
@@ -215,7 +215,7 @@ mod gcs {
             deadline: None,
         };
         let loc = gcs_location(serde_json::json!({"bucket": BUCKET, "key": "k"}));
-        let driver = GcsDriver::with_options(&loc, &Secrets::default(), opts)
+        let driver = GcsDriver::new(&loc, &Secrets::default(), &opts)
             .await
             .expect("gcs driver");
         // Seven chunks of 256 KiB (the last one short).
@@ -306,12 +306,13 @@ mod azure {
     }
 
     fn driver(loc: &AzureArtifact, pod: &TestPod, page: Option<u32>) -> AzureDriver {
-        AzureDriver::with_options(
+        AzureDriver::new(
             loc,
             &Secrets::new(pod.roots()),
-            AzureOptions {
+            &StorageConfig::default().with_azure(AzureOptions {
                 list_page_size: page,
-            },
+                ..AzureOptions::default()
+            }),
         )
         .expect("azure driver")
     }
@@ -384,10 +385,10 @@ mod azure {
         let missing_secret: AzureArtifact = location(serde_json::json!({
             "endpoint": server.endpoint(), "container": CONTAINER, "blob": "b",
         }));
-        let e = AzureDriver::with_options(
+        let e = AzureDriver::new(
             &missing_secret,
             &Secrets::new(pod.roots()),
-            AzureOptions::default(),
+            &StorageConfig::default(),
         )
         .expect_err("no key");
         assert_eq!(
@@ -438,12 +439,16 @@ async fn oss_conforms() {
     let secrets = Secrets::new(pod.roots());
     let mut json = pod.s3("");
     let loc = location(json.clone());
-    let driver = OssDriver::new(&loc, &secrets).await.expect("oss driver");
+    let driver = OssDriver::new(&loc, &secrets, &StorageConfig::default())
+        .await
+        .expect("oss driver");
     conformance::run(Arc::new(driver), Capabilities::object_store("oss", 5 * MIB)).await;
 
     json["endpoint"] = closed_port_url().trim_start_matches("http://").into();
     let loc = location(json);
-    let driver = OssDriver::new(&loc, &secrets).await.expect("oss driver");
+    let driver = OssDriver::new(&loc, &secrets, &StorageConfig::default())
+        .await
+        .expect("oss driver");
     conformance::check_unreachable(Arc::new(driver)).await;
 }
 
@@ -478,11 +483,13 @@ mod http {
         })
         .await;
         let loc = location(serde_json::json!({"url": server.url("/conformance")}));
-        let driver = HttpDriver::http(&loc, &secrets).expect("http driver");
+        let driver =
+            HttpDriver::http(&loc, &secrets, &StorageConfig::default()).expect("http driver");
         conformance::run(Arc::new(driver), caps("http")).await;
 
         let loc = location(serde_json::json!({"url": format!("{}/x", closed_port_url())}));
-        let driver = HttpDriver::http(&loc, &secrets).expect("http driver");
+        let driver =
+            HttpDriver::http(&loc, &secrets, &StorageConfig::default()).expect("http driver");
         conformance::check_unreachable(Arc::new(driver)).await;
     }
 
@@ -506,7 +513,8 @@ mod http {
             "usernameSecret": {"name": "art", "key": "user"},
             "passwordSecret": {"name": "art", "key": "pass"},
         }));
-        let driver = HttpDriver::artifactory(&loc, &secrets).expect("artifactory driver");
+        let driver = HttpDriver::artifactory(&loc, &secrets, &StorageConfig::default())
+            .expect("artifactory driver");
         conformance::run(
             Arc::new(driver),
             Capabilities {

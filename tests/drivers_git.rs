@@ -9,7 +9,7 @@ mod support;
 use std::path::Path;
 
 use argoexec::model::{ArtifactLocation, GitArtifact};
-use argoexec::storage::{self, Secrets};
+use argoexec::storage::{self, Secrets, StorageConfig};
 use serde_json::{Value, json};
 use support::git_server::{GitFixture, GitHttpServer, git};
 use support::{LOG_OPTS, TestPod, failure};
@@ -19,7 +19,13 @@ fn git_loc(v: Value) -> GitArtifact {
 }
 
 async fn clone(pod: &TestPod, loc: Value, dest: &Path) -> storage::Result<u64> {
-    storage::git::clone_into(&git_loc(loc), &Secrets::new(pod.roots()), dest).await
+    storage::git::clone_into(
+        &git_loc(loc),
+        &Secrets::new(pod.roots()),
+        &StorageConfig::default(),
+        dest,
+    )
+    .await
 }
 
 fn read(p: &Path) -> String {
@@ -220,7 +226,7 @@ async fn save_and_delete_are_refused_with_argos_errors() {
     let pod = TestPod::new().await;
     let loc: ArtifactLocation =
         serde_json::from_value(json!({"git": {"repo": "https://example.com/r.git"}})).expect("loc");
-    let driver = storage::open(&loc, &Secrets::new(pod.roots()))
+    let driver = storage::open(&loc, &Secrets::new(pod.roots()), &StorageConfig::default())
         .await
         .expect("open");
     let e = driver

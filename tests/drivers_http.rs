@@ -11,7 +11,7 @@ mod support;
 use std::sync::Arc;
 
 use argoexec::model::ArtifactLocation;
-use argoexec::storage::{self, Driver, Secrets};
+use argoexec::storage::{self, Driver, Secrets, StorageConfig};
 use argoexec::transfer::{TransferConfig, Uploader, download};
 use base64::Engine;
 use futures::TryStreamExt;
@@ -24,9 +24,13 @@ fn location(v: Value) -> ArtifactLocation {
 }
 
 async fn open(pod: &TestPod, v: Value) -> Arc<dyn Driver> {
-    storage::open(&location(v), &Secrets::new(pod.roots()))
-        .await
-        .expect("driver opens")
+    storage::open(
+        &location(v),
+        &Secrets::new(pod.roots()),
+        &StorageConfig::default(),
+    )
+    .await
+    .expect("driver opens")
 }
 
 fn key_of(v: &Value) -> String {
@@ -242,7 +246,7 @@ async fn a_refused_connection_is_a_transient_network_error() {
     };
     let loc = location(json!({"http": {"url": format!("http://127.0.0.1:{port}/x")}}));
     // Through the whole stack: transient, so retried with the executor backoff, then reported.
-    let driver = storage::open(&loc, &Secrets::new(pod.roots()))
+    let driver = storage::open(&loc, &Secrets::new(pod.roots()), &StorageConfig::default())
         .await
         .expect("open");
     let e = driver.head("x").await.expect_err("refused");

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use argoexec::model::ArtifactLocation;
 use argoexec::storage::oss::OssDriver;
 use argoexec::storage::oss::credentials::{self, AlibabaEnv};
-use argoexec::storage::{self, Driver, Secrets};
+use argoexec::storage::{self, Driver, Secrets, StorageConfig};
 use argoexec::transfer::{TransferConfig, Uploader, download};
 use futures::TryStreamExt;
 use serde_json::{Value, json};
@@ -30,7 +30,7 @@ fn oss(pod: &TestPod, key: &str) -> Value {
 
 async fn open(pod: &TestPod, key: &str) -> Arc<dyn Driver> {
     let loc: ArtifactLocation = serde_json::from_value(json!({"oss": oss(pod, key)})).expect("loc");
-    storage::open(&loc, &Secrets::new(pod.roots()))
+    storage::open(&loc, &Secrets::new(pod.roots()), &StorageConfig::default())
         .await
         .expect("oss driver")
 }
@@ -91,7 +91,7 @@ async fn missing_credentials_are_a_config_error_naming_the_fields() {
     let loc: ArtifactLocation = serde_json::from_value(json!({"oss": {
         "endpoint": pod.s3_addr.to_string(), "bucket": BUCKET, "key": "k"}}))
     .expect("loc");
-    let e = storage::open(&loc, &Secrets::new(pod.roots()))
+    let e = storage::open(&loc, &Secrets::new(pod.roots()), &StorageConfig::default())
         .await
         .expect_err("no credentials");
     assert!(e.to_string().contains("accessKeySecret"), "{e}");
@@ -208,7 +208,8 @@ impl AlibabaCloud {
             serde_json::from_value(self.location(key)).expect("loc");
         let env: std::collections::HashMap<&str, String> = env.iter().cloned().collect();
         let env = AlibabaEnv::from_lookup(|k| env.get(k).cloned());
-        OssDriver::with_env(&loc, &Secrets::new(self.pod.roots()), &env)
+        let config = StorageConfig::default().with_oss_credentials(env);
+        OssDriver::new(&loc, &Secrets::new(self.pod.roots()), &config)
             .await
             .expect("oss driver")
     }
@@ -341,7 +342,7 @@ async fn a_lifecycle_rule_moving_to_ia_after_deletion_is_refused_with_argos_word
     loc["lifecycleRule"] = json!({"markInfrequentAccessAfterDays": 10,
         "markDeletionAfterDays": 5});
     let loc: ArtifactLocation = serde_json::from_value(json!({ "oss": loc })).expect("loc");
-    let e = storage::open(&loc, &Secrets::new(pod.roots()))
+    let e = storage::open(&loc, &Secrets::new(pod.roots()), &StorageConfig::default())
         .await
         .expect_err("refused");
     assert_eq!(

@@ -393,12 +393,16 @@ async fn the_emissary_fails_with_argos_texts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn raw_storage_refuses_to_save_in_argos_words() {
-    use argoexec::storage::{self, Secrets};
+    use argoexec::storage::{self, Secrets, StorageConfig};
     let pod = TestPod::new().await;
     let location = serde_json::from_value(json!({"raw": {"data": "x"}})).expect("location");
-    let driver = storage::open(&location, &Secrets::new(pod.roots()))
-        .await
-        .expect("open");
+    let driver = storage::open(
+        &location,
+        &Secrets::new(pod.roots()),
+        &StorageConfig::default(),
+    )
+    .await
+    .expect("open");
     let e = driver
         .put("", bytes::Bytes::new(), &Default::default())
         .await

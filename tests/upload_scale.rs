@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use argoexec::model::ArtifactLocation;
-use argoexec::storage::{self, Driver, Secrets};
+use argoexec::storage::{self, Driver, Secrets, StorageConfig};
 use argoexec::transfer::save::upload_tgz;
 use argoexec::transfer::{TransferConfig, Uploader};
 use serde_json::json;
@@ -46,7 +46,7 @@ async fn through_slow_parts(pod: &TestPod, proxy: &FaultProxy) -> Arc<dyn Driver
 async fn through(pod: &TestPod, proxy: &FaultProxy) -> Arc<dyn Driver> {
     let loc: ArtifactLocation =
         serde_json::from_value(json!({"s3": pod.s3_via(proxy.addr, "unused")})).expect("loc");
-    storage::open(&loc, &Secrets::new(pod.roots()))
+    storage::open(&loc, &Secrets::new(pod.roots()), &StorageConfig::default())
         .await
         .expect("s3 driver")
 }

@@ -20,6 +20,7 @@ use crate::report::gc::{GcTask, GcTasks, ResultBatch, is_expired};
 use argoexec::contract::env;
 use argoexec::gc::{self, Deleter};
 use argoexec::model::LABEL_ARTIFACT_GC_POD;
+use argoexec::storage::StorageConfig;
 
 /// Deletions in flight at once (default 16; about 60 KiB each: request and connection buffers).
 pub const ENV_CONCURRENCY: &str = "ARGOEXEC_GC_CONCURRENCY";
@@ -91,7 +92,13 @@ async fn delete_tasks(pod: &Pod, api: &ApiOptions) -> Result<(), CommandError> {
         })?;
     let tasks = GcTasks::new(client);
     let settings = Settings::from_env();
-    let deleter = Deleter::new(pod.secrets.clone(), gc::delete_backoff_from_env());
+    // Argo's GC backoff, and no deadline: the GC pod's `ARGO_DEADLINE` is its creation time.
+    let storage_config = StorageConfig {
+        backoff: gc::delete_backoff_from_lookup(|k| std::env::var(k).ok()),
+        deadline: None,
+        ..pod.transfer.storage.clone()
+    };
+    let deleter = Deleter::new(pod.secrets.clone(), storage_config);
     let selector = format!("{LABEL_ARTIFACT_GC_POD}={pod_hash}");
     tracing::info!(
         namespace = tasks.namespace(),

@@ -125,7 +125,7 @@ async fn list_artifact_paths(
     let location = listing_location(template, artifact)?;
     let key = location.key().unwrap_or_default();
     let prefix = directory_prefix(&key);
-    let driver = storage::open(&location, &pod.secrets)
+    let driver = storage::open(&location, &pod.secrets, &pod.transfer.storage)
         .await
         .map_err(|e| logged(&artifact.name, e))?;
     tracing::info!(artifact = %artifact.name, prefix, "listing artifact paths");

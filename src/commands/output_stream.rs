@@ -65,7 +65,8 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(600);
 /// Whether an output is one the emissary hands over (main's own filesystem, not a volume wait
 /// reads directly).
 pub(super) fn in_main_filesystem(template: &Template, art: &Artifact) -> bool {
-    !art.path.is_empty() && !template.is_output_on_shared_mount(&art.path, contract::initless_pod())
+    !art.path.is_empty()
+        && !template.is_output_on_shared_mount(&art.path, contract::initless_pod_from_env())
 }
 
 /// Why an output was not streamed (the emissary then stages it).

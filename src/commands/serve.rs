@@ -118,7 +118,7 @@ pub async fn run(pod: &Pod, args: &ServeArgs) -> Result<(), CommandError> {
         }
         None => repository_prefix,
     };
-    let driver = storage::open(&location, &pod.secrets)
+    let driver = storage::open(&location, &pod.secrets, &pod.transfer.storage)
         .await
         .map_err(|e| CommandError::failed(format!("cannot open the repository: {e}")))?;
     let listener = TcpListener::bind(args.listen)

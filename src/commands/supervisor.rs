@@ -159,7 +159,7 @@ async fn pre_main(pod: &Pod, loaded: &super::pod::LoadedTemplate) -> Result<(), 
             .await
             .map_err(|e| format!("failed to load non-plugin input artifacts: {e}"))
     };
-    let plugins = contract::plugin_names(env::INPUT_ARTIFACT_PLUGIN_NAMES);
+    let plugins = contract::plugin_names_from_env(env::INPUT_ARTIFACT_PLUGIN_NAMES);
     let from_plugins = futures::future::try_join_all(plugins.into_iter().map(|name| async move {
         super::init::load_inputs(pod, &loaded.template, Sources::Plugin(name.clone()))
             .await

@@ -79,6 +79,7 @@ pub(super) async fn post_main(
         secrets: &pod.secrets,
         uploader: &uploader,
         template,
+        initless_pod: contract::initless_pod_from_env(),
     };
     let main_done =
         wait_for_main(pod, &names, deadline, &mut sigterm).instrument(trace::wait_workload());
@@ -206,7 +207,7 @@ async fn wait_for_main(
 /// saved, as Argo's wait (and GC) does before it finalizes: SIGTERM through each one's signal
 /// file, SIGKILL after the grace period, then at most 10 s more for their exit codes.
 pub(super) async fn end_plugin_sidecars(pod: &Pod) {
-    let names = contract::plugin_names(env::ARTIFACT_PLUGIN_NAMES);
+    let names = contract::plugin_names_from_env(env::ARTIFACT_PLUGIN_NAMES);
     if names.is_empty() {
         return;
     }

@@ -202,6 +202,7 @@ fn small_parts(c: &Capabilities) -> TransferConfig {
         download_chunk: 256 * 1024,
         max_parts_override: None,
         max_unpacked_bytes: None,
+        ..TransferConfig::default()
     }
 }
 

@@ -42,9 +42,10 @@ pub mod env {
     pub const INPUT_ARTIFACT_PLUGIN_NAMES: &str = "ARGO_INPUT_ARTIFACT_PLUGIN_NAMES";
 }
 
-/// The names in a comma-list variable (`ARGO_ARTIFACT_PLUGIN_NAMES`...): trimmed, blanks
-/// dropped, as Argo's `SplitPluginNames`.
-pub fn plugin_names(var: &str) -> Vec<String> {
+/// The names in a comma-list variable (`ARGO_ARTIFACT_PLUGIN_NAMES`...) of the process
+/// environment (the binary's commands read it): trimmed, blanks dropped, as Argo's
+/// `SplitPluginNames`.
+pub fn plugin_names_from_env(var: &str) -> Vec<String> {
     split_names(&std::env::var(var).unwrap_or_default())
 }
 
@@ -58,7 +59,7 @@ fn split_names(list: &str) -> Vec<String> {
 
 /// Whether this container belongs to an init-less pod (docs/contract.md#the-init-less-layout): the supervisor
 /// carries `ARGO_INITLESS_POD=true`, the user containers `ARGO_WAIT_FOR_READY=true`.
-pub fn initless_pod() -> bool {
+pub fn initless_pod_from_env() -> bool {
     [env::INITLESS_POD, env::WAIT_FOR_READY]
         .iter()
         .any(|name| std::env::var(name).as_deref() == Ok("true"))
@@ -203,7 +204,9 @@ impl Roots {
     }
 }
 
-/// `ARGO_DEADLINE` as a time; `None` when unset or the zero time (no deadline).
+/// `ARGO_DEADLINE` of the process environment as a time; `None` when unset or the zero time
+/// (no deadline). For the binary's commands; the library is given it
+/// ([`crate::storage::StorageConfig::deadline`]).
 pub fn deadline_from_env() -> Option<std::time::SystemTime> {
     parse_deadline(&std::env::var(env::DEADLINE).ok()?)
         .ok()
@@ -211,7 +214,8 @@ pub fn deadline_from_env() -> Option<std::time::SystemTime> {
 }
 
 /// How long a container gets between SIGTERM and SIGKILL: `ARGO_TERMINATION_GRACE_PERIOD_SECONDS`
-/// when it is a positive integer, else 30 s (Argo's default).
+/// of the process environment when it is a positive integer, else 30 s (Argo's default). For
+/// the binary's commands.
 pub fn termination_grace_period() -> std::time::Duration {
     let seconds = std::env::var(env::TERMINATION_GRACE_PERIOD_SECONDS)
         .ok()

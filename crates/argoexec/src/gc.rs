@@ -47,7 +47,7 @@ use crate::model::{
     GC_TASK_KIND, LABEL_ARTIFACT_GC_POD, LocationKind, PodMetadata, TaskResultMetadata,
     WorkflowArtifactGcTask, WorkflowLevelArtifactGc,
 };
-use crate::storage::{self, Driver, Secrets, retry::Backoff};
+use crate::storage::{self, Driver, Secrets, StorageConfig, retry::Backoff};
 
 /// Argo's error for storage kinds that cannot delete (HTTP, Artifactory, Git, raw).
 pub const DELETE_NOT_SUPPORTED: &str = "delete not supported for this artifact storage, please check the following issue for details: https://github.com/argoproj/argo-workflows/issues/3102";
@@ -373,10 +373,10 @@ fn new_task(pod: &str, label: &str, index: usize) -> WorkflowArtifactGcTask {
 }
 
 /// Argo's retry policy for GC deletes: `RETRY_BACKOFF_STEPS` (5), `RETRY_BACKOFF_DURATION`
-/// (10ms), `RETRY_BACKOFF_FACTOR` (2.0), no jitter. No deadline: the GC pod's `ARGO_DEADLINE`
-/// is its creation time, which would forbid every retry.
-pub fn delete_backoff_from_env() -> Backoff {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+/// (10ms), `RETRY_BACKOFF_FACTOR` (2.0), no jitter, read through `get`. No deadline: the GC
+/// pod's `ARGO_DEADLINE` is its creation time, which would forbid every retry.
+pub fn delete_backoff_from_lookup(get: impl Fn(&str) -> Option<String>) -> Backoff {
+    let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
     Backoff {
         steps: var("RETRY_BACKOFF_STEPS")
             .and_then(|v| v.trim().parse().ok())
@@ -403,17 +403,19 @@ type DriverSlot = Arc<OnceCell<Arc<dyn Driver>>>;
 #[derive(Debug)]
 pub struct Deleter {
     secrets: Secrets,
-    backoff: Backoff,
+    storage_config: StorageConfig,
     /// Objects under one prefix deleted at once (S3 keys ending in `/`, Azure directories).
     prefix_concurrency: usize,
     drivers: Mutex<HashMap<String, DriverSlot>>,
 }
 
 impl Deleter {
-    pub fn new(secrets: Secrets, backoff: Backoff) -> Self {
+    /// A deleter opening drivers with `secrets` and `storage_config` (whose deadline, if any,
+    /// bounds the retries: leave it unset for Argo's GC, see [`delete_backoff_from_lookup`]).
+    pub fn new(secrets: Secrets, storage_config: StorageConfig) -> Self {
         Self {
             secrets,
-            backoff,
+            storage_config,
             prefix_concurrency: 8,
             drivers: Mutex::new(HashMap::new()),
         }
@@ -517,11 +519,9 @@ impl Deleter {
             }
             Arc::clone(drivers.entry(identity).or_default())
         };
-        cell.get_or_try_init(|| {
-            storage::open_with_backoff(location, &self.secrets, self.backoff.clone())
-        })
-        .await
-        .map(Arc::clone)
+        cell.get_or_try_init(|| storage::open(location, &self.secrets, &self.storage_config))
+            .await
+            .map(Arc::clone)
     }
 }
 
@@ -736,7 +736,7 @@ mod tests {
 
     #[test]
     fn gc_backoff_is_argos_and_ignores_the_deadline() {
-        let b = delete_backoff_from_env();
+        let b = delete_backoff_from_lookup(|_| None);
         assert_eq!(b.deadline, None);
         assert_eq!(b.jitter, 0.0);
     }

@@ -245,7 +245,8 @@ impl Streamer {
     }
 
     /// Streams an artifact as a server finds it in a node's outputs: relocated against the
-    /// archive location when it is key-only, its storage opened with `secrets`.
+    /// archive location when it is key-only, its storage opened with `secrets` and the
+    /// streamer's [`TransferConfig::storage`].
     pub async fn open_artifact(
         &self,
         artifact: &Artifact,
@@ -254,7 +255,7 @@ impl Streamer {
         range: Option<ByteRange>,
     ) -> Result<ArtifactStream, StreamError> {
         let location = repository::artifact_location(artifact, archive)?;
-        let driver = storage::open(&location, secrets).await?;
+        let driver = storage::open(&location, secrets, &self.config.storage).await?;
         let key = location.key().unwrap_or_default();
         self.open(driver, &key, range).await
     }

@@ -25,6 +25,7 @@ use crate::model::{ArtifactLocation, LocationKind};
 #[cfg(feature = "azure")]
 pub mod azure;
 pub mod buffer;
+mod config;
 mod error;
 pub mod file_range;
 #[cfg(feature = "gcs")]
@@ -42,6 +43,7 @@ pub mod secrets;
 pub mod timeouts;
 pub mod verify;
 
+pub use config::StorageConfig;
 #[cfg(any(feature = "http", feature = "gcs"))]
 pub use error::classify_reqwest;
 pub use error::{Error, ErrorKind, Result, cause_chain, go_error_text, is_tls_failure};
@@ -396,38 +398,36 @@ fn built_without(kind: LocationKind, feature: &str) -> Error {
     )
 }
 
-/// Opens the driver for a location: the backend, wrapped with retries and per-part checks
-/// (Argo's executor backoff, [`retry::Backoff::from_env`]).
-pub async fn open(location: &ArtifactLocation, secrets: &Secrets) -> Result<Arc<dyn Driver>> {
-    open_with_backoff(location, secrets, retry::Backoff::from_env()).await
-}
-
-/// [`open`] with another retry policy (artifact GC retries deletes per `RETRY_BACKOFF_*`).
-pub async fn open_with_backoff(
+/// Opens the driver for a location: the backend tuned by `config`, wrapped with retries and
+/// per-part checks ([`StorageConfig::retry_policy`]).
+pub async fn open(
     location: &ArtifactLocation,
     secrets: &Secrets,
-    backoff: retry::Backoff,
+    config: &StorageConfig,
 ) -> Result<Arc<dyn Driver>> {
     let kind = location
         .kind()
         .ok_or_else(|| Error::config(crate::contract::STORAGE_NOT_CONFIGURED))?;
     let missing = || Error::config(format!("no {kind} location"));
     let backend: Arc<dyn Driver> = match kind {
-        LocationKind::S3 => {
-            Arc::new(s3::S3Driver::new(location.s3.as_ref().ok_or_else(missing)?, secrets).await?)
-        }
+        LocationKind::S3 => Arc::new(
+            s3::S3Driver::new(location.s3.as_ref().ok_or_else(missing)?, secrets, config).await?,
+        ),
         LocationKind::Oss => Arc::new(
-            oss::OssDriver::new(location.oss.as_ref().ok_or_else(missing)?, secrets).await?,
+            oss::OssDriver::new(location.oss.as_ref().ok_or_else(missing)?, secrets, config)
+                .await?,
         ),
         #[cfg(feature = "http")]
         LocationKind::Http => Arc::new(http::HttpDriver::http(
             location.http.as_ref().ok_or_else(missing)?,
             secrets,
+            config,
         )?),
         #[cfg(feature = "http")]
         LocationKind::Artifactory => Arc::new(http::HttpDriver::artifactory(
             location.artifactory.as_ref().ok_or_else(missing)?,
             secrets,
+            config,
         )?),
         #[cfg(not(feature = "http"))]
         LocationKind::Http | LocationKind::Artifactory => return Err(built_without(kind, "http")),
@@ -449,16 +449,22 @@ pub async fn open_with_backoff(
         ),
         #[cfg(feature = "gcs")]
         LocationKind::Gcs => Arc::new(
-            gcs::GcsDriver::new(location.gcs.as_ref().ok_or_else(missing)?, secrets).await?,
+            gcs::GcsDriver::new(location.gcs.as_ref().ok_or_else(missing)?, secrets, config)
+                .await?,
         ),
         #[cfg(feature = "azure")]
-        LocationKind::Azure => Arc::new(
-            azure::AzureDriver::new(location.azure.as_ref().ok_or_else(missing)?, secrets).await?,
-        ),
+        LocationKind::Azure => Arc::new(azure::AzureDriver::new(
+            location.azure.as_ref().ok_or_else(missing)?,
+            secrets,
+            config,
+        )?),
         #[cfg(not(feature = "gcs"))]
         LocationKind::Gcs => return Err(built_without(kind, "gcs")),
         #[cfg(not(feature = "azure"))]
         LocationKind::Azure => return Err(built_without(kind, "azure")),
     };
-    Ok(Arc::new(retry::Retrying::new(backend, backoff)))
+    Ok(Arc::new(retry::Retrying::new(
+        backend,
+        config.retry_policy(),
+    )))
 }

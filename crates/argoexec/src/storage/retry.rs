@@ -51,10 +51,10 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    /// Argo's executor backoff, overridden by `EXECUTOR_RETRY_BACKOFF_{STEPS,DURATION,FACTOR,JITTER}`,
-    /// and bounded by `ARGO_DEADLINE` when it is set.
-    pub fn from_env() -> Self {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    /// Argo's executor backoff overridden by `EXECUTOR_RETRY_BACKOFF_{STEPS,DURATION,FACTOR,JITTER}`
+    /// read through `get` (the deadline is [`crate::storage::StorageConfig`]'s).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
+        let var = |name: &str| get(name).filter(|v| !v.is_empty());
         let mut b = Self::default();
         if let Some(v) = var("EXECUTOR_RETRY_BACKOFF_STEPS").and_then(|v| v.parse().ok()) {
             b.steps = v;
@@ -69,10 +69,15 @@ impl Backoff {
         if let Some(v) = var("EXECUTOR_RETRY_BACKOFF_JITTER").and_then(|v| v.parse().ok()) {
             b.jitter = v;
         }
-        b.deadline = crate::contract::deadline_from_env()
+        b
+    }
+
+    /// This backoff, starting no retry after `deadline` (none when it is already past).
+    pub fn until(mut self, deadline: Option<SystemTime>) -> Self {
+        self.deadline = deadline
             .and_then(|d| d.duration_since(SystemTime::now()).ok())
             .map(|left| Instant::now() + left);
-        b
+        self
     }
 
     /// The sleep before attempt `attempt + 1` (attempt counts from 0), jitter included.

@@ -1,4 +1,4 @@
-//! Connect and read timeouts of the drivers' network clients, from the environment.
+//! Connect and read timeouts of the drivers' network clients.
 //!
 //! A stalled server must not hold an artifact forever: each request gets `connect` to open its
 //! connection and `read` to see its next bytes (the first byte of the answer, then each body
@@ -35,29 +35,57 @@ impl Timeouts {
         connect: Duration::from_secs(30),
         read: Duration::from_secs(300),
     };
+}
 
-    /// `default`, overridden by `ARGOEXEC_CONNECT_TIMEOUT` / `ARGOEXEC_READ_TIMEOUT`.
-    pub fn from_env(default: Self) -> Self {
-        Self::from_lookup(default, |k| std::env::var(k).ok())
+/// Overrides of the drivers' own [`Timeouts`], the same for every driver; `None` keeps each
+/// driver's default ([`Timeouts::OBJECT_STORE`], [`Timeouts::HTTP`]). No memory cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeoutOverrides {
+    /// Time to open a connection (`ARGOEXEC_CONNECT_TIMEOUT`; default: the driver's).
+    pub connect: Option<Duration>,
+    /// Time to wait for each next byte of an answer (`ARGOEXEC_READ_TIMEOUT`; default: the
+    /// driver's).
+    pub read: Option<Duration>,
+}
+
+impl TimeoutOverrides {
+    /// Every driver waits at most `connect` to connect.
+    pub fn with_connect(mut self, connect: Duration) -> Self {
+        self.connect = Some(connect);
+        self
     }
 
-    /// As [`Timeouts::from_env`], reading variables through `get`. A value that is not a
-    /// positive Go duration is ignored with a warning.
-    pub fn from_lookup(default: Self, get: impl Fn(&str) -> Option<String>) -> Self {
-        let read = |name: &str, fallback: Duration| match get(name) {
-            None => fallback,
-            Some(v) if v.trim().is_empty() => fallback,
+    /// Every driver waits at most `read` for each next byte.
+    pub fn with_read(mut self, read: Duration) -> Self {
+        self.read = Some(read);
+        self
+    }
+
+    /// `ARGOEXEC_CONNECT_TIMEOUT` / `ARGOEXEC_READ_TIMEOUT`, read through `get`. A value that
+    /// is not a positive Go duration is ignored with a warning.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
+        let read = |name: &str| match get(name) {
+            None => None,
+            Some(v) if v.trim().is_empty() => None,
             Some(v) => match parse_go_duration(&v).filter(|d| !d.is_zero()) {
-                Some(d) => d,
+                Some(d) => Some(d),
                 None => {
                     tracing::warn!(variable = name, value = %v, "not a positive duration; using the default");
-                    fallback
+                    None
                 }
             },
         };
         Self {
-            connect: read(CONNECT_TIMEOUT_ENV, default.connect),
-            read: read(READ_TIMEOUT_ENV, default.read),
+            connect: read(CONNECT_TIMEOUT_ENV),
+            read: read(READ_TIMEOUT_ENV),
+        }
+    }
+
+    /// A driver's `default` timeouts with these overrides applied.
+    pub fn over(self, default: Timeouts) -> Timeouts {
+        Timeouts {
+            connect: self.connect.unwrap_or(default.connect),
+            read: self.read.unwrap_or(default.read),
         }
     }
 }
@@ -76,20 +104,22 @@ mod tests {
                     .map(|(_, v)| v.to_string())
             }
         };
-        let t = Timeouts::from_lookup(Timeouts::HTTP, env(&[]));
+        let t = TimeoutOverrides::from_lookup(env(&[])).over(Timeouts::HTTP);
         assert_eq!(t, Timeouts::HTTP);
-        let t = Timeouts::from_lookup(
-            Timeouts::OBJECT_STORE,
-            env(&[(CONNECT_TIMEOUT_ENV, "250ms"), (READ_TIMEOUT_ENV, "2s")]),
-        );
+        let t = TimeoutOverrides::from_lookup(env(&[
+            (CONNECT_TIMEOUT_ENV, "250ms"),
+            (READ_TIMEOUT_ENV, "2s"),
+        ]))
+        .over(Timeouts::OBJECT_STORE);
         assert_eq!(
             (t.connect, t.read),
             (Duration::from_millis(250), Duration::from_secs(2))
         );
-        let t = Timeouts::from_lookup(
-            Timeouts::OBJECT_STORE,
-            env(&[(CONNECT_TIMEOUT_ENV, "0"), (READ_TIMEOUT_ENV, "soon")]),
-        );
+        let t = TimeoutOverrides::from_lookup(env(&[
+            (CONNECT_TIMEOUT_ENV, "0"),
+            (READ_TIMEOUT_ENV, "soon"),
+        ]))
+        .over(Timeouts::OBJECT_STORE);
         assert_eq!(t, Timeouts::OBJECT_STORE);
     }
 }

@@ -1,31 +1,48 @@
-//! Tuning knobs of the transfer engine, from the environment. Each knob's memory cost is stated
-//! in the README's configuration table; this is the one place they are read.
+//! Tuning knobs of the transfer engine, passed in by the caller. Each knob's default and memory
+//! cost is on its field; [`TransferConfig::from_env`] is the executor binary's reader.
+
+use std::time::Duration;
 
 use crate::archive::gzip;
+use crate::storage::StorageConfig;
 
 const MIB: u64 = 1 << 20;
 
-/// How the engine moves bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How the engine moves bytes, and how the drivers it opens are tuned.
+#[derive(Debug, Clone, PartialEq)]
 pub struct TransferConfig {
     /// Size of the first parts of a multipart upload (bigger objects get bigger parts).
+    /// Default 8 MiB (`ARGOEXEC_PART_SIZE_MIB`); memory: `concurrency + 1` of them at most,
+    /// see [`TransferConfig::upload_budget`].
     pub part_size: u64,
     /// Parts uploaded at once per object, and ranged reads in flight per download: fixed
     /// when configured, else where the adaptive controller starts ([`super::adaptive`]).
+    /// Default 4 (`ARGOEXEC_CONCURRENCY`); memory: one part buffer or download chunk each.
     pub concurrency: usize,
     /// How far the adaptive controller may raise `concurrency`; `None` when it was configured
-    /// (then it is a hard cap).
+    /// (then it is a hard cap). Default 8 (`ARGOEXEC_CONCURRENCY_MAX`); memory: one download
+    /// chunk each.
     pub adaptive_ceiling: Option<usize>,
     /// Files moved at once for `archive: none` directories and key-as-directory loads.
+    /// Default 16 (`ARGOEXEC_FILE_CONCURRENCY`); memory: within the shared budgets.
     pub file_concurrency: usize,
-    /// Threads compressing gzip blocks.
+    /// Threads compressing gzip blocks. Default one per CPU (`ARGOEXEC_GZIP_THREADS`); memory:
+    /// see `gzip::pipeline_bytes`.
     pub gzip_threads: usize,
     /// Bytes per ranged read when downloading; `concurrency + 2` of them are held at most.
+    /// Default 4 MiB (`ARGOEXEC_DOWNLOAD_CHUNK_MIB`).
     pub download_chunk: u64,
     /// Overrides the backend's maximum part count (tests of the >10,000-part sizing).
+    /// Default none (`ARGOEXEC_MAX_PARTS`).
     pub max_parts_override: Option<u32>,
-    /// Upper bound of the bytes an archive may unpack to (decompression bombs).
+    /// Upper bound of the bytes an archive may unpack to (decompression bombs). Default none
+    /// (`ARGOEXEC_MAX_UNPACKED_BYTES`).
     pub max_unpacked_bytes: Option<u64>,
+    /// Time between progress lines of a long transfer; `None` logs none. Default 5 s
+    /// (`ARGOEXEC_PROGRESS_SECONDS`, 0 = off). No memory cost.
+    pub progress_interval: Option<Duration>,
+    /// How the drivers the engine opens connect, retry and check.
+    pub storage: StorageConfig,
 }
 
 impl Default for TransferConfig {
@@ -39,13 +56,16 @@ impl Default for TransferConfig {
             download_chunk: 4 * MIB,
             max_parts_override: None,
             max_unpacked_bytes: None,
+            progress_interval: Some(Duration::from_secs(5)),
+            storage: StorageConfig::default(),
         }
     }
 }
 
 impl TransferConfig {
     /// Defaults overridden by `ARGOEXEC_*` variables, and by Argo's own
-    /// `ARTIFACT_S3_UPLOAD_THREADS` / `ARTIFACT_S3_UPLOAD_PART_SIZE_MIB` when ours are unset.
+    /// `ARTIFACT_S3_UPLOAD_THREADS` / `ARTIFACT_S3_UPLOAD_PART_SIZE_MIB` when ours are unset;
+    /// the drivers' settings by [`StorageConfig::from_lookup`]'s variables.
     pub fn from_env() -> Self {
         Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
     }
@@ -76,6 +96,10 @@ impl TransferConfig {
         }
         c.max_parts_override = num("ARGOEXEC_MAX_PARTS").map(|n| n.clamp(1, 10_000) as u32);
         c.max_unpacked_bytes = num("ARGOEXEC_MAX_UNPACKED_BYTES").filter(|&n| n > 0);
+        if let Some(secs) = num("ARGOEXEC_PROGRESS_SECONDS") {
+            c.progress_interval = (secs > 0).then(|| Duration::from_secs(secs));
+        }
+        c.storage = StorageConfig::from_lookup(&get);
         c
     }
 

@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use super::budget::Budget;
 use super::download::{self, BlockingReader, ChunkStream};
-use super::progress::{self, Progress};
+use super::progress::Progress;
 use super::{Error, Result, TransferConfig};
 use crate::archive::{self, Detection, SafePath};
 use crate::contract::Roots;
@@ -24,7 +24,7 @@ use crate::keys::{self, validate_path};
 use crate::model::ArchiveStrategy;
 use crate::model::{Artifact, LocationKind, Template};
 use crate::observe::{artifact_span, trace};
-use crate::storage::{self, Driver, Secrets};
+use crate::storage::{self, Driver, Secrets, StorageConfig};
 
 /// Attempts in all at fetching an object whose bytes fail the whole-object check. The check
 /// can only be made at the end, and an unpack cannot resume mid-archive, so the object is
@@ -164,10 +164,12 @@ impl<'a> Loader<'a> {
                 .await
                 .map(|()| size)
             }
-            Some(LocationKind::Git) => clone_git(&location, self.secrets, &dest).await,
+            Some(LocationKind::Git) => {
+                clone_git(&location, self.secrets, &self.config.storage, &dest).await
+            }
             Some(LocationKind::Plugin) => self.load_from_plugin(&location, art, &key, &dest).await,
             _ => {
-                let driver = storage::open(&location, self.secrets)
+                let driver = storage::open(&location, self.secrets, &self.config.storage)
                     .await
                     .map_err(|e| opening_failure(name, e))?;
                 let strategy = art.archive.as_ref().and_then(|a| a.declared());
@@ -269,7 +271,7 @@ impl<'a> Loader<'a> {
                 let (progress, _reporting) = Progress::start(
                     format!("download of {}/{key}", driver.describe()),
                     Some(meta.size),
-                    progress::interval_from_env(),
+                    self.config.progress_interval,
                 );
                 let body = body
                     .inspect_ok(move |c| progress.add(c.bytes.len() as u64))
@@ -441,6 +443,7 @@ fn free_bytes(dir: &Path) -> Option<u64> {
 async fn clone_git(
     location: &crate::model::ArtifactLocation,
     secrets: &Secrets,
+    storage_config: &StorageConfig,
     dest: &Path,
 ) -> Result<u64> {
     let git = location
@@ -450,13 +453,13 @@ async fn clone_git(
     #[cfg(feature = "git")]
     {
         let tmp = with_suffix(dest, ".tmp");
-        let bytes = storage::git::clone_into(git, secrets, &tmp).await?;
+        let bytes = storage::git::clone_into(git, secrets, storage_config, &tmp).await?;
         fs::rename(&tmp, dest).map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))?;
         Ok(bytes)
     }
     #[cfg(not(feature = "git"))]
     {
-        let _ = (git, secrets, dest);
+        let _ = (git, secrets, storage_config, dest);
         Err(storage::Error::not_supported(
             "git",
             "this argoexec was built without git artifacts (cargo feature `git`)",

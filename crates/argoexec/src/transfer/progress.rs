@@ -27,15 +27,6 @@ impl Drop for ProgressGuard {
     }
 }
 
-/// The interval between progress lines: `ARGOEXEC_PROGRESS_SECONDS` (default 5, 0 = off).
-pub fn interval_from_env() -> Option<Duration> {
-    let secs = std::env::var("ARGOEXEC_PROGRESS_SECONDS")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(5);
-    (secs > 0).then(|| Duration::from_secs(secs))
-}
-
 impl Progress {
     /// Starts logging the progress of `what` (e.g. `upload of artifact 'x' to s3://b/k`) every
     /// `interval`, against `total` bytes when known. Must be called inside the runtime.

@@ -17,7 +17,7 @@ use tokio::runtime::Handle;
 use tracing::Instrument;
 
 use super::parts::ObjectSize;
-use super::progress::{self, Progress};
+use super::progress::Progress;
 use super::upload::{PartWriter, UploadStats, Uploader};
 use super::{Error, Result};
 use crate::archive::{self, gzip};
@@ -66,6 +66,9 @@ pub struct Saver<'a> {
     pub secrets: &'a Secrets,
     pub uploader: &'a Uploader,
     pub template: &'a Template,
+    /// The pod has the init-less layout (`ARGO_INITLESS_POD`, `ARGO_WAIT_FOR_READY`): an
+    /// output under an input path then comes from the emissary's archive.
+    pub initless_pod: bool,
 }
 
 /// What the emissary hands over for an output in main's own filesystem.
@@ -133,7 +136,7 @@ impl Saver<'_> {
         let strategy = art.archive_strategy();
         let shared = self
             .template
-            .is_output_on_shared_mount(&path, crate::contract::initless_pod());
+            .is_output_on_shared_mount(&path, self.initless_pod);
         let source = if shared {
             self.roots.main_ctr_fs(&path)
         } else {
@@ -147,7 +150,8 @@ impl Saver<'_> {
             output_location(art, &path, self.template.archive_location.as_ref())?;
         let key = location.key().unwrap_or_default();
         tracing::Span::current().record("key", key.as_str());
-        let driver = storage::open(&location, self.secrets).await?;
+        let driver =
+            storage::open(&location, self.secrets, &self.uploader.config().storage).await?;
         let destination = format!("{}/{}", driver.describe(), key);
         // Bytes are counted as uploaded: a total is known when they are the source's own bytes.
         let total = match strategy {
@@ -165,7 +169,7 @@ impl Saver<'_> {
         let (progress, _reporting) = Progress::start(
             format!("upload of artifact '{}' to {destination}", art.name),
             total,
-            progress::interval_from_env(),
+            self.uploader.config().progress_interval,
         );
         let uploader = self.uploader.tracked(progress);
         let saver = Saver {
@@ -319,7 +323,8 @@ impl Saver<'_> {
         let mut reported = art;
         reported.location = archive.key_only(key.clone());
         let location = reported.relocated(Some(archive)).map_err(Error::Invalid)?;
-        let driver = storage::open(&location, self.secrets).await?;
+        let driver =
+            storage::open(&location, self.secrets, &self.uploader.config().storage).await?;
         let destination = format!("{}/{}", driver.describe(), key);
         let stats = self
             .uploader

@@ -15,7 +15,7 @@ use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
 use super::sas;
 use crate::model::AzureArtifact;
 use crate::storage::timeouts::Timeouts;
-use crate::storage::{Error, Result, Secrets};
+use crate::storage::{Error, Result, Secrets, StorageConfig};
 
 /// How requests to the container are authenticated.
 enum Auth {
@@ -81,41 +81,81 @@ pub fn is_sas(key: &str) -> bool {
         })
 }
 
-/// Entra ID credentials for `useSDKCreds`, picked from the pod's environment the way
+/// The variables `useSDKCreds` picks its Entra ID credential from, read once by the caller
+/// (the environment in a pod): `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`,
+/// `AZURE_FEDERATED_TOKEN_FILE`. The workload and managed identity credentials of the Azure
+/// SDK read their own further variables themselves.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct AzureSdkEnv {
+    pub tenant_id: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub federated_token_file: Option<String>,
+}
+
+impl AzureSdkEnv {
+    /// The variables through `get`; blank values count as unset.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
+        let var = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        Self {
+            tenant_id: var("AZURE_TENANT_ID"),
+            client_id: var("AZURE_CLIENT_ID"),
+            client_secret: var("AZURE_CLIENT_SECRET"),
+            federated_token_file: var("AZURE_FEDERATED_TOKEN_FILE"),
+        }
+    }
+}
+
+/// Says which variables are set, never the client secret.
+impl std::fmt::Debug for AzureSdkEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureSdkEnv")
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<set>"),
+            )
+            .field("federated_token_file", &self.federated_token_file)
+            .finish()
+    }
+}
+
+/// Entra ID credentials for `useSDKCreds`, picked from `env` the way
 /// `DefaultAzureCredential` would find them (the official Rust crate has no such chain):
-/// a client secret (`AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`), else AKS
-/// workload identity (`AZURE_FEDERATED_TOKEN_FILE`), else the managed identity
-/// (user-assigned when `AZURE_CLIENT_ID` is set).
-fn sdk_credential() -> Result<Arc<dyn TokenCredential>> {
-    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+/// a client secret (tenant, client id and secret), else AKS workload identity (a federated
+/// token file), else the managed identity (user-assigned when a client id is set).
+fn sdk_credential(env: &AzureSdkEnv) -> Result<Arc<dyn TokenCredential>> {
     let failed = |e: azure_core::Error| {
         Error::config(format!("unable to create default Azure credential: {e}"))
     };
     if let (Some(tenant), Some(client), Some(secret)) = (
-        var("AZURE_TENANT_ID"),
-        var("AZURE_CLIENT_ID"),
-        var("AZURE_CLIENT_SECRET"),
+        env.tenant_id.clone(),
+        env.client_id.clone(),
+        env.client_secret.clone(),
     ) {
         let c = azure_identity::ClientSecretCredential::new(&tenant, client, secret.into(), None)
             .map_err(failed)?;
         return Ok(c);
     }
-    if var("AZURE_FEDERATED_TOKEN_FILE").is_some() {
+    if env.federated_token_file.is_some() {
         let c = azure_identity::WorkloadIdentityCredential::new(None).map_err(failed)?;
         return Ok(c);
     }
     let options =
-        var("AZURE_CLIENT_ID").map(|id| azure_identity::ManagedIdentityCredentialOptions {
-            user_assigned_id: Some(azure_identity::UserAssignedId::ClientId(id)),
-            ..Default::default()
-        });
+        env.client_id
+            .clone()
+            .map(|id| azure_identity::ManagedIdentityCredentialOptions {
+                user_assigned_id: Some(azure_identity::UserAssignedId::ClientId(id)),
+                ..Default::default()
+            });
     let c = azure_identity::ManagedIdentityCredential::new(options).map_err(failed)?;
     Ok(c)
 }
 
-fn auth(loc: &AzureArtifact, secrets: &Secrets, url: &Url) -> Result<Auth> {
+fn auth(loc: &AzureArtifact, secrets: &Secrets, url: &Url, sdk_env: &AzureSdkEnv) -> Result<Auth> {
     if loc.use_sdk_creds {
-        return sdk_credential().map(Auth::Token);
+        return sdk_credential(sdk_env).map(Auth::Token);
     }
     let key = secrets
         .read_opt(loc.account_key_secret.as_ref())?
@@ -137,20 +177,24 @@ fn auth(loc: &AzureArtifact, secrets: &Secrets, url: &Url) -> Result<Auth> {
 
 /// The container client for a location. Retries are disabled in the client: each call is
 /// retried alone by [`crate::storage::retry`].
-pub fn container_client(loc: &AzureArtifact, secrets: &Secrets) -> Result<BlobContainerClient> {
+pub fn container_client(
+    loc: &AzureArtifact,
+    secrets: &Secrets,
+    settings: &StorageConfig,
+) -> Result<BlobContainerClient> {
     if loc.container.is_empty() {
         return Err(Error::config("the Azure location has no container"));
     }
     let mut url = container_url(&loc.endpoint, &loc.container)?;
-    let credential = match auth(loc, secrets, &url)? {
+    let credential = match auth(loc, secrets, &url, &settings.azure.sdk_credentials)? {
         Auth::Sas(query) => {
             url.set_query(Some(&query));
             None
         }
         Auth::Token(c) => Some(c),
     };
-    let timeouts = Timeouts::from_env(Timeouts::OBJECT_STORE);
-    // The SDK's own client has fixed timeouts; ours follows the environment.
+    let timeouts = settings.timeouts.over(Timeouts::OBJECT_STORE);
+    // The SDK's own client has fixed timeouts; ours follows the configuration.
     let http = reqwest::Client::builder()
         .connect_timeout(timeouts.connect)
         .read_timeout(timeouts.read)
@@ -198,7 +242,7 @@ mod tests {
             blob: "b".into(),
             ..Default::default()
         };
-        let Err(e) = container_client(&loc, &secrets) else {
+        let Err(e) = container_client(&loc, &secrets, &StorageConfig::default()) else {
             panic!("a token credential over http must be refused");
         };
         assert!(e.to_string().contains("must use https"), "{e}");
@@ -206,7 +250,7 @@ mod tests {
             use_sdk_creds: false,
             ..loc
         };
-        let Err(e) = container_client(&loc, &secrets) else {
+        let Err(e) = container_client(&loc, &secrets, &StorageConfig::default()) else {
             panic!("no key must be refused");
         };
         assert_eq!(

@@ -31,7 +31,7 @@ use futures::StreamExt;
 
 use super::{
     Driver, Error, ErrorKind, GetStream, ListPage, MultipartLimits, ObjectMeta, Part, PartBody,
-    PartReceipt, PutOptions, Result, Secrets, verify,
+    PartReceipt, PutOptions, Result, Secrets, StorageConfig, verify,
 };
 use crate::model::AzureArtifact;
 
@@ -39,7 +39,7 @@ mod config;
 mod error;
 mod sas;
 
-pub use config::{account_name, container_url, is_sas};
+pub use config::{AzureSdkEnv, account_name, container_url, is_sas};
 use error::classify;
 
 const MIB: u64 = 1 << 20;
@@ -57,6 +57,9 @@ const FOLDER_MARKER: &str = "hdi_isfolder";
 pub struct AzureOptions {
     /// Blobs per listing page; `None` = the service's default (5,000).
     pub list_page_size: Option<u32>,
+    /// Where `useSDKCreds` finds its credential (default: no variable set, the managed
+    /// identity).
+    pub sdk_credentials: AzureSdkEnv,
 }
 
 /// One container of an Azure storage account.
@@ -70,22 +73,15 @@ pub struct AzureDriver {
 }
 
 impl AzureDriver {
-    pub async fn new(loc: &AzureArtifact, secrets: &Secrets) -> Result<Self> {
-        Self::with_options(loc, secrets, AzureOptions::default())
-    }
-
-    pub fn with_options(
-        loc: &AzureArtifact,
-        secrets: &Secrets,
-        options: AzureOptions,
-    ) -> Result<Self> {
-        let container = config::container_client(loc, secrets)?;
+    /// Connects to the location's container as `settings.azure` says, with `settings`' timeouts.
+    pub fn new(loc: &AzureArtifact, secrets: &Secrets, settings: &StorageConfig) -> Result<Self> {
+        let container = config::container_client(loc, secrets, settings)?;
         let mut location: Url = container.url().clone();
         location.set_query(None);
         Ok(Self {
             container,
             location: location.to_string(),
-            list_page_size: options.list_page_size,
+            list_page_size: settings.azure.list_page_size,
             pending: Mutex::new(HashMap::new()),
         })
     }

@@ -26,11 +26,6 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    /// The emulator named by `STORAGE_EMULATOR_HOST`, else Google.
-    pub fn from_env() -> Self {
-        Self::from_emulator_host(std::env::var("STORAGE_EMULATOR_HOST").ok())
-    }
-
     pub fn from_emulator_host(host: Option<String>) -> Self {
         match host.map(|h| h.trim().trim_end_matches('/').to_string()) {
             Some(h) if h.contains("://") => Self::Emulator(h),
@@ -87,14 +82,13 @@ impl Default for GcsOptions {
 
 impl GcsOptions {
     /// Defaults, with the endpoint from `STORAGE_EMULATOR_HOST` and the chunk size from
-    /// `ARGOEXEC_GCS_UPLOAD_CHUNK_MIB`.
-    pub fn from_env() -> Self {
-        let chunk_mib = std::env::var("ARGOEXEC_GCS_UPLOAD_CHUNK_MIB")
-            .ok()
+    /// `ARGOEXEC_GCS_UPLOAD_CHUNK_MIB`, read through `get`.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
+        let chunk_mib = get("ARGOEXEC_GCS_UPLOAD_CHUNK_MIB")
             .and_then(|v| v.trim().parse::<usize>().ok())
             .filter(|&m| m > 0);
         Self {
-            endpoint: Endpoint::from_env(),
+            endpoint: Endpoint::from_emulator_host(get("STORAGE_EMULATOR_HOST")),
             upload_chunk: chunk_mib.map_or(DEFAULT_UPLOAD_CHUNK, |m| m.min(1024) * MIB),
             ..Self::default()
         }

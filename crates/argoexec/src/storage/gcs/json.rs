@@ -25,13 +25,17 @@ pub struct JsonApi {
 }
 
 impl JsonApi {
-    pub fn new(endpoint: &str, bucket: &str, credentials: Credentials) -> Result<Self> {
+    pub fn new(
+        endpoint: &str,
+        bucket: &str,
+        credentials: Credentials,
+        timeouts: Timeouts,
+    ) -> Result<Self> {
         let base = Url::parse(endpoint)
             .map_err(|e| Error::config(format!("invalid GCS endpoint {endpoint:?}: {e}")))?;
         if base.cannot_be_a_base() {
             return Err(Error::config(format!("invalid GCS endpoint {endpoint:?}")));
         }
-        let timeouts = Timeouts::from_env(Timeouts::OBJECT_STORE);
         let http = reqwest::Client::builder()
             .connect_timeout(timeouts.connect)
             .read_timeout(timeouts.read)
@@ -265,6 +269,7 @@ mod tests {
             "http://127.0.0.1:4443",
             "bkt",
             google_cloud_auth::credentials::anonymous::Builder::new().build(),
+            Timeouts::OBJECT_STORE,
         )
         .expect("api");
         assert_eq!(

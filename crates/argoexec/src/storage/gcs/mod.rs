@@ -29,8 +29,10 @@ use google_cloud_storage::client::Storage;
 use google_cloud_storage::model_ext::ReadRange;
 use google_cloud_storage::read_resume_policy::{LimitedAttemptCount, Recommended};
 
+use super::timeouts::Timeouts;
 use super::{
     ByteStream, Driver, Error, GetStream, ListPage, ObjectMeta, PutOptions, Result, Secrets,
+    StorageConfig,
 };
 use crate::keys;
 use crate::model::GcsArtifact;
@@ -58,17 +60,13 @@ pub struct GcsDriver {
 }
 
 impl GcsDriver {
-    /// Connects to the location's bucket with options from the environment
-    /// (`STORAGE_EMULATOR_HOST`, `ARGOEXEC_GCS_UPLOAD_CHUNK_MIB`).
-    pub async fn new(loc: &GcsArtifact, secrets: &Secrets) -> Result<Self> {
-        Self::with_options(loc, secrets, GcsOptions::from_env()).await
-    }
-
-    pub async fn with_options(
+    /// Connects to the location's bucket as `settings.gcs` says, with `settings`' timeouts.
+    pub async fn new(
         loc: &GcsArtifact,
         secrets: &Secrets,
-        options: GcsOptions,
+        settings: &StorageConfig,
     ) -> Result<Self> {
+        let options = &settings.gcs;
         if loc.bucket.is_empty() {
             return Err(Error::config("the GCS location has no bucket"));
         }
@@ -86,13 +84,18 @@ impl GcsDriver {
             .build()
             .await
             .map_err(|e| Error::config(format!("failed to create new GCS client: {e}")))?;
-        let json = json::JsonApi::new(options.endpoint.url(), &loc.bucket, credentials)?;
+        let json = json::JsonApi::new(
+            options.endpoint.url(),
+            &loc.bucket,
+            credentials,
+            settings.timeouts.over(Timeouts::OBJECT_STORE),
+        )?;
         Ok(Self {
             client,
             json,
             bucket: loc.bucket.clone(),
             upload_chunk,
-            upload_backoff: options.upload_backoff,
+            upload_backoff: options.upload_backoff.clone(),
             list_page_size: options.list_page_size,
         })
     }

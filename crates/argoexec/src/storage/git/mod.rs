@@ -19,7 +19,7 @@ use gix::remote::Direction;
 use gix::remote::fetch::Shallow;
 
 use super::timeouts::Timeouts;
-use super::{Error, ErrorKind, Result, Secrets};
+use super::{Error, ErrorKind, Result, Secrets, StorageConfig};
 use crate::model::GitArtifact;
 
 mod config;
@@ -34,19 +34,24 @@ const SUBMODULE_DEPTH: usize = 10;
 /// Clones the location into `dest` (which must not exist or be empty); returns the bytes
 /// written to the work tree.
 ///
-/// Over HTTP(S) every request is bounded by `ARGOEXEC_CONNECT_TIMEOUT` and
-/// `ARGOEXEC_READ_TIMEOUT` (the HTTP driver's defaults); every protocol is bounded by
-/// `ARGO_DEADLINE`, which interrupts the clone and fails it at once (a `git://` or SSH server
-/// that stops answering is stopped only by the deadline: gitoxide sets no timeout on them).
-pub async fn clone_into(loc: &GitArtifact, secrets: &Secrets, dest: &Path) -> Result<u64> {
+/// Over HTTP(S) every request is bounded by `settings`' timeouts (the HTTP driver's
+/// defaults); every protocol is bounded by its deadline, which interrupts the clone and fails it
+/// at once (a `git://` or SSH server that stops answering is stopped only by the deadline:
+/// gitoxide sets no timeout on them).
+pub async fn clone_into(
+    loc: &GitArtifact,
+    secrets: &Secrets,
+    settings: &StorageConfig,
+    dest: &Path,
+) -> Result<u64> {
     let auth = config::auth(loc, secrets)?;
     if loc.single_branch && loc.branch.is_empty() {
         return Err(Error::config(
             "single branch mode without a branch specified",
         ));
     }
-    let timeouts = Timeouts::from_env(Timeouts::HTTP);
-    let left = crate::contract::deadline_from_env().map(|d| {
+    let timeouts = settings.timeouts.over(Timeouts::HTTP);
+    let left = settings.deadline.map(|d| {
         d.duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO)
     });

@@ -139,11 +139,10 @@ impl Settings {
         })
     }
 
-    /// The HTTP client: [`Timeouts::HTTP`] unless the environment overrides them, rustls with
-    /// the platform's roots (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured), the client
-    /// certificate when one is configured, Argo's redirect limit.
-    pub fn client(&self) -> Result<reqwest::Client> {
-        let timeouts = Timeouts::from_env(Timeouts::HTTP);
+    /// The HTTP client: `timeouts`, rustls with the platform's roots (`SSL_CERT_FILE` and
+    /// `SSL_CERT_DIR` are honoured), the client certificate when one is configured, Argo's
+    /// redirect limit.
+    pub fn client(&self, timeouts: Timeouts) -> Result<reqwest::Client> {
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("argoexec-rs/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(timeouts.connect)

@@ -16,8 +16,9 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use reqwest::{Method, StatusCode, header};
 
+use super::timeouts::Timeouts;
 use super::{ByteStream, Driver, Error, ErrorKind, GetStream, ListPage, ObjectMeta, PutOptions};
-use super::{Result, Secrets};
+use super::{Result, Secrets, StorageConfig};
 use crate::model::{ArtifactoryArtifact, HttpArtifact};
 
 mod config;
@@ -45,18 +46,28 @@ pub struct HttpDriver {
 }
 
 impl HttpDriver {
-    /// An `http:` location.
-    pub fn http(loc: &HttpArtifact, secrets: &Secrets) -> Result<Self> {
-        Self::new("http", Settings::from_http(loc, secrets)?)
+    /// An `http:` location, with `storage_config`'s timeouts.
+    pub fn http(
+        loc: &HttpArtifact,
+        secrets: &Secrets,
+        storage_config: &StorageConfig,
+    ) -> Result<Self> {
+        Self::new("http", Settings::from_http(loc, secrets)?, storage_config)
     }
 
-    /// An `artifactory:` location.
-    pub fn artifactory(loc: &ArtifactoryArtifact, secrets: &Secrets) -> Result<Self> {
-        Self::new("artifactory", Settings::from_artifactory(loc, secrets)?)
+    /// An `artifactory:` location, with `storage_config`'s timeouts.
+    pub fn artifactory(
+        loc: &ArtifactoryArtifact,
+        secrets: &Secrets,
+        storage_config: &StorageConfig,
+    ) -> Result<Self> {
+        let settings = Settings::from_artifactory(loc, secrets)?;
+        Self::new("artifactory", settings, storage_config)
     }
 
-    fn new(name: &'static str, settings: Settings) -> Result<Self> {
-        let client = settings.client()?;
+    fn new(name: &'static str, settings: Settings, storage_config: &StorageConfig) -> Result<Self> {
+        let timeouts = storage_config.timeouts.over(Timeouts::HTTP);
+        let client = settings.client(timeouts)?;
         let token = settings.oauth2.clone().map(TokenSource::new);
         Ok(Self {
             name,

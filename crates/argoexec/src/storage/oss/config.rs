@@ -10,9 +10,9 @@ use aws_sdk_s3::config::Credentials;
 use aws_sdk_s3::config::SharedCredentialsProvider;
 use aws_sdk_s3::types::BucketLifecycleConfiguration;
 
-use super::credentials::AlibabaEnv;
 use crate::model::{CreateS3BucketOptions, OssArtifact, OssLifecycleRule, S3Artifact};
-use crate::storage::{Error, Result, Secrets};
+use crate::storage::timeouts::Timeouts;
+use crate::storage::{Error, Result, Secrets, StorageConfig};
 
 /// The S3 view of an OSS location.
 pub fn s3_location(loc: &OssArtifact) -> Result<S3Artifact> {
@@ -63,11 +63,15 @@ fn region_of(host: &str) -> String {
 pub fn credentials(
     loc: &OssArtifact,
     secrets: &Secrets,
-    env: &AlibabaEnv,
+    settings: &StorageConfig,
 ) -> Result<SharedCredentialsProvider> {
     let token = (!loc.security_token.is_empty()).then(|| loc.security_token.clone());
     if loc.use_sdk_creds {
-        return super::credentials::resolve(env, token);
+        return super::credentials::resolve(
+            &settings.oss_credentials,
+            token,
+            settings.timeouts.over(Timeouts::OBJECT_STORE),
+        );
     }
     let access = secrets.read_opt(loc.access_key_secret.as_ref())?;
     let secret = secrets.read_opt(loc.secret_key_secret.as_ref())?;

@@ -50,8 +50,15 @@ const ROLE_DURATION: Duration = Duration::from_secs(3600);
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// The variables of the chain, read once by the caller (the environment in a pod).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct AlibabaEnv(HashMap<&'static str, String>);
+
+/// Says which variables are set, never their values (keys and tokens among them).
+impl std::fmt::Debug for AlibabaEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
 
 impl AlibabaEnv {
     const NAMES: [&'static str; 14] = [
@@ -70,11 +77,6 @@ impl AlibabaEnv {
         ENV_IMDSV1_DISABLED,
         ENV_ECS_METADATA_ENDPOINT,
     ];
-
-    /// The chain's variables from the process environment.
-    pub fn from_env() -> Self {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
 
     /// The chain's variables through `get`; empty values count as unset.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
@@ -98,9 +100,11 @@ impl AlibabaEnv {
 
 /// The first source of the chain that the environment configures. `security_token` is the
 /// location's own `securityToken`, used with environment keys that carry none.
+/// `timeouts` bound the requests to STS and to the instance metadata service.
 pub fn resolve(
     env: &AlibabaEnv,
     security_token: Option<String>,
+    timeouts: Timeouts,
 ) -> Result<SharedCredentialsProvider> {
     if let (Some(access), Some(secret)) = (env.get(ENV_ACCESS_KEY), env.get(ENV_SECRET_KEY)) {
         let token = env
@@ -115,7 +119,6 @@ pub fn resolve(
             "alibaba-env",
         )));
     }
-    let timeouts = Timeouts::from_env(Timeouts::OBJECT_STORE);
     if let (Some(role), Some(provider), Some(token_file)) = (
         env.get(ENV_ROLE_ARN),
         env.get(ENV_OIDC_PROVIDER_ARN),
@@ -434,19 +437,19 @@ mod tests {
             (ENV_OIDC_PROVIDER_ARN, "acs:ram::1:oidc-provider/p"),
             (ENV_OIDC_TOKEN_FILE, "/nowhere"),
         ]);
-        let keys = resolve(&both, Some("tok".into()))
+        let keys = resolve(&both, Some("tok".into()), Timeouts::OBJECT_STORE)
             .expect("env keys")
             .provide_credentials()
             .await
             .expect("static keys");
         assert_eq!(keys.access_key_id(), "ak");
         assert_eq!(keys.session_token(), Some("tok"));
-        let err = resolve(&env(&[]), None).expect_err("no source");
+        let err = resolve(&env(&[]), None, Timeouts::OBJECT_STORE).expect_err("no source");
         let text = err.to_string();
         for name in [ENV_ACCESS_KEY, ENV_ROLE_ARN, ENV_ECS_ROLE] {
             assert!(text.contains(name), "{text}");
         }
         let disabled = env(&[(ENV_ECS_ROLE, "node-role"), (ENV_ECS_DISABLED, "true")]);
-        assert!(resolve(&disabled, None).is_err());
+        assert!(resolve(&disabled, None, Timeouts::OBJECT_STORE).is_err());
     }
 }

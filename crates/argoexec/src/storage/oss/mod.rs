@@ -20,14 +20,14 @@ use tokio::sync::OnceCell;
 use super::s3::S3Driver;
 use super::{
     Driver, GetStream, ListPage, MultipartLimits, ObjectMeta, Part, PartReceipt, PendingUpload,
-    PutOptions, Result, Secrets,
+    PutOptions, Result, Secrets, StorageConfig,
 };
 use crate::model::OssArtifact;
 
 mod config;
 pub mod credentials;
 
-use credentials::AlibabaEnv;
+pub use credentials::AlibabaEnv;
 
 /// One OSS bucket.
 #[derive(Debug)]
@@ -44,15 +44,15 @@ pub struct OssDriver {
 }
 
 impl OssDriver {
-    /// The driver of `loc`, with `useSDKCreds` reading Alibaba's chain from the environment.
-    pub async fn new(loc: &OssArtifact, secrets: &Secrets) -> Result<Self> {
-        Self::with_env(loc, secrets, &AlibabaEnv::from_env()).await
-    }
-
-    /// As [`OssDriver::new`], with the chain's variables given (a controller's own, a test's).
-    pub async fn with_env(loc: &OssArtifact, secrets: &Secrets, env: &AlibabaEnv) -> Result<Self> {
+    /// The driver of `loc`, with `useSDKCreds` reading Alibaba's chain from
+    /// `settings.oss_credentials`.
+    pub async fn new(
+        loc: &OssArtifact,
+        secrets: &Secrets,
+        settings: &StorageConfig,
+    ) -> Result<Self> {
         let s3_loc = config::s3_location(loc)?;
-        let credentials = config::credentials(loc, secrets, env)?;
+        let credentials = config::credentials(loc, secrets, settings)?;
         let lifecycle = match &loc.lifecycle_rule {
             Some(rule) => {
                 config::check_lifecycle_rule(rule)?;
@@ -60,7 +60,7 @@ impl OssDriver {
             }
             None => None,
         };
-        let s3 = S3Driver::with_credentials(&s3_loc, secrets, credentials)
+        let s3 = S3Driver::with_credentials(&s3_loc, secrets, credentials, settings)
             .await
             .map_err(|e| e.map_message(|m| m.replace("S3 client", "OSS client")))?;
         Ok(Self {

@@ -67,9 +67,13 @@ impl Endpoint {
 /// Builds the client. Credentials follow Argo's priority: access and secret key secrets (with
 /// an optional session token) > `roleARN` (STS AssumeRole) > `useSDKCreds` or nothing given
 /// (the AWS default chain: env, profile, web identity/IRSA, ECS, instance metadata).
-pub async fn client(loc: &S3Artifact, secrets: &Secrets) -> Result<aws_sdk_s3::Client> {
+pub async fn client(
+    loc: &S3Artifact,
+    secrets: &Secrets,
+    timeouts: Timeouts,
+) -> Result<aws_sdk_s3::Client> {
     let region = Region::new(Endpoint::from_location(loc).region);
-    let mut builder = builder(loc, secrets)?;
+    let mut builder = builder(loc, secrets, timeouts)?;
 
     let access = secrets.read_opt(loc.access_key_secret.as_ref())?;
     let secret = secrets.read_opt(loc.secret_key_secret.as_ref())?;
@@ -115,11 +119,13 @@ pub async fn client(loc: &S3Artifact, secrets: &Secrets) -> Result<aws_sdk_s3::C
 }
 
 /// The client configuration of a location, credentials aside: endpoint, addressing, region,
-/// timeouts ([`Timeouts::OBJECT_STORE`] or the environment's), TLS, and no SDK retries (ours
-/// are typed, in `storage::retry`).
-pub(crate) fn builder(loc: &S3Artifact, secrets: &Secrets) -> Result<aws_sdk_s3::config::Builder> {
+/// timeouts, TLS, and no SDK retries (ours are typed, in `storage::retry`).
+pub(crate) fn builder(
+    loc: &S3Artifact,
+    secrets: &Secrets,
+    timeouts: Timeouts,
+) -> Result<aws_sdk_s3::config::Builder> {
     let endpoint = Endpoint::from_location(loc);
-    let timeouts = Timeouts::from_env(Timeouts::OBJECT_STORE);
     let mut builder = aws_sdk_s3::config::Builder::new()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(endpoint.region.clone()))

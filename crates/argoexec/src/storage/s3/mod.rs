@@ -16,10 +16,11 @@ use futures::StreamExt;
 
 use super::{
     Driver, Error, ErrorKind, GetStream, ListPage, MultipartLimits, ObjectMeta, Part, PartBody,
-    PartReceipt, PendingUpload, PutOptions, Result, Secrets, cause_chain, verify,
+    PartReceipt, PendingUpload, PutOptions, Result, Secrets, StorageConfig, cause_chain, verify,
 };
 use crate::model::S3Artifact;
 use crate::storage::file_range::READ_BLOCK;
+use crate::storage::timeouts::Timeouts;
 use aws_smithy_types::byte_stream::Length;
 
 mod config;
@@ -58,8 +59,7 @@ pub struct S3Driver {
     located: String,
     encryption: Encryption,
     /// Ask the server to verify and keep a whole-object CRC32C on multipart uploads (S3's
-    /// `FULL_OBJECT` checksums). On for AWS; off for other endpoints unless
-    /// `ARGOEXEC_S3_FULL_OBJECT_CHECKSUM=true`, because not every S3-compatible server knows it.
+    /// `FULL_OBJECT` checksums): [`StorageConfig::s3_full_object_checksum`].
     full_object_checksum: bool,
     /// Keys per listing page; `None` = the server's default (1,000 on S3).
     list_page_size: Option<i32>,
@@ -84,9 +84,13 @@ impl S3Driver {
         }
     }
 
-    /// Connects to the location's bucket, creating it first when `createBucketIfNotPresent`
-    /// asks (an existing bucket is fine).
-    pub async fn new(loc: &S3Artifact, secrets: &Secrets) -> Result<Self> {
+    /// Connects to the location's bucket as `settings` say, creating it first when
+    /// `createBucketIfNotPresent` asks (an existing bucket is fine).
+    pub async fn new(
+        loc: &S3Artifact,
+        secrets: &Secrets,
+        settings: &StorageConfig,
+    ) -> Result<Self> {
         // Argo reads the secrets as it builds the driver, and says a failure as it is; only
         // the client it makes later is `failed to create new S3 client`.
         for selector in [
@@ -98,10 +102,10 @@ impl S3Driver {
             secrets.read_opt(selector.as_ref())?;
         }
         let encryption = Self::encryption(loc)?;
-        let client = config::client(loc, secrets)
+        let client = config::client(loc, secrets, settings.timeouts.over(Timeouts::OBJECT_STORE))
             .await
             .map_err(|e| e.context("failed to create new S3 client"))?;
-        Self::connect(loc, client, encryption).await
+        Self::connect(loc, client, encryption, settings).await
     }
 
     /// As [`S3Driver::new`], with credentials the caller resolved (S3-compatible services with
@@ -110,14 +114,16 @@ impl S3Driver {
         loc: &S3Artifact,
         secrets: &Secrets,
         credentials: aws_sdk_s3::config::SharedCredentialsProvider,
+        settings: &StorageConfig,
     ) -> Result<Self> {
         let encryption = Self::encryption(loc)?;
+        let timeouts = settings.timeouts.over(Timeouts::OBJECT_STORE);
         let client = aws_sdk_s3::Client::from_conf(
-            config::builder(loc, secrets)?
+            config::builder(loc, secrets, timeouts)?
                 .credentials_provider(credentials)
                 .build(),
         );
-        Self::connect(loc, client, encryption).await
+        Self::connect(loc, client, encryption, settings).await
     }
 
     /// Replaces the bucket's lifecycle configuration. Sent with Content-MD5, which OSS
@@ -191,14 +197,12 @@ impl S3Driver {
         loc: &S3Artifact,
         client: aws_sdk_s3::Client,
         encryption: Encryption,
+        settings: &StorageConfig,
     ) -> Result<Self> {
         let endpoint = Endpoint::from_location(loc);
-        let full_object_checksum =
-            match std::env::var("ARGOEXEC_S3_FULL_OBJECT_CHECKSUM").as_deref() {
-                Ok("true") => true,
-                Ok("false") => false,
-                _ => endpoint.is_aws(),
-            };
+        let full_object_checksum = settings
+            .s3_full_object_checksum
+            .unwrap_or_else(|| endpoint.is_aws());
         // Scheme, host and port only: an endpoint URL could carry user info.
         let located = match endpoint.url.as_deref().map(url::Url::parse) {
             Some(Ok(url)) if !endpoint.is_aws() => format!(
