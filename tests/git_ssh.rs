@@ -186,23 +186,14 @@ async fn a_host_key_not_in_known_hosts_fails_naming_the_host() {
 async fn a_private_key_the_server_refuses_fails_clearly() {
     let s = Setup::new("ed25519", 0).await;
     let (stranger, _) = keygen(s.keys.path(), "stranger", "ed25519");
-    s.pod.write_secret("git", "key", &stranger);
-    let out = s
-        .init(
-            json!({"repo": s.server.url(&s.repo("main.git")), "insecureIgnoreHostKey": true}),
-            None,
-        )
-        .await;
-    let message = failure(&s.pod, &out);
-    assert!(message.contains("ssh: unable to authenticate"), "{message}");
-
-    s.pod.write_secret("git", "key", "not a key");
-    let out = s
-        .init(
-            json!({"repo": s.server.url(&s.repo("main.git")), "insecureIgnoreHostKey": true}),
-            None,
-        )
-        .await;
-    let message = failure(&s.pod, &out);
-    assert!(message.contains("ssh: no key found"), "{message}");
+    let repo = json!({"repo": s.server.url(&s.repo("main.git")), "insecureIgnoreHostKey": true});
+    for (key, want) in [
+        (stranger.as_str(), "ssh: unable to authenticate"),
+        ("not a key", "ssh: no key found"),
+    ] {
+        s.pod.write_secret("git", "key", key);
+        let out = s.init(repo.clone(), None).await;
+        let message = failure(&s.pod, &out);
+        assert!(message.contains(want), "{want}: {message}");
+    }
 }
