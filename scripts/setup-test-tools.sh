@@ -59,6 +59,24 @@ if ! command -v git >/dev/null 2>&1; then
 fi
 echo "export ARGOEXEC_TEST_GIT=$(command -v git)" >>"$env_file.new"
 
+# OpenSSH's sshd (Debian's openssh-server, with ssh-keygen from openssh-client): serves the git
+# fixtures over SSH to the in-process client (tests/git_ssh.rs, tests/image.rs). Each test
+# starts its own sshd with its own config; the package's service must not start, so the install
+# runs under a policy-rc.d that forbids it when the system has none.
+if [[ ! -x /usr/sbin/sshd ]] || ! command -v ssh-keygen >/dev/null 2>&1; then
+  echo "setup-test-tools: installing openssh-server (apt)" >&2
+  no_policy=$([[ -e /usr/sbin/policy-rc.d ]] || echo yes)
+  if [[ $no_policy == yes ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 0755 /usr/sbin/policy-rc.d
+  fi
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null
+  if [[ $no_policy == yes ]]; then
+    rm -f /usr/sbin/policy-rc.d
+  fi
+fi
+echo "export ARGOEXEC_TEST_SSHD=/usr/sbin/sshd" >>"$env_file.new"
+
 # Artifact plugins written in Python (tests/artifact_plugins.rs): grpcio, and grpcio-tools whose
 # grpc_tools.protoc generates the plugin's stubs from proto/artifact.proto at test time. Installed
 # with pip into their own directory, put on PYTHONPATH by the test; offline once installed.

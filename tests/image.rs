@@ -573,3 +573,100 @@ async fn a_pod_runs_init_emissary_and_wait_in_the_image_as_its_user() {
     );
     assert_eq!(std::fs::read_to_string(&termination_log).expect("log"), "");
 }
+
+/// The image has no `ssh` program, yet `init` clones a git input over SSH, checking the host
+/// key against a known_hosts file named by `SSH_KNOWN_HOSTS`, as Argo's go-git does
+/// in-process: against OpenSSH's sshd on loopback (chroot keeps the network).
+#[cfg(feature = "git")]
+#[tokio::test(flavor = "multi_thread")]
+async fn init_clones_a_git_input_over_ssh_in_the_image() {
+    use support::git_server::GitFixture;
+    use support::ssh_server::{SshServer, free_address, keygen};
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test chroots and switches users, so it needs root (the CI container runs as root)"
+    );
+    let stage = FinalStage::parse();
+    let (user, image_path, entrypoint) = (stage.user(), stage.path(), stage.entrypoint());
+    let pod = TestPod::new().await;
+    let root = pod.root.path();
+    std::fs::set_permissions(root, PermissionsExt::from_mode(0o755)).expect("chmod root");
+    assemble_rootfs(root);
+    for bin in ["bin", "usr/bin", "usr/local/bin"] {
+        assert!(!root.join(bin).join("ssh").exists(), "no ssh in the image");
+    }
+    mkdir(root, "/argo/inputs/artifacts", 0o777);
+    mkdir(root, "/var/run/argo", 0o777);
+    let termination_log = root.join("dev/termination-log");
+    mkdir(root, "/dev", 0o755);
+    // Every container runtime provides /dev/random and /dev/urandom (OCI runtime spec): the
+    // SSH client's random numbers come from them in a static binary (getrandom's fallback).
+    for (name, minor) in [("random", 8), ("urandom", 9)] {
+        let dev = root.join("dev").join(name);
+        nix::sys::stat::mknod(
+            &dev,
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(1, minor),
+        )
+        .expect("mknod");
+        std::fs::set_permissions(&dev, PermissionsExt::from_mode(0o666)).expect("chmod");
+    }
+
+    let fx = GitFixture::new();
+    let keys = tempfile::tempdir().expect("keys");
+    let (private, public) = keygen(keys.path(), "client", "ed25519");
+    let server = SshServer::start(free_address(0), &[&public]);
+    pod.write_secret("git", "key", &private);
+    let secret = root.join("argo/secret");
+    for dir in [secret.clone(), secret.join("git")] {
+        std::fs::set_permissions(&dir, PermissionsExt::from_mode(0o755)).expect("chmod");
+    }
+    std::fs::set_permissions(secret.join("git/key"), PermissionsExt::from_mode(0o644))
+        .expect("chmod secret");
+    std::fs::write(
+        root.join("argo/known_hosts"),
+        server.known_hosts_line() + "\n",
+    )
+    .expect("known_hosts");
+
+    let repo = server.url(&fx.root.path().join("main.git"));
+    let template = json!({"name": "consume", "inputs": {"artifacts": [
+        {"name": "src", "path": "/src", "git": {"repo": repo, "revision": "v1",
+         "disableSubmodules": true,
+         "sshPrivateKeySecret": {"name": "git", "key": "key"}}}]}})
+    .to_string();
+    let mut args = entrypoint.iter().map(String::as_str).collect::<Vec<_>>();
+    args.extend(["init", "--loglevel", "info", "--log-format", "json"]);
+    let env = [
+        ("ARGO_POD_NAME", "wf-step-1"),
+        ("ARGO_POD_UID", "pod-uid-1"),
+        ("ARGO_WORKFLOW_NAME", "wf"),
+        ("ARGO_NODE_ID", "wf-1"),
+        ("ARGO_CONTAINER_NAME", "init"),
+        ("ARGO_DEADLINE", "0001-01-01T00:00:00Z"),
+        ("ARGO_TEMPLATE", template.as_str()),
+        ("SSH_KNOWN_HOSTS", "/argo/known_hosts"),
+    ];
+    let init = bounded(&mut in_root(root, &user, &image_path, &args, &env)).await;
+    if !init.status.success() {
+        eprintln!("sshd log:\n{}", server.log());
+        eprintln!(
+            "termination log: {}",
+            std::fs::read_to_string(&termination_log).unwrap_or_default()
+        );
+    }
+    assert_ok(&init);
+    let dest = root.join("argo/inputs/artifacts/src");
+    // Detached at the revision (read directly: git refuses a repository of another user).
+    assert_eq!(
+        std::fs::read_to_string(dest.join(".git/HEAD"))
+            .expect("HEAD")
+            .trim(),
+        fx.first
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("a.txt")).expect("a.txt"),
+        "one\n"
+    );
+}

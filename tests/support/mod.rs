@@ -18,6 +18,7 @@ pub mod kube_server;
 pub mod otlp;
 pub mod process;
 pub mod s3_server;
+pub mod ssh_server;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

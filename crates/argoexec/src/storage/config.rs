@@ -11,6 +11,8 @@ use std::time::SystemTime;
 use super::azure::AzureOptions;
 #[cfg(feature = "gcs")]
 use super::gcs::GcsOptions;
+#[cfg(feature = "git")]
+use super::git::known_hosts::KnownHostsFiles;
 use super::oss::AlibabaEnv;
 use super::retry::Backoff;
 use super::timeouts::TimeoutOverrides;
@@ -42,6 +44,11 @@ pub struct StorageConfig {
     /// credential from (see [`AzureOptions`]).
     #[cfg(feature = "azure")]
     pub azure: AzureOptions,
+    /// The known_hosts files Git over SSH checks host keys against (`SSH_KNOWN_HOSTS`, else
+    /// `$HOME/.ssh/known_hosts` and `/etc/ssh/ssh_known_hosts`, as go-git). No memory cost
+    /// beyond the files' lines during a clone.
+    #[cfg(feature = "git")]
+    pub ssh_known_hosts: KnownHostsFiles,
 }
 
 impl StorageConfig {
@@ -68,6 +75,11 @@ impl StorageConfig {
                 sdk_credentials: super::azure::AzureSdkEnv::from_lookup(&get),
                 ..AzureOptions::default()
             },
+            #[cfg(feature = "git")]
+            ssh_known_hosts: KnownHostsFiles::new(
+                get("SSH_KNOWN_HOSTS").as_deref(),
+                get("HOME").map(std::path::PathBuf::from).as_deref(),
+            ),
         }
     }
 

@@ -1,17 +1,17 @@
-//! From an Argo `git:` location and its mounted secrets to what a clone needs: the URL, the
-//! credentials, and for SSH the `ssh` command line.
+//! From an Argo `git:` location and its mounted secrets to what a clone needs: the URL and
+//! the credentials.
 //!
 //! Argo's rules: an SSH private key wins over a username/password; HTTP basic auth is used
 //! when either of username or password is set; the SSH user is the `user@` of the repo URL,
 //! `git` when there is none.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::sync::Arc;
 
+use super::known_hosts::KnownHostsFiles;
+use super::ssh::{HostKeyPolicy, SshAuth};
 use crate::model::GitArtifact;
 use crate::storage::secrets::Secret;
-use crate::storage::{Error, Result, Secrets};
+use crate::storage::{Error, ErrorKind, Result, Secrets};
 
 /// How to authenticate to the remote.
 #[derive(Debug)]
@@ -22,70 +22,40 @@ pub enum Auth {
         username: Option<Secret>,
         password: Option<Secret>,
     },
-    /// An SSH key, written to a private temporary file for the `ssh` program.
-    Ssh(SshKey),
+    /// An SSH key, and the host keys to trust.
+    Ssh(SshAuth),
 }
 
-/// A private key file that exists as long as this value.
-#[derive(Debug)]
-pub struct SshKey {
-    dir: tempfile::TempDir,
-    pub ignore_host_key: bool,
+/// The private key of `sshPrivateKeySecret`, in the formats go-git reads (OpenSSH, PEM
+/// PKCS#1 and PKCS#8, unencrypted); its failures are worded as go-git's.
+fn private_key(key: &Secret) -> Result<russh::keys::PrivateKey> {
+    let text = key.expose();
+    russh::keys::decode_secret_key(text, None).map_err(|e| {
+        let message = match e {
+            russh::keys::Error::KeyIsEncrypted => {
+                "ssh: this private key is passphrase protected".to_string()
+            }
+            _ if !text.contains("-----BEGIN") => "ssh: no key found".to_string(),
+            e => format!("ssh: cannot decode the private key: {e}"),
+        };
+        Error::backend("git", ErrorKind::Request, message)
+    })
 }
 
-impl SshKey {
-    fn write(key: &Secret, ignore_host_key: bool) -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("argoexec-git-ssh-")
-            .tempdir()
-            .map_err(|e| Error::io("creating a directory for the SSH key", e))?;
-        let path = dir.path().join("id");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-        let mut bytes = key.expose().as_bytes().to_vec();
-        // OpenSSH refuses a key file whose last line has no newline.
-        if !bytes.ends_with(b"\n") {
-            bytes.push(b'\n');
-        }
-        f.write_all(&bytes)
-            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-        Ok(Self {
-            dir,
-            ignore_host_key,
-        })
-    }
-
-    pub fn path(&self) -> PathBuf {
-        self.dir.path().join("id")
-    }
-
-    /// The `core.sshCommand` that uses this key and nothing else, never prompts, and with
-    /// `insecureIgnoreHostKey` accepts any host key.
-    pub fn ssh_command(&self) -> String {
-        let mut cmd = format!(
-            "ssh -i '{}' -o IdentitiesOnly=yes -o BatchMode=yes",
-            self.path().display()
-        );
-        if self.ignore_host_key {
-            cmd.push_str(" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null");
-        }
-        cmd
-    }
-}
-
-/// The credentials of a location.
-pub fn auth(loc: &GitArtifact, secrets: &Secrets) -> Result<Auth> {
+/// The credentials of a location; `known_hosts` are the files that vouch for SSH servers
+/// unless the location sets `insecureIgnoreHostKey`.
+pub fn auth(loc: &GitArtifact, secrets: &Secrets, known_hosts: KnownHostsFiles) -> Result<Auth> {
     if let Some(key) = secrets.read_opt(loc.ssh_private_key_secret.as_ref())?
         && !key.expose().is_empty()
     {
-        return Ok(Auth::Ssh(SshKey::write(
-            &key,
-            loc.insecure_ignore_host_key,
-        )?));
+        return Ok(Auth::Ssh(SshAuth {
+            key: Arc::new(private_key(&key)?),
+            host_keys: if loc.insecure_ignore_host_key {
+                HostKeyPolicy::AcceptAny
+            } else {
+                HostKeyPolicy::KnownHosts(known_hosts)
+            },
+        }));
     }
     let username = secrets.read_opt(loc.username_secret.as_ref())?;
     let password = secrets.read_opt(loc.password_secret.as_ref())?;

@@ -2,9 +2,9 @@
 //!
 //! Why gitoxide: init runs in our `FROM scratch` image, which has no `git` binary; `git2` would
 //! bring libgit2 and OpenSSL. gitoxide is pure Rust and speaks HTTP(S) through the same reqwest
-//! and rustls as the HTTP driver, plus `git://` and `file://`, from the static binary. For
-//! `ssh://` and `user@host:path` URLs gitoxide runs the `ssh` program, which our image lacks:
-//! SSH works where `ssh` is on the PATH, and fails with a clear error elsewhere.
+//! and rustls as the HTTP driver, plus `git://` and `file://`, from the static binary. With an
+//! SSH key, `ssh://` and `user@host:path` URLs go through an SSH client in-process ([`ssh`]),
+//! as Argo's go-git does: no `ssh` program is needed.
 //!
 //! Git is not a key-value store, so it is not a [`super::Driver`]: [`clone_into`] is the hook
 //! the input loader calls. Saving is refused by [`super::input_only::InputOnly::GIT`].
@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
+use gix::protocol::transport::client::blocking_io::Transport;
 use gix::remote::Direction;
 use gix::remote::fetch::Shallow;
 
@@ -24,6 +25,8 @@ use crate::model::GitArtifact;
 
 mod config;
 mod error;
+pub mod known_hosts;
+mod ssh;
 
 use config::Auth;
 use error::failed;
@@ -34,17 +37,18 @@ const SUBMODULE_DEPTH: usize = 10;
 /// Clones the location into `dest` (which must not exist or be empty); returns the bytes
 /// written to the work tree.
 ///
-/// Over HTTP(S) every request is bounded by `settings`' timeouts (the HTTP driver's
+/// Over HTTP(S) and SSH every request is bounded by `settings`' timeouts (the HTTP driver's
 /// defaults); every protocol is bounded by its deadline, which interrupts the clone and fails it
-/// at once (a `git://` or SSH server that stops answering is stopped only by the deadline:
-/// gitoxide sets no timeout on them).
+/// at once (a `git://` server that stops answering is stopped only by the deadline: gitoxide
+/// sets no timeout on it). SSH host keys are checked against `settings.ssh_known_hosts` (the
+/// files go-git reads).
 pub async fn clone_into(
     loc: &GitArtifact,
     secrets: &Secrets,
     settings: &StorageConfig,
     dest: &Path,
 ) -> Result<u64> {
-    let auth = config::auth(loc, secrets)?;
+    let auth = config::auth(loc, secrets, settings.ssh_known_hosts.clone())?;
     if loc.single_branch && loc.branch.is_empty() {
         return Err(Error::config(
             "single branch mode without a branch specified",
@@ -127,20 +131,20 @@ impl<'a> Clone<'a> {
             .and_then(NonZeroU32::new)
     }
 
-    /// Config values for this clone: the SSH command with the key.
-    fn overrides(&self) -> Vec<String> {
-        match self.auth.as_ref() {
-            Auth::Ssh(key) => vec![format!("core.sshCommand={}", key.ssh_command())],
-            _ => Vec::new(),
-        }
-    }
-
-    /// Applies credentials, timeouts and TLS settings to a connection.
-    fn configure<T: gix::protocol::transport::client::blocking_io::Transport>(
+    /// Applies credentials, timeouts and TLS settings to a connection; with an SSH key and an
+    /// SSH URL, replaces gitoxide's transport (which would run the `ssh` program before its
+    /// first request) with our in-process session.
+    fn configure(
         auth: &Arc<Auth>,
         http: HttpSettings,
-        conn: &mut gix::remote::Connection<'_, '_, '_, T>,
-    ) {
+        conn: &mut gix::remote::Connection<'_, '_, '_, Box<dyn Transport + Send>>,
+    ) -> std::result::Result<(), ssh::SshError> {
+        if let Auth::Ssh(ssh_auth) = auth.as_ref()
+            && let Some(url) = conn.remote().url(Direction::Fetch)
+            && url.scheme == gix::url::Scheme::Ssh
+        {
+            *conn.transport_mut() = ssh::upload_pack(url, ssh_auth, http.timeouts)?;
+        }
         if let Auth::Basic { username, password } = auth.as_ref() {
             let (user, pass) = (
                 username
@@ -167,6 +171,7 @@ impl<'a> Clone<'a> {
             });
         }
         conn.set_transport_options(Box::new(http.options()));
+        Ok(())
     }
 
     fn http_settings(&self) -> HttpSettings {
@@ -189,8 +194,7 @@ impl<'a> Clone<'a> {
             gix::create::Options::default(),
             gix::open::Options::isolated(),
         )
-        .map_err(|e| clone_err(&e))?
-        .with_in_memory_config_overrides(self.overrides());
+        .map_err(|e| clone_err(&e))?;
         if let Some(depth) = self.depth() {
             prepare = prepare.with_shallow(Shallow::DepthAtRemote(depth));
         }
@@ -208,8 +212,7 @@ impl<'a> Clone<'a> {
         let auth = Arc::clone(&self.auth);
         let http = self.http_settings();
         prepare = prepare.configure_connection(move |conn| {
-            Self::configure(&auth, http, conn);
-            Ok(())
+            Self::configure(&auth, http, conn).map_err(gix::Error::from_error)
         });
         let (mut checkout, _) = prepare
             .fetch_then_checkout(gix::progress::Discard, interrupt)
@@ -247,7 +250,7 @@ impl<'a> Clone<'a> {
         let mut conn = remote
             .connect(Direction::Fetch)
             .map_err(|e| fetch_err(&e))?;
-        Self::configure(&self.auth, self.http_settings(), &mut conn);
+        Self::configure(&self.auth, self.http_settings(), &mut conn).map_err(|e| fetch_err(&e))?;
         let mut prepared = conn
             .prepare_fetch(gix::progress::Discard, Default::default())
             .map_err(|e| fetch_err(&e))?;
