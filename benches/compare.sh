@@ -56,20 +56,28 @@ measure() {
 }
 clear_bucket() { rm -rf "$work/s3/bench" && mkdir -p "$work/s3/bench"; }
 
+# checked_down DOWNLOADED SOURCE: the download must equal the source; then the download and the
+# bucket go, so each tool round-trips alone and the disk holds at most three copies at a time.
+checked_down() { diff -r "$1" "$2" >/dev/null || { echo "FAILED: $1 is not $2"; exit 1; }; rm -rf "$1"; clear_bucket; }
+
 if [[ " $cases " == *" file "* ]]; then
   echo "== file: ${gib} GiB, archive none"
-  head -c $((gib << 30)) /dev/urandom >"$pod/mainctrfs/work/file.bin"
+  src=$pod/mainctrfs/work/file.bin
+  head -c $((gib << 30)) /dev/urandom >"$src"
   measure "file up" "argoexec-rs" ours_up f file.bin '{"none":{}}' ours
-  measure "file up" "aws s3 cp" aws_s3 cp "$pod/mainctrfs/work/file.bin" s3://bench/aws/file.bin
-  measure "file up" "rclone copyto" rclone copyto "$pod/mainctrfs/work/file.bin" t:bench/rclone/file.bin
-  measure "file up" "floor (lean SDK client)" "$out/examples/floor" up "$pod/mainctrfs/work/file.bin" floor/file.bin
   measure "file down" "argoexec-rs" ours_down f ours/file.bin '{"none":{}}'
-  measure "file down" "aws s3 cp" aws_s3 cp s3://bench/aws/file.bin "$work/aws.bin"
-  measure "file down" "rclone copyto" rclone copyto t:bench/rclone/file.bin "$work/rclone.bin"
-  measure "file down" "floor (lean SDK client)" "$out/examples/floor" down floor/file.bin "$work/floor.bin"
-  cmp "$pod/argo/inputs/artifacts/f" "$pod/mainctrfs/work/file.bin"
+  checked_down "$pod/argo/inputs/artifacts/f" "$src"
+  measure "file up" "aws s3 cp" aws_s3 cp "$src" s3://bench/aws/file.bin
+  measure "file down" "aws s3 cp" aws_s3 cp s3://bench/aws/file.bin "$work/down.bin"
+  checked_down "$work/down.bin" "$src"
+  measure "file up" "rclone copyto" rclone copyto "$src" t:bench/rclone/file.bin
+  measure "file down" "rclone copyto" rclone copyto t:bench/rclone/file.bin "$work/down.bin"
+  checked_down "$work/down.bin" "$src"
+  measure "file up" "floor (lean SDK client)" "$out/examples/floor" up "$src" floor/file.bin
+  measure "file down" "floor (lean SDK client)" "$out/examples/floor" down floor/file.bin "$work/down.bin"
+  checked_down "$work/down.bin" "$src"
   floor "file up" $((gib << 30)); floor "file down" $((gib << 30))
-  rm -f "$work"/*.bin "$pod/mainctrfs/work/file.bin"; rm -rf "$pod/argo/inputs"; clear_bucket
+  rm -f "$src"; rm -rf "$pod/argo/inputs"
 fi
 
 if [[ " $cases " == *" tgz "* ]]; then
@@ -77,13 +85,14 @@ if [[ " $cases " == *" tgz "* ]]; then
   d=$pod/mainctrfs/work/tree
   make_tree "$d" $((gib << 10))
   measure "tgz up" "argoexec-rs" ours_up t tree 'null' ours
-  measure "tgz up" "tar czf + rclone (Go executor)" "tar czf $work/tree.tgz -C $pod/mainctrfs/work tree && rclone copyto $work/tree.tgz t:bench/go/tree.tgz && rm $work/tree.tgz"
-  measure "tgz down" "argoexec-rs" ours_down t ours/t.tgz 'null'
-  measure "tgz down" "rclone + tar xzf (Go executor)" "rclone copyto t:bench/go/tree.tgz $work/dl.tgz && mkdir -p $work/out && tar xzf $work/dl.tgz -C $work/out && rm $work/dl.tgz"
-  diff -r "$pod/argo/inputs/artifacts/t" "$d" >/dev/null
   tgz_bytes=$(stat -c %s "$work/s3/bench/ours/t.tgz")
+  measure "tgz down" "argoexec-rs" ours_down t ours/t.tgz 'null'
+  checked_down "$pod/argo/inputs/artifacts/t" "$d"
+  measure "tgz up" "tar czf + rclone (Go executor)" "tar czf $work/tree.tgz -C $pod/mainctrfs/work tree && rclone copyto $work/tree.tgz t:bench/go/tree.tgz && rm $work/tree.tgz"
+  measure "tgz down" "rclone + tar xzf (Go executor)" "rclone copyto t:bench/go/tree.tgz $work/dl.tgz && mkdir -p $work/out && tar xzf $work/dl.tgz -C $work/out && rm $work/dl.tgz"
+  checked_down "$work/out/tree" "$d"
   floor "tgz up" "$tgz_bytes"; floor "tgz down" "$tgz_bytes"
-  rm -rf "$d" "$work/out" "$pod/argo/inputs"; clear_bucket
+  rm -rf "$d" "$work/out" "$pod/argo/inputs"
 fi
 
 if [[ " $cases " == *" small "* ]]; then

@@ -76,11 +76,15 @@ intact() {
 
 for cpu in $cpus; do
   for mem in $mems; do
+    # Only the seed is read back: each upload's object goes at once, to keep the disk free.
     limited "$cpu" "$mem" "tgz up" "argoexec-rs wait" "ours_up t tree null ours"
+    rm -rf "$work/s3/bench/ours"
     limited "$cpu" "$mem" "tgz up" "tar czf + rclone (Go executor)" \
       "tar czf $work/tree.tgz -C $pod/mainctrfs/work tree && rclone copyto $work/tree.tgz t:bench/go/tree.tgz; s=\$?; rm -f $work/tree.tgz; exit \$s"
+    rm -rf "$work/s3/bench/go"
     limited "$cpu" "$mem" "tgz down" "argoexec-rs init" "ours_down t seed/seed.tgz null"
     intact "$pod/argo/inputs/artifacts/t"
+    rm -rf "$pod/argo/inputs"
     limited "$cpu" "$mem" "tgz down" "rclone + tar xzf (Go executor)" \
       "rclone copyto t:bench/seed/seed.tgz $work/dl.tgz && mkdir -p $work/out && tar xzf $work/dl.tgz -C $work/out"
     intact "$work/out/tree"
