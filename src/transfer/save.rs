@@ -20,7 +20,7 @@ use super::parts::ObjectSize;
 use super::progress::{self, Progress};
 use super::upload::{PartWriter, UploadStats, Uploader};
 use super::{Error, Result, validate_path};
-use crate::archive::{self, gzip};
+use crate::archive::{self, ArchiveError, SafePath, gzip};
 use crate::contract::{NO_ARCHIVE_LOCATION, Roots, STORAGE_NOT_CONFIGURED};
 use crate::keys;
 use crate::model::ArchiveStrategy;
@@ -500,8 +500,15 @@ fn tar_to_objects(
                 continue;
             }
             None => key.to_string(),
+            // The names come from main's side (its emissary, or a file in the emptyDir main
+            // can write): one that climbs out would put an object anywhere in the bucket with
+            // wait's credentials, which main does not have.
             Some(prefix) => match name.strip_prefix(prefix.as_str()) {
-                Some(rel) if kind.is_file() => keys::join(&[key, rel]),
+                Some(rel) if kind.is_file() => {
+                    let rel = SafePath::cleaned(rel)
+                        .map_err(|_| ArchiveError::IllegalPath { name: name.clone() })?;
+                    keys::join(&[key, rel.as_str()])
+                }
                 _ => continue,
             },
         };
