@@ -305,6 +305,65 @@ async fn wait_refuses_strangers_and_never_completes_a_stream_cut_short() {
     assert!(!pod.roots().output_token().exists());
 }
 
+/// A tar entry of `size` bytes under `name` as written, `..` included (the tar
+/// crate's own `set_path` refuses such names, a hostile sender does not).
+fn raw_entry(tar: &mut tar::Builder<Vec<u8>>, kind: tar::EntryType, name: &str, size: usize) {
+    let mut header = tar::Header::new_gnu();
+    header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    header.set_entry_type(kind);
+    header.set_size(size as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append(&header, &vec![b'x'; size][..]).expect("tar");
+}
+
+/// main can reach the socket (its token is readable by main's uid): a directory stream whose
+/// entry names climb out of the artifact must not place objects elsewhere in the bucket with
+/// wait's credentials.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_whose_names_climb_out_of_its_artifact_stores_nothing_outside_it() {
+    let (pod, _kube, kubeconfig) = pod_with_api().await;
+    let main_fs = main_filesystem();
+    let template = template(main_fs.path(), pod.s3(PREFIX));
+    let wait = start_wait(&pod, &kubeconfig, &template).await;
+    let token = std::fs::read(pod.roots().output_token()).expect("token");
+
+    let (mut stream, reply) = connect(&pod, &token, "tree-raw");
+    assert_eq!(reply, b'A');
+    let mut tar = tar::Builder::new(Vec::new());
+    raw_entry(&mut tar, tar::EntryType::Directory, "tree", 0);
+    raw_entry(
+        &mut tar,
+        tar::EntryType::Regular,
+        "tree/../../../escaped.txt",
+        64,
+    );
+    let tar = tar.into_inner().expect("tar bytes");
+    for frame in [&tar[..], &[]] {
+        stream
+            .write_all(&u32::try_from(frame.len()).expect("frame").to_be_bytes())
+            .expect("frame length");
+        stream.write_all(frame).expect("frame");
+    }
+    let mut stored = [0u8; 1];
+    stream.read_exact(&mut stored).expect("stored or failed");
+    assert_eq!(stored[0], b'F');
+
+    pod.stage_wait(&template);
+    let wait = finish(wait).await;
+    assert_eq!(wait.status.code(), Some(64), "{}", stderr(&wait));
+    assert!(
+        stderr(&wait).contains("illegal file path: tree/../../../escaped.txt"),
+        "{}",
+        stderr(&wait)
+    );
+    let everything = pod.keys("").await;
+    assert!(
+        everything.iter().all(|k| !k.contains("escaped")),
+        "{everything:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wait_killed_mid_stream_leaves_no_object_and_the_emissary_stages_the_output() {
     let (pod, _kube, kubeconfig) = pod_with_api().await;

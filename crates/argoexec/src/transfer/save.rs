@@ -20,7 +20,7 @@ use super::parts::ObjectSize;
 use super::progress::Progress;
 use super::upload::{PartWriter, UploadStats, Uploader};
 use super::{Error, Result};
-use crate::archive::{self, gzip};
+use crate::archive::{self, ArchiveError, SafePath, gzip};
 use crate::contract::Roots;
 use crate::keys::output::usable_archive;
 use crate::keys::{self, output_location, validate_path};
@@ -452,8 +452,15 @@ fn tar_to_objects(
                 continue;
             }
             None => key.to_string(),
+            // The names come from main's side (its emissary, or a file in the emptyDir main
+            // can write): one that climbs out would put an object anywhere in the bucket with
+            // wait's credentials, which main does not have.
             Some(prefix) => match name.strip_prefix(prefix.as_str()) {
-                Some(rel) if kind.is_file() => keys::join(&[key, rel]),
+                Some(rel) if kind.is_file() => {
+                    let rel = SafePath::cleaned(rel)
+                        .map_err(|_| ArchiveError::IllegalPath { name: name.clone() })?;
+                    keys::join(&[key, rel.as_str()])
+                }
                 _ => continue,
             },
         };
