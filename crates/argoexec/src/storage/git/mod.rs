@@ -3,7 +3,7 @@
 //! Why gitoxide: init runs in our `FROM scratch` image, which has no `git` binary; `git2` would
 //! bring libgit2 and OpenSSL. gitoxide is pure Rust and speaks HTTP(S) through the same reqwest
 //! and rustls as the HTTP driver, plus `git://` and `file://`, from the static binary. With an
-//! SSH key, `ssh://` and `user@host:path` URLs go through an SSH client in-process ([`ssh`]),
+//! SSH key, `ssh://` and `user@host:path` URLs go through an SSH client in-process (the `ssh` module),
 //! as Argo's go-git does: no `ssh` program is needed.
 //!
 //! Git is not a key-value store, so it is not a [`super::Driver`]: [`clone_into`] is the hook
