@@ -22,11 +22,11 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 
-use super::pod::{create_dir_all_with_mode, write_atomic};
 use super::{CommandError, Pod};
 use crate::agent::http::{Clients, HttpTemplate, SecretSource};
 use crate::agent::plugin::{Outcome, Plugin};
 use crate::agent::{self, ERROR, NodeResult, SUCCEEDED};
+use crate::pod::{create_dir_all_with_mode, write_atomic};
 use crate::report::{ApiOptions, ErrorKind, KubeClient};
 use crate::resource::api::{MERGE_PATCH, ResourceApi};
 use argoexec::contract::{env, parse_go_duration};

@@ -19,14 +19,14 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::os::unix::process::CommandExt;
 
-use super::emissary::{Signals, reap, take_signal_file};
-use super::pod::{
+use super::{CommandError, Pod};
+use crate::container::supervision::{Signals, reap, take_signal_file};
+use crate::pod::watch::DirWatch;
+use crate::pod::{
     create_dir_all_with_mode, create_shared_dir, required_env, template_from_env_or_file,
     write_atomic,
 };
-use super::watch::DirWatch;
-use super::{CommandError, Pod};
-use argoexec::contract::{self, env};
+use argoexec::contract::env;
 use argoexec::storage::plugin::socket_dir;
 use argoexec::transfer::load::Sources;
 
@@ -137,7 +137,7 @@ impl PluginServer {
     /// SIGTERM, SIGKILL after the grace period; the exit code (`None` if it never went).
     async fn stop(&mut self) -> Option<i32> {
         self.signal(Signal::SIGTERM, "input artifacts loaded");
-        let grace = contract::termination_grace_period();
+        let grace = crate::pod::termination_grace_period();
         if let Ok(code) = tokio::time::timeout(grace, self.exited(false, None)).await {
             return Some(code);
         }

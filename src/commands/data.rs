@@ -12,9 +12,9 @@ use futures::TryStreamExt;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::pod::{required_env, template_from_env_or_file};
 use super::{CommandError, Pod};
 use crate::expr::Program;
+use crate::pod::{required_env, template_from_env_or_file};
 use crate::report::{ApiOptions, TaskResultIdentity, TaskResults};
 use argoexec::model::{Artifact, ArtifactLocation, NodeResult, Template};
 use argoexec::storage;

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use futures::StreamExt;
 use tracing::Instrument;
 
-use super::pod::{copy_atomic, required_env, template_from_env, write_atomic};
 use super::{CommandError, Pod};
+use crate::pod::{copy_atomic, required_env, template_from_env, write_atomic};
 use crate::telemetry::{Direction, Transfer, metrics, trace};
 use argoexec::contract::env;
 use argoexec::model::Template;

@@ -5,20 +5,17 @@
 pub mod agent;
 pub mod artifact_delete;
 pub mod artifact_plugin;
-pub mod cli;
 pub mod data;
 pub mod emissary;
 pub mod init;
 pub mod kill;
-mod output_stream;
-pub mod pod;
 pub mod resource;
 pub mod serve;
 pub mod supervisor;
 pub mod wait;
-pub mod watch;
 
-pub use cli::{ArtifactCommand, Cli, Command};
+use crate::cli;
+pub use crate::cli::{ArtifactCommand, Cli, Command};
 
 use tracing::Instrument;
 

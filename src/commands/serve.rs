@@ -46,8 +46,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::cli::ServeArgs;
 use super::{CommandError, Pod};
+use crate::cli::ServeArgs;
 use argoexec::keys::template::KeyTemplate;
 use argoexec::model::{ArtifactRepository, ArtifactRepositoryRef};
 use argoexec::repository::{ConfigMapData, ConfigMaps, Resolver};

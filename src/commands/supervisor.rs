@@ -11,10 +11,10 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use super::pod::{required_env, template_from_env, write_atomic};
 use super::{CommandError, Pod};
+use crate::pod::{required_env, template_from_env, write_atomic};
 use crate::report::ApiOptions;
-use argoexec::contract::{self, env, parse_go_duration};
+use argoexec::contract::{env, parse_go_duration};
 use argoexec::transfer::load::Sources;
 
 pub const RUNNING: &str = "RUNNING";
@@ -101,7 +101,7 @@ pub async fn run(pod: &Pod, api: &ApiOptions) -> Result<(), CommandError> {
     let loaded = template_from_env(&pod.roots)?;
     let marker = pod.roots.status_marker();
     if let Some(dir) = marker.parent() {
-        let _ = super::pod::create_shared_dir(dir);
+        let _ = crate::pod::create_shared_dir(dir);
     }
     let failure = match write_marker(&marker, &format!("{RUNNING}\n")) {
         // Without a marker main cannot be told anything: it will presume us dead.
@@ -146,7 +146,7 @@ async fn heartbeat(marker: std::path::PathBuf) {
 }
 
 /// What `init` does, with Argo's supervisor messages.
-async fn pre_main(pod: &Pod, loaded: &super::pod::LoadedTemplate) -> Result<(), String> {
+async fn pre_main(pod: &Pod, loaded: &crate::pod::LoadedTemplate) -> Result<(), String> {
     // Files made here must be usable by main, whatever its uid (as init).
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     write_atomic(&pod.roots.template_file(), &loaded.raw, 0o444)
@@ -159,7 +159,7 @@ async fn pre_main(pod: &Pod, loaded: &super::pod::LoadedTemplate) -> Result<(), 
             .await
             .map_err(|e| format!("failed to load non-plugin input artifacts: {e}"))
     };
-    let plugins = contract::plugin_names_from_env(env::INPUT_ARTIFACT_PLUGIN_NAMES);
+    let plugins = crate::pod::plugin_names_from_env(env::INPUT_ARTIFACT_PLUGIN_NAMES);
     let from_plugins = futures::future::try_join_all(plugins.into_iter().map(|name| async move {
         super::init::load_inputs(pod, &loaded.template, Sources::Plugin(name.clone()))
             .await

@@ -18,10 +18,10 @@ use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::output_stream::OutputServer;
-use super::pod::{create_shared_dir, required_env, template_from_file, write_atomic};
-use super::watch::DirWatch;
 use super::{CommandError, Pod, write_termination_log};
+use crate::pod::output_stream::OutputServer;
+use crate::pod::watch::DirWatch;
+use crate::pod::{create_shared_dir, required_env, template_from_file, write_atomic};
 use crate::report::{ApiOptions, TaskResultIdentity, TaskResults};
 use crate::telemetry::{Direction, Transfer, metrics, trace};
 use argoexec::contract::{self, Roots, env, parse_go_duration};
@@ -79,7 +79,7 @@ pub(super) async fn post_main(
         secrets: &pod.secrets,
         uploader: &uploader,
         template,
-        initless_pod: contract::initless_pod_from_env(),
+        initless_pod: crate::pod::initless_pod_from_env(),
     };
     let main_done =
         wait_for_main(pod, &names, deadline, &mut sigterm).instrument(trace::wait_workload());
@@ -207,7 +207,7 @@ async fn wait_for_main(
 /// saved, as Argo's wait (and GC) does before it finalizes: SIGTERM through each one's signal
 /// file, SIGKILL after the grace period, then at most 10 s more for their exit codes.
 pub(super) async fn end_plugin_sidecars(pod: &Pod) {
-    let names = contract::plugin_names_from_env(env::ARTIFACT_PLUGIN_NAMES);
+    let names = crate::pod::plugin_names_from_env(env::ARTIFACT_PLUGIN_NAMES);
     if names.is_empty() {
         return;
     }
@@ -254,7 +254,7 @@ impl Killer {
                     (dir.join("exitcode"), dir.join("signal"))
                 })
                 .collect(),
-            grace: contract::termination_grace_period(),
+            grace: crate::pod::termination_grace_period(),
             stage: 0,
             next_at: None,
         }

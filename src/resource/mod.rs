@@ -4,4 +4,5 @@
 pub mod api;
 pub mod jq;
 pub mod jsonpath;
+pub mod request;
 pub mod selector;

@@ -42,29 +42,6 @@ pub mod env {
     pub const INPUT_ARTIFACT_PLUGIN_NAMES: &str = "ARGO_INPUT_ARTIFACT_PLUGIN_NAMES";
 }
 
-/// The names in a comma-list variable (`ARGO_ARTIFACT_PLUGIN_NAMES`...) of the process
-/// environment (the binary's commands read it): trimmed, blanks dropped, as Argo's
-/// `SplitPluginNames`.
-pub fn plugin_names_from_env(var: &str) -> Vec<String> {
-    split_names(&std::env::var(var).unwrap_or_default())
-}
-
-fn split_names(list: &str) -> Vec<String> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-/// Whether this container belongs to an init-less pod (docs/contract.md#the-init-less-layout): the supervisor
-/// carries `ARGO_INITLESS_POD=true`, the user containers `ARGO_WAIT_FOR_READY=true`.
-pub fn initless_pod_from_env() -> bool {
-    [env::INITLESS_POD, env::WAIT_FOR_READY]
-        .iter()
-        .any(|name| std::env::var(name).as_deref() == Ok("true"))
-}
-
 /// The value of `ARGO_TEMPLATE` that means "read the template from the offload file".
 pub const TEMPLATE_OFFLOADED: &str = "offloaded";
 
@@ -204,27 +181,6 @@ impl Roots {
     }
 }
 
-/// `ARGO_DEADLINE` of the process environment as a time; `None` when unset or the zero time
-/// (no deadline). For the binary's commands; the library is given it
-/// ([`crate::storage::StorageConfig::deadline`]).
-pub fn deadline_from_env() -> Option<std::time::SystemTime> {
-    parse_deadline(&std::env::var(env::DEADLINE).ok()?)
-        .ok()
-        .flatten()
-}
-
-/// How long a container gets between SIGTERM and SIGKILL: `ARGO_TERMINATION_GRACE_PERIOD_SECONDS`
-/// of the process environment when it is a positive integer, else 30 s (Argo's default). For
-/// the binary's commands.
-pub fn termination_grace_period() -> std::time::Duration {
-    let seconds = std::env::var(env::TERMINATION_GRACE_PERIOD_SECONDS)
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .filter(|s| *s > 0)
-        .unwrap_or(30);
-    std::time::Duration::from_secs(seconds)
-}
-
 /// Longest single argument the emissary passes inline when the controller offloaded the
 /// arguments to `ARGO_CONTAINER_ARGS_FILE`; longer ones go through `@<file>` (docs/contract.md#environment).
 pub const MAX_INLINE_ARG_BYTES: usize = 131_072;
@@ -276,15 +232,6 @@ pub fn parse_go_duration(s: &str) -> Option<std::time::Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn plugin_name_lists_drop_blanks_and_spaces() {
-        assert_eq!(
-            split_names(" artifact-plugin-a,,artifact-plugin-b ,"),
-            ["artifact-plugin-a", "artifact-plugin-b"]
-        );
-        assert!(split_names("").is_empty());
-    }
 
     #[test]
     fn default_roots_are_argos_real_paths() {

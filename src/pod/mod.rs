@@ -1,9 +1,16 @@
-//! What every command reads about the pod it runs in: roots, template, environment.
+//! What every command reads about the pod it runs in: roots, template, environment; and the
+//! files the pod's containers share on the `/var/run/argo` volume.
+//!
+//! * [`watch`]: waiting for files other containers write there.
+//! * [`output_stream`]: main's outputs streamed from its emissary to `wait` over a socket there.
+
+pub mod output_stream;
+pub mod watch;
 
 use std::fs;
 use std::path::Path;
 
-use super::CommandError;
+use crate::commands::CommandError;
 use argoexec::contract::{Roots, TEMPLATE_OFFLOADED, env};
 use argoexec::model::Template;
 
@@ -12,6 +19,50 @@ use argoexec::model::Template;
 pub struct LoadedTemplate {
     pub raw: Vec<u8>,
     pub template: Template,
+}
+
+/// The names in a comma-list variable (`ARGO_ARTIFACT_PLUGIN_NAMES`...) of the process
+/// environment (the binary's commands read it): trimmed, blanks dropped, as Argo's
+/// `SplitPluginNames`.
+pub fn plugin_names_from_env(var: &str) -> Vec<String> {
+    split_names(&std::env::var(var).unwrap_or_default())
+}
+
+fn split_names(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether this container belongs to an init-less pod (docs/contract.md#the-init-less-layout): the supervisor
+/// carries `ARGO_INITLESS_POD=true`, the user containers `ARGO_WAIT_FOR_READY=true`.
+pub fn initless_pod_from_env() -> bool {
+    [env::INITLESS_POD, env::WAIT_FOR_READY]
+        .iter()
+        .any(|name| std::env::var(name).as_deref() == Ok("true"))
+}
+
+/// `ARGO_DEADLINE` of the process environment as a time; `None` when unset or the zero time
+/// (no deadline). For the binary's commands; the library is given it
+/// ([`argoexec::storage::StorageConfig::deadline`]).
+pub fn deadline_from_env() -> Option<std::time::SystemTime> {
+    argoexec::contract::parse_deadline(&std::env::var(env::DEADLINE).ok()?)
+        .ok()
+        .flatten()
+}
+
+/// How long a container gets between SIGTERM and SIGKILL: `ARGO_TERMINATION_GRACE_PERIOD_SECONDS`
+/// of the process environment when it is a positive integer, else 30 s (Argo's default). For
+/// the binary's commands.
+pub fn termination_grace_period() -> std::time::Duration {
+    let seconds = std::env::var(env::TERMINATION_GRACE_PERIOD_SECONDS)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(30);
+    std::time::Duration::from_secs(seconds)
 }
 
 fn parse(raw: Vec<u8>, source: &str) -> Result<LoadedTemplate, CommandError> {
@@ -127,4 +178,18 @@ pub fn template_from_env_or_file(roots: &Roots) -> Result<LoadedTemplate, Comman
         return template_from_env(roots);
     }
     template_from_file(roots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_name_lists_drop_blanks_and_spaces() {
+        assert_eq!(
+            split_names(" artifact-plugin-a,,artifact-plugin-b ,"),
+            ["artifact-plugin-a", "artifact-plugin-b"]
+        );
+        assert!(split_names("").is_empty());
+    }
 }

@@ -39,9 +39,9 @@ use futures::stream::FuturesUnordered;
 use subtle::ConstantTimeEq;
 use tokio::net::UnixListener;
 
-use super::pod::write_atomic;
+use super::write_atomic;
 use argoexec::archive::tarball::write_tree;
-use argoexec::contract::{self, Roots};
+use argoexec::contract::Roots;
 use argoexec::model::{Artifact, Template};
 use argoexec::transfer::save::{Saved, Saver};
 
@@ -64,14 +64,14 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Whether an output is one the emissary hands over (main's own filesystem, not a volume wait
 /// reads directly).
-pub(super) fn in_main_filesystem(template: &Template, art: &Artifact) -> bool {
+pub fn in_main_filesystem(template: &Template, art: &Artifact) -> bool {
     !art.path.is_empty()
-        && !template.is_output_on_shared_mount(&art.path, contract::initless_pod_from_env())
+        && !template.is_output_on_shared_mount(&art.path, crate::pod::initless_pod_from_env())
 }
 
 /// Why an output was not streamed (the emissary then stages it).
 #[derive(Debug, thiserror::Error)]
-pub(super) enum StreamError {
+pub enum StreamError {
     /// No wait offers a socket (an older wait, or one that is gone).
     #[error("no output socket is offered: {0}")]
     NotOffered(#[source] io::Error),
@@ -85,7 +85,7 @@ pub(super) enum StreamError {
 
 /// Emissary side: sends the output at `src` (file or directory) as the artifact `name`.
 /// `Ok` only once wait said the upload completed.
-pub(super) fn send_output(roots: &Roots, name: &str, src: &Path) -> Result<(), StreamError> {
+pub fn send_output(roots: &Roots, name: &str, src: &Path) -> Result<(), StreamError> {
     let token = fs::read_to_string(roots.output_token()).map_err(StreamError::NotOffered)?;
     let stream = UnixStream::connect(roots.output_socket()).map_err(StreamError::NotOffered)?;
     let broken = StreamError::Broken;
@@ -212,7 +212,7 @@ fn cut_short(e: io::Error) -> io::Error {
 
 /// Wait side: the socket and what a stream must present to be accepted.
 #[derive(Debug)]
-pub(super) struct OutputServer {
+pub struct OutputServer {
     listener: UnixListener,
     gate: Gate,
 }
@@ -229,7 +229,7 @@ struct Gate {
 impl OutputServer {
     /// Offers the socket when the template has an output in main's own filesystem; `None`
     /// (with a warning when it failed) means the emissary stages everything, as before.
-    pub(super) fn offer(roots: &Roots, template: &Template) -> Option<Self> {
+    pub fn offer(roots: &Roots, template: &Template) -> Option<Self> {
         let wanted = template
             .outputs
             .artifacts
@@ -280,7 +280,7 @@ impl OutputServer {
     /// Takes output streams until `main_done` completes, then withdraws the socket and
     /// finishes the streams under way. Returns `main_done`'s output and the outputs saved
     /// from streams, by artifact name.
-    pub(super) async fn serve_until<F: Future>(
+    pub async fn serve_until<F: Future>(
         self,
         saver: &Saver<'_>,
         main_done: F,
