@@ -3,7 +3,7 @@
 # and the executor `argoexec-rs`, each with its default features and with none (the library
 # then has only the S3 driver). Then times a clean build of the library alone with only the S3
 # driver, in a throwaway target directory deleted afterwards (LIBBUILD_DIR, default
-# /work/tmp-libbuild). Takes minutes: it compiles the AWS SDK and its TLS stack from scratch.
+# target/lib-graph). Takes minutes: it compiles the AWS SDK and its TLS stack from scratch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +21,7 @@ for forbidden in clap kube k8s-openapi jaq-core jsonpath-rust inotify; do
 done
 echo "argoexec: no clap, kube, k8s-openapi, jaq, jsonpath or inotify in its graph"
 
-dir=${LIBBUILD_DIR:-/work/tmp-libbuild}
+dir=${LIBBUILD_DIR:-$PWD/target/lib-graph}
 rm -rf "$dir"
 trap 'rm -rf "$dir"' EXIT
 start=$(date +%s)
