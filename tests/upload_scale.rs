@@ -51,21 +51,27 @@ async fn through(pod: &TestPod, proxy: &FaultProxy) -> Arc<dyn Driver> {
         .expect("s3 driver")
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_file_needing_large_parts_streams_them_from_the_file_with_every_part_in_flight() {
-    let pod = TestPod::new().await;
-    let proxy = FaultProxy::start(pod.s3_addr).await;
-    let driver = through_slow_parts(&pod, &proxy).await;
-    let data = pseudo_random(60 << 20, 3);
+/// Uploads a 60 MiB file of random bytes (`seed`) as `big.bin` with 4 parts allowed: 15 MiB
+/// parts, each larger than the budget's share of a part. Returns the bytes and the uploader.
+async fn upload_big_file(pod: &TestPod, driver: Arc<dyn Driver>, seed: u32) -> (Vec<u8>, Uploader) {
+    let data = pseudo_random(60 << 20, seed);
     let file = pod.path("/big.bin");
     std::fs::write(&file, &data).expect("write");
-    // 4 parts allowed: 15 MiB parts, each larger than the budget's share of a part.
     let uploader = Uploader::new(lowered(4));
     let stats = uploader
         .upload_file(driver, "big.bin", &file)
         .await
         .expect("upload");
     assert_eq!(stats.parts, 4);
+    (data, uploader)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_needing_large_parts_streams_them_from_the_file_with_every_part_in_flight() {
+    let pod = TestPod::new().await;
+    let proxy = FaultProxy::start(pod.s3_addr).await;
+    let driver = through_slow_parts(&pod, &proxy).await;
+    let (data, uploader) = upload_big_file(&pod, driver, 3).await;
     assert_eq!(
         proxy.most_parts_in_flight(),
         3,
@@ -98,15 +104,7 @@ async fn a_file_part_reset_or_corrupted_in_flight_is_read_from_the_file_again() 
         1,
     );
     let driver = through(&pod, &proxy).await;
-    let data = pseudo_random(60 << 20, 4);
-    let file = pod.path("/big.bin");
-    std::fs::write(&file, &data).expect("write");
-    let uploader = Uploader::new(lowered(4));
-    let stats = uploader
-        .upload_file(driver, "big.bin", &file)
-        .await
-        .expect("upload");
-    assert_eq!(stats.parts, 4);
+    let (data, uploader) = upload_big_file(&pod, driver, 4).await;
     let sent = proxy.sent_parts();
     for (part, times) in [(1, 1), (2, 2), (3, 2), (4, 1)] {
         let n = sent.iter().filter(|&&p| p == part).count();
