@@ -4,7 +4,7 @@
 # it; step 2's init downloads it, main summarises it, wait uploads the results. Each container
 # is the real `argoexec` binary as a process; the pod paths live under a temporary root.
 #
-#   scripts/demo.sh                 # quick-building `demo` profile, 512 MiB dataset
+#   scripts/demo.sh                 # quick-building `demo` profile (S3 driver only), 512 MiB
 #   DEMO_MIB=2048 scripts/demo.sh   # a bigger dataset
 #   ARGOEXEC_PROFILE=release scripts/demo.sh # the image's build (LTO: a cold build is much longer)
 #   ARGOEXEC_PROFILE=debug scripts/demo.sh   # reuse the test build (what the test suite runs)
@@ -21,7 +21,11 @@ mib=${DEMO_MIB:-512}
 # Said before cargo starts: the first build is the long part of a first run.
 echo "== building argoexec and the demo's S3 server (cargo profile $profile): the first build compiles"
 echo "   every dependency (minutes; cargo lists each crate below), later ones take seconds"
-cargo build --profile "$profile" --bin argoexec --example s3-server
+# The demo talks to S3 only: its quick profile leaves the other drivers (GCS with gRPC, Azure,
+# gitoxide, OpenTelemetry) out of the first build; `release` and `debug` build the full binary.
+features=()
+[ "$profile" = demo ] && features=(--no-default-features)
+cargo build --profile "$profile" "${features[@]}" --bin argoexec --example s3-server
 # Outputs live under the target triple .cargo/config.toml names (every binary is static).
 target_dir=${CARGO_TARGET_DIR:-target}
 case $target_dir in /*) ;; *) target_dir=$PWD/$target_dir ;; esac

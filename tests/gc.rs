@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use hyper::Method;
 use serde_json::{Value, json};
+use support::fault_proxy::{Fault as StoreFault, FaultProxy};
 use support::kube_server::{Fault, MERGE_PATCH, PodWithApi, Recorded};
 use support::{BUCKET, LOG_OPTS, assert_ok};
 
@@ -422,6 +423,52 @@ async fn results_are_per_artifact_in_argos_shape() {
     let to_first: Vec<&Recorded> = patches.iter().filter(|p| p.path == first).collect();
     assert!(to_first.len() >= 3, "{}", to_first.len());
     assert!(to_first.windows(2).all(|w| w[0].body == w[1].body));
+}
+
+/// GC deletes follow Argo's GC backoff whatever the pod's `ARGO_DEADLINE` says (it is the GC
+/// pod's creation time): a retry due after the deadline still happens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_delete_is_retried_past_the_pod_deadline() {
+    let s = setup().await;
+    s.pod.put("flaky.tgz", b"f".to_vec()).await;
+    let proxy = FaultProxy::start(s.pod.s3_addr).await;
+    let unavailable = StoreFault::Respond {
+        status: 503,
+        code: "ServiceUnavailable",
+    };
+    proxy.add("DELETE", "flaky.tgz", unavailable, 1);
+    add_task(
+        &s,
+        0,
+        vec![(
+            "wf-1".into(),
+            None,
+            vec![json!({"name": "flaky", "s3": s.pod.s3_via(proxy.addr, "flaky.tgz")})],
+        )],
+    );
+    // The retry is due 4 s after the refusal, past a deadline 3 s away.
+    let deadline = (chrono::Utc::now() + chrono::Duration::seconds(3))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let env = [
+        ("ARGO_DEADLINE", deadline.as_str()),
+        ("RETRY_BACKOFF_DURATION", "4s"),
+    ];
+    let (out, _) = run_measured(gc_command(&s, &env)).await;
+    assert_ok(&out);
+    assert!(s.pod.keys("").await.is_empty(), "deleted");
+    let deletes = proxy.seen().iter().filter(|r| r.method == "DELETE").count();
+    assert_eq!(
+        deletes, 2,
+        "a refused delete, then the one that went through"
+    );
+    let task = s
+        .kube
+        .object(GV, NS, PLURAL, &format!("wf-artgc-wfcomp-{POD_HASH}-0"))
+        .expect("task");
+    assert_eq!(
+        task["status"]["artifactResultsByNode"]["wf-1"]["artifactResults"]["flaky"],
+        json!({"name": "flaky", "success": true})
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

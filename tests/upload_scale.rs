@@ -114,6 +114,36 @@ async fn a_file_part_reset_or_corrupted_in_flight_is_read_from_the_file_again() 
     assert_eq!(pod.get("big.bin").await.as_deref(), Some(&data[..]));
 }
 
+/// Unset, the concurrency adapts: parts in flight start at the floor and grow while each round
+/// of parts is faster than the one before, up to the ceiling and never past it.
+#[tokio::test(flavor = "multi_thread")]
+async fn unset_upload_concurrency_grows_past_its_floor_up_to_the_ceiling() {
+    let pod = TestPod::new().await;
+    let proxy = FaultProxy::start(pod.s3_addr).await;
+    let driver = through_slow_parts(&pod, &proxy).await;
+    let data = pseudo_random(60 << 20, 5);
+    let file = pod.path("/big.bin");
+    std::fs::write(&file, &data).expect("write");
+    // 12 parts of 5 MiB: rounds of 2, 4 and 6 parts when every round is faster.
+    let uploader = Uploader::new(TransferConfig {
+        concurrency: 2,
+        adaptive_ceiling: Some(6),
+        ..lowered(12)
+    });
+    let stats = uploader
+        .upload_file(driver, "big.bin", &file)
+        .await
+        .expect("upload");
+    assert_eq!(stats.parts, 12);
+    let most = proxy.most_parts_in_flight();
+    assert!(
+        most > 2,
+        "{most} parts in flight at most: never above the floor of 2"
+    );
+    assert!(most <= 6, "{most} parts in flight: above the ceiling of 6");
+    assert_eq!(pod.get("big.bin").await.as_deref(), Some(&data[..]));
+}
+
 /// A directory holding one file of `mib` MiB of random bytes, for a stored (level 0) tgz.
 fn random_tree(pod: &TestPod, mib: usize) -> std::path::PathBuf {
     let dir = pod.path("/tree/out");
@@ -176,4 +206,90 @@ async fn a_tgz_whose_parts_cannot_fit_the_budget_is_refused_before_anything_is_s
         proxy.seen()
     );
     assert!(uploader.budget().high_water() <= uploader.budget().total());
+}
+
+/// GCS has no multipart upload: a stream goes up as one resumable session, each chunk held
+/// until the service has it. Those chunks are the engine's parts, paid from its budget and
+/// sent without a copy; a chunk that cannot fit the budget is refused before anything is sent.
+#[cfg(feature = "gcs")]
+mod gcs {
+    use super::*;
+    use argoexec::model::GcsArtifact;
+    use argoexec::storage::gcs::{Endpoint, GcsDriver, GcsOptions};
+    use support::gcs_server::FakeGcs;
+
+    const BUCKET: &str = "argo-gcs";
+
+    async fn driver(server: &FakeGcs, chunk: u64) -> Arc<dyn Driver> {
+        let loc: GcsArtifact =
+            serde_json::from_value(json!({"bucket": BUCKET, "key": "k"})).expect("location");
+        let settings = StorageConfig::default().with_gcs(GcsOptions {
+            endpoint: Endpoint::Emulator(server.emulator_host()),
+            upload_chunk: chunk as usize,
+            ..GcsOptions::default()
+        });
+        Arc::new(
+            GcsDriver::new(&loc, &Secrets::default(), &settings)
+                .await
+                .expect("gcs driver"),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn gcs_chunks_are_parts_paid_from_the_budget_and_one_above_it_is_refused() {
+        let server = FakeGcs::start().await;
+        server.create_bucket(BUCKET).await;
+        let pod = TestPod::new().await;
+        let data = pseudo_random((5 * MIB + 12_345) as usize, 31);
+        let file = pod.path("/big.bin");
+        std::fs::write(&file, &data).expect("write");
+        // 2 MiB parts, one in flight: a budget of two parts and one gzip pipeline.
+        let cfg = TransferConfig {
+            part_size: 2 * MIB,
+            concurrency: 1,
+            adaptive_ceiling: None,
+            gzip_threads: 1,
+            ..TransferConfig::default()
+        };
+
+        // 1 MiB chunks: six resumable requests, each a paid part.
+        let uploader = Uploader::new(cfg.clone());
+        let stats = uploader
+            .upload_file(driver(&server, MIB).await, "chunked.bin", &file)
+            .await
+            .expect("upload");
+        assert_eq!(stats.bytes, data.len() as u64);
+        assert_eq!(server.get(BUCKET, "chunked.bin").await, Some(data.clone()));
+        let budget = uploader.budget();
+        assert!(
+            budget.high_water() >= MIB && budget.high_water() <= budget.total(),
+            "the chunks in memory are paid parts: {} of {}",
+            budget.high_water(),
+            budget.total()
+        );
+
+        // A chunk larger than the whole budget would hold memory past the ceiling.
+        let uploader = Uploader::new(cfg);
+        let too_big = (uploader.budget().total() / MIB + 1) * MIB;
+        let e = uploader
+            .upload_file(driver(&server, too_big).await, "refused.bin", &file)
+            .await
+            .expect_err("a chunk above the budget");
+        assert!(
+            e.to_string().contains(&format!(
+                "the gcs driver sends chunks of {too_big} bytes, more than the upload memory budget"
+            )),
+            "{e}"
+        );
+        assert_eq!(
+            server.get(BUCKET, "refused.bin").await,
+            None,
+            "nothing sent"
+        );
+        assert_eq!(
+            uploader.budget().high_water(),
+            0,
+            "refused before any buffer"
+        );
+    }
 }

@@ -297,6 +297,14 @@ pub trait Driver: Send + Sync + Debug {
         ))
     }
 
+    /// The bytes [`Driver::put_stream`] sends per request and holds until the store has them
+    /// (a resumable session's chunk), for a backend that has such a unit. The transfer engine
+    /// then cuts the stream into parts of exactly this size, paid from its memory budget, and
+    /// the backend sends each part as one chunk without copying it.
+    fn put_stream_chunk(&self) -> Option<u64> {
+        None
+    }
+
     /// One page of the objects whose keys start with `prefix`.
     async fn list(&self, prefix: &str, page: Option<String>) -> Result<ListPage>;
 

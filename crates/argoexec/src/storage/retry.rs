@@ -247,6 +247,10 @@ impl Driver for Retrying {
         self.inner.multipart_limits()
     }
 
+    fn put_stream_chunk(&self) -> Option<u64> {
+        self.inner.put_stream_chunk()
+    }
+
     fn streams_file_parts(&self) -> bool {
         self.inner.streams_file_parts()
     }

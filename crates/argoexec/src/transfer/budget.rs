@@ -9,6 +9,8 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
+
 use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -84,6 +86,29 @@ pub struct Permit {
     _cap: Option<OwnedSemaphorePermit>,
     bytes: u64,
     held: Arc<Held>,
+}
+
+impl Permit {
+    /// `bytes` that keep this share paid until their last clone is dropped: for buffers handed
+    /// to code that knows nothing of the budget (an HTTP body, a backend's upload chunk).
+    pub fn attach(self, bytes: Bytes) -> Bytes {
+        Bytes::from_owner(Paid {
+            bytes,
+            _permit: self,
+        })
+    }
+}
+
+/// Bytes and the share they were paid with.
+struct Paid {
+    bytes: Bytes,
+    _permit: Permit,
+}
+
+impl AsRef<[u8]> for Paid {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 impl Drop for Permit {

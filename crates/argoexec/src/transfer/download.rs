@@ -47,10 +47,10 @@ impl Chunk {
     /// The bytes, still holding their budget share until the last clone is dropped: for
     /// consumers that pass them on (an HTTP body frees them only once they are written).
     pub fn into_bytes(self) -> Bytes {
-        if self._permit.is_none() {
-            return self.bytes;
+        match self._permit {
+            Some(permit) => permit.attach(self.bytes),
+            None => self.bytes,
         }
-        Bytes::from_owner(self)
     }
 }
 

@@ -42,7 +42,8 @@ struct PartMsg {
     part: Part,
     /// Set on the final part: the producer finished cleanly.
     last: bool,
-    _permit: Permit,
+    /// The part's share of the budget, paid back once the part is stored.
+    permit: Permit,
 }
 
 /// What an upload did.
@@ -125,15 +126,7 @@ impl PartWriter {
             .tx
             .as_ref()
             .ok_or_else(|| io::Error::other("writer closed"))?;
-        post(
-            &self.handle,
-            tx,
-            PartMsg {
-                part,
-                last,
-                _permit: permit,
-            },
-        )?;
+        post(&self.handle, tx, PartMsg { part, last, permit })?;
         self.number += 1;
         Ok(())
     }
@@ -237,15 +230,17 @@ impl Uploader {
     }
 
     fn plan(&self, driver: &dyn Driver, size: ObjectSize) -> PartPlan {
+        // A streaming backend's parts are its chunks, so it sends each without copying it.
+        let base = driver.put_stream_chunk().unwrap_or(self.cfg.part_size);
         let mut limits = driver.multipart_limits().unwrap_or(MultipartLimits {
-            min_part_size: 1,
-            max_part_size: self.cfg.part_size,
+            min_part_size: base,
+            max_part_size: base,
             max_parts: u32::MAX,
         });
         if let Some(n) = self.cfg.max_parts_override {
             limits.max_parts = limits.max_parts.min(n);
         }
-        PartPlan::new(self.cfg.part_size, limits, size)
+        PartPlan::new(base, limits, size)
     }
 
     /// Opens an upload of `key`: write into the returned writer from a blocking thread, call
@@ -294,7 +289,7 @@ impl Uploader {
     /// Refuses up front a plan whose buffered parts could not be paid for: a part larger than
     /// the budget's share for parts (all of it but one gzip pipeline, which a producer holds
     /// while it fills parts) would take memory past the ceiling, or wait for it forever.
-    fn check_fits(&self, plan: &PartPlan, key: &str) -> Result<()> {
+    fn check_fits(&self, driver: &dyn Driver, plan: &PartPlan, key: &str) -> Result<()> {
         let part = plan.part_size(1);
         let for_parts = self
             .budget
@@ -303,11 +298,21 @@ impl Uploader {
         if part <= for_parts {
             return Ok(());
         }
-        Err(Error::io(
-            format!(
-                "uploading {key} needs parts of {part} bytes, more than the upload memory budget \
-                 (ARGOEXEC_PART_SIZE_MIB x (ARGOEXEC_CONCURRENCY + 1)); raise ARGOEXEC_PART_SIZE_MIB"
+        let budget =
+            "the upload memory budget (ARGOEXEC_PART_SIZE_MIB x (ARGOEXEC_CONCURRENCY + 1))";
+        let cause = match driver.put_stream_chunk() {
+            Some(_) => format!(
+                "the {} driver sends chunks of {part} bytes, more than {budget}; lower its chunk \
+                 size or raise ARGOEXEC_PART_SIZE_MIB",
+                driver.name()
             ),
+            None => format!(
+                "uploading {key} needs parts of {part} bytes, more than {budget}; raise \
+                 ARGOEXEC_PART_SIZE_MIB"
+            ),
+        };
+        Err(Error::io(
+            cause,
             io::Error::other(super::budget::BudgetError::TooLarge {
                 wanted: part,
                 budget: for_parts,
@@ -328,7 +333,7 @@ impl Uploader {
         P: FnOnce(&mut PartWriter) -> io::Result<()> + Send + 'static,
     {
         let size = size.into();
-        self.check_fits(&self.plan(driver.as_ref(), size), key)?;
+        self.check_fits(driver.as_ref(), &self.plan(driver.as_ref(), size), key)?;
         let (mut writer, consumer) = self.start(driver, key.to_string(), opts, size);
         let producer = tokio::task::spawn_blocking(move || {
             produce(&mut writer)?;
@@ -371,15 +376,7 @@ impl Uploader {
                 }
                 let part = Part::from_file(number, range, crc32c);
                 let last = offset == size;
-                post(
-                    &handle,
-                    &tx,
-                    PartMsg {
-                        part,
-                        last,
-                        _permit: permit,
-                    },
-                )?;
+                post(&handle, &tx, PartMsg { part, last, permit })?;
                 if last {
                     return Ok(());
                 }
@@ -713,6 +710,7 @@ async fn stream_put(
     let body = futures::stream::iter([first])
         .chain(rest)
         .map(move |m| {
+            let permit = m.permit;
             let PartBody::Memory(data) = m.part.body else {
                 return Err(storage::Error::not_supported(
                     "upload",
@@ -724,7 +722,8 @@ async fn stream_put(
                 t.1 = crc32c::crc32c_combine(t.1, m.part.crc32c, data.len());
                 t.2 |= m.last;
             }
-            Ok::<Bytes, storage::Error>(data)
+            // The backend may hold the part until the store has it: its share stays paid.
+            Ok::<Bytes, storage::Error>(permit.attach(data))
         })
         .chain(futures::stream::once({
             let stats = Arc::clone(&stats);

@@ -48,8 +48,10 @@ impl Endpoint {
 #[derive(Debug, Clone, PartialEq)]
 pub struct GcsOptions {
     pub endpoint: Endpoint,
-    /// Bytes a resumable upload sends per request, and so holds in memory per upload
-    /// (`ARGOEXEC_GCS_UPLOAD_CHUNK_MIB`, default 16). Rounded up to a multiple of 256 KiB.
+    /// Bytes a resumable upload sends per request (`ARGOEXEC_GCS_UPLOAD_CHUNK_MIB`, default
+    /// 16), rounded up to a multiple of 256 KiB. Memory: the transfer engine's parts are cut
+    /// to this size and paid from its upload budget, so it must fit that budget (an upload
+    /// whose chunk does not is refused before it starts).
     pub upload_chunk: usize,
     /// Objects per listing page; `None` = the service's default (1,000).
     pub list_page_size: Option<u32>,

@@ -9,7 +9,10 @@
 //! **Writes have no multipart upload.** A stream goes up as one resumable session, in
 //! sequential chunks of [`GcsOptions::upload_chunk`] bytes, each kept in memory until the
 //! service has persisted it, so a broken connection resumes from the last persisted byte. The
-//! alternatives were weighed and rejected:
+//! driver says its chunk size ([`Driver::put_stream_chunk`]): the transfer engine cuts its
+//! parts to it and pays for them from its budget, and a part is sent as a chunk as it is,
+//! never copied, so the chunks in memory are inside the engine's ceiling. The alternatives
+//! were weighed and rejected:
 //! * parallel chunks of one resumable session are impossible: the service takes them in order;
 //! * the XML API's multipart upload is not in the client library and no emulator speaks it;
 //! * composing parallel temporary objects (gsutil's "parallel composite uploads") leaves
@@ -243,6 +246,10 @@ impl Driver for GcsDriver {
             .boxed();
         self.resumable(&name, body, opts).await?;
         Ok(())
+    }
+
+    fn put_stream_chunk(&self) -> Option<u64> {
+        Some(self.upload_chunk as u64)
     }
 
     async fn list(&self, prefix: &str, page: Option<String>) -> Result<ListPage> {

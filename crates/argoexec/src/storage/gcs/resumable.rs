@@ -1,5 +1,7 @@
 //! Resumable uploads on the JSON API: a stream of unknown length as one object, sent in
-//! sequential chunks, each held in memory until the service has persisted it.
+//! sequential chunks, each held in memory until the service has persisted it. A chunk is the
+//! stream's own buffers, sliced, never copied: the transfer engine sends parts of exactly one
+//! chunk (`Driver::put_stream_chunk`), each still holding the budget share it was paid with.
 //!
 //! The client library has resumable uploads, but it sends a `Host` header without the port of
 //! a custom endpoint, and emulators (fake-gcs-server and others) build the session URL from
@@ -19,13 +21,12 @@
 //!   is asked what it persisted (`Content-Range: bytes */*`) and the upload goes on from there.
 //!   A stream that ends with an error abandons the session, and nothing is stored.
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use futures::TryStreamExt;
 use reqwest::Method;
 
 use super::error::{from_http, from_response};
 use super::json::{JsonApi, parse_object};
-use crate::storage::buffer::Buffer;
 use crate::storage::retry::Backoff;
 use crate::storage::{ByteStream, Error, ErrorKind, PutOptions, Result};
 
@@ -110,11 +111,9 @@ impl<'a> Upload<'a> {
         // Bytes read from the stream but not yet in a chunk.
         let mut carry = Bytes::new();
         loop {
-            // A mapping of its own, unmapped once the service has the chunk (see buffer.rs).
-            let mut buf = Buffer::with_capacity(self.chunk)
-                .map_err(|e| Error::io(format!("a {} byte upload chunk", self.chunk), e))?;
+            let mut chunk = Rope::default();
             let mut ended = false;
-            while buf.remaining() > 0 {
+            while chunk.len < self.chunk {
                 if carry.is_empty() {
                     match body.try_next().await? {
                         Some(b) => carry = b,
@@ -124,19 +123,17 @@ impl<'a> Upload<'a> {
                         }
                     }
                 }
-                let taken = buf.fill(&carry);
-                carry.advance(taken);
+                chunk.push(carry.split_to((self.chunk - chunk.len).min(carry.len())));
             }
             // A full chunk is the last only if nothing follows it.
-            if !ended && carry.is_empty() {
+            while !ended && carry.is_empty() {
                 match body.try_next().await? {
                     Some(b) => carry = b,
                     None => ended = true,
                 }
             }
-            let chunk = buf.freeze();
-            crc32c = crc32c::crc32c_append(crc32c, &chunk);
-            let total = ended.then(|| offset + chunk.len() as u64);
+            crc32c = chunk.crc32c_append(crc32c);
+            let total = ended.then(|| offset + chunk.len as u64);
             match self.send_chunk(offset, chunk, total, crc32c).await? {
                 Progress::Finished(stored) => {
                     return self.check_crc(stored, crc32c, total.unwrap_or(offset));
@@ -165,15 +162,15 @@ impl<'a> Upload<'a> {
     async fn send_chunk(
         &self,
         offset: u64,
-        chunk: Bytes,
+        chunk: Rope,
         total: Option<u64>,
         crc32c: u32,
     ) -> Result<Progress> {
-        let end = offset + chunk.len() as u64;
+        let end = offset + chunk.len as u64;
         let mut persisted = offset;
         let mut attempt = 0u32;
         loop {
-            let rest = chunk.slice((persisted - offset) as usize..);
+            let rest = chunk.from((persisted - offset) as usize);
             let outcome = self.put(persisted, rest, total, crc32c).await;
             let outcome = match outcome {
                 Err(e) if e.is_transient() && attempt + 1 < self.backoff.steps => {
@@ -207,11 +204,11 @@ impl<'a> Upload<'a> {
     async fn put(
         &self,
         start: u64,
-        data: Bytes,
+        data: Rope,
         total: Option<u64>,
         crc32c: u32,
     ) -> Result<Progress> {
-        let len = data.len() as u64;
+        let len = data.len as u64;
         let range = match (len, total) {
             (0, Some(t)) => format!("bytes */{t}"),
             (_, Some(t)) => format!("bytes {start}-{}/{t}", start + len - 1),
@@ -230,7 +227,8 @@ impl<'a> Upload<'a> {
             request = request.header("x-goog-hash", format!("crc32c={hash}"));
         }
         let response = request
-            .body(data)
+            .header("content-length", len)
+            .body(data.into_body())
             .send()
             .await
             .map_err(|e| from_http(e, self.name))?;
@@ -294,4 +292,82 @@ fn refused(status: u16, body: &[u8], name: &str) -> Error {
         );
     }
     from_response(status, body, name)
+}
+
+/// The bytes of one chunk: slices of the stream's buffers, in order.
+#[derive(Debug, Default)]
+struct Rope {
+    pieces: Vec<Bytes>,
+    len: usize,
+}
+
+impl Rope {
+    fn push(&mut self, piece: Bytes) {
+        if !piece.is_empty() {
+            self.len += piece.len();
+            self.pieces.push(piece);
+        }
+    }
+
+    fn crc32c_append(&self, crc32c: u32) -> u32 {
+        self.pieces
+            .iter()
+            .fold(crc32c, |crc, p| crc32c::crc32c_append(crc, p))
+    }
+
+    /// The bytes from `offset` on (what a resumed request sends), sharing the buffers.
+    fn from(&self, mut offset: usize) -> Rope {
+        let mut rest = Rope::default();
+        for piece in &self.pieces {
+            if offset >= piece.len() {
+                offset -= piece.len();
+                continue;
+            }
+            rest.push(piece.slice(offset..));
+            offset = 0;
+        }
+        rest
+    }
+
+    fn into_body(self) -> reqwest::Body {
+        match <[Bytes; 1]>::try_from(self.pieces) {
+            Ok([one]) => one.into(),
+            Err(pieces) => reqwest::Body::wrap_stream(futures::stream::iter(
+                pieces.into_iter().map(Ok::<_, std::io::Error>),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rope_resumes_from_any_offset_without_copying() {
+        let a = Bytes::from_static(b"abc");
+        let b = Bytes::from_static(b"defg");
+        let mut rope = Rope::default();
+        rope.push(a.clone());
+        rope.push(Bytes::new());
+        rope.push(b);
+        assert_eq!((rope.len, rope.pieces.len()), (7, 2));
+        assert_eq!(rope.crc32c_append(0), crc32c::crc32c(b"abcdefg"));
+        for (offset, want) in [
+            (0, &b"abcdefg"[..]),
+            (2, b"cdefg"),
+            (3, b"defg"),
+            (6, b"g"),
+            (7, b""),
+        ] {
+            let rest = rope.from(offset);
+            assert_eq!(rest.pieces.concat(), want, "from {offset}");
+            assert_eq!(rest.len, want.len());
+        }
+        assert_eq!(
+            rope.from(1).pieces[0].as_ptr(),
+            a[1..].as_ptr(),
+            "shared, not copied"
+        );
+    }
 }
