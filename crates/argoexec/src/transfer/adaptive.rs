@@ -2,9 +2,12 @@
 //!
 //! A fixed number of connections either leaves a fast link idle or floods a throttling store.
 //! This controller climbs a hill instead: it starts at a floor, measures the throughput of
-//! each round (as many completed requests as the limit allows at once), and raises the limit
-//! while a round is faster than the one before (doubling, up to a ceiling); a round that is no
-//! faster takes the limit back to the level that was. A throttled request (the store said
+//! each round, and raises the limit while a round is faster than the one before (doubling, up
+//! to a ceiling); a round that is no faster takes the limit back to the level that was. A round
+//! at a level is timed once the level's pipeline is full: the first `limit` requests
+//! completed at a new level only fill it (most of them started under the old one, or late),
+//! and the clock runs over the next `limit`. Timing the filling too made every higher level
+//! look no faster than the last and kept transfers at the floor. A throttled request (the store said
 //! SlowDown or 429: [`ErrorKind::Throttled`](crate::storage::ErrorKind), counted by the retry
 //! wrapper, never read from a message) halves the limit and makes the level at which it
 //! happened unreachable for the rest of the transfer; the limit then grows back one request a
@@ -61,9 +64,9 @@ struct Round {
 }
 
 impl Round {
-    fn new() -> Self {
+    fn new(now: Instant) -> Self {
         Self {
-            started: Instant::now(),
+            started: now,
             requests: 0,
             bytes: 0,
         }
@@ -85,7 +88,7 @@ impl Adaptive {
                 epoch: 0,
                 slow_start: true,
                 backed_off: 0,
-                round: Round::new(),
+                round: Round::new(Instant::now()),
                 previous: None,
             }),
             freed: Notify::new(),
@@ -164,7 +167,7 @@ impl Drop for Slot<'_> {
         let mut st = self.owner.lock();
         st.in_flight -= 1;
         if let Some((bytes, throttled)) = self.done {
-            st.learn(self.epoch, bytes, throttled);
+            st.learn(self.epoch, bytes, throttled, Instant::now());
         }
         drop(st);
         self.owner.freed.notify_waiters();
@@ -172,10 +175,12 @@ impl Drop for Slot<'_> {
 }
 
 impl State {
-    fn learn(&mut self, epoch: u64, bytes: Option<u64>, throttled: bool) {
+    /// Learns from a request of `epoch` that ended at `now`, having moved `bytes` (None:
+    /// failed) while the store did or did not throttle.
+    fn learn(&mut self, epoch: u64, bytes: Option<u64>, throttled: bool, now: Instant) {
         if throttled {
             if epoch >= self.backed_off {
-                self.back_off();
+                self.back_off(now);
             }
             return;
         }
@@ -183,11 +188,21 @@ impl State {
             return;
         };
         self.round.requests += 1;
-        self.round.bytes += bytes;
-        if self.round.requests < self.limit {
+        if self.round.requests <= self.limit {
+            // Filling the pipeline at this level: the clock starts once it is full.
+            if self.round.requests == self.limit {
+                self.round.started = now;
+            }
             return;
         }
-        let secs = self.round.started.elapsed().as_secs_f64().max(1e-6);
+        self.round.bytes += bytes;
+        if self.round.requests < 2 * self.limit {
+            return;
+        }
+        let secs = now
+            .saturating_duration_since(self.round.started)
+            .as_secs_f64()
+            .max(1e-6);
         let rate = self.round.bytes as f64 / secs;
         let next = match self.previous {
             // A level reached by growing that was no faster: back to the one before, and
@@ -200,10 +215,10 @@ impl State {
             _ => (self.limit + 1).min(self.cap),
         };
         self.previous = Some((self.limit, rate));
-        self.set_limit(next);
+        self.set_limit(next, now);
     }
 
-    fn back_off(&mut self) {
+    fn back_off(&mut self, now: Instant) {
         tracing::debug!(
             limit = self.limit,
             "store throttled: fewer requests in flight"
@@ -211,17 +226,17 @@ impl State {
         self.cap = self.limit.saturating_sub(1).max(1);
         self.slow_start = false;
         self.previous = None;
-        self.set_limit((self.limit / 2).max(1));
+        self.set_limit((self.limit / 2).max(1), now);
         self.backed_off = self.epoch;
     }
 
-    fn set_limit(&mut self, limit: usize) {
+    fn set_limit(&mut self, limit: usize, now: Instant) {
         if limit != self.limit {
             tracing::debug!(from = self.limit, to = limit, "requests in flight");
         }
         self.limit = limit;
         self.epoch += 1;
-        self.round = Round::new();
+        self.round = Round::new(now);
     }
 }
 
@@ -237,11 +252,11 @@ mod tests {
             .expect("lock")
     }
 
-    /// Completes one whole round of requests at the current limit.
+    /// Completes one whole round of requests at the current limit (filling, then timed).
     fn round(st: &mut State) {
         let epoch = st.epoch;
-        for _ in 0..st.limit {
-            st.learn(epoch, Some(1 << 20), false);
+        for _ in 0..2 * st.limit {
+            st.learn(epoch, Some(1 << 20), false, Instant::now());
         }
     }
 
@@ -259,10 +274,10 @@ mod tests {
         let mut st = state(4, 16);
         st.limit = 8;
         let epoch = st.epoch;
-        st.learn(epoch, None, true);
+        st.learn(epoch, None, true, Instant::now());
         assert_eq!((st.limit, st.cap), (4, 7));
         // The same burst seen by requests of the earlier limit does not count again.
-        st.learn(epoch, None, true);
+        st.learn(epoch, None, true, Instant::now());
         assert_eq!((st.limit, st.cap), (4, 7));
         for _ in 0..10 {
             round(&mut st);
@@ -274,10 +289,56 @@ mod tests {
     fn requests_of_an_earlier_limit_do_not_complete_a_round() {
         let mut st = state(2, 16);
         let stale = st.epoch;
-        st.set_limit(2);
+        st.set_limit(2, Instant::now());
         for _ in 0..10 {
-            st.learn(stale, Some(1), false);
+            st.learn(stale, Some(1), false, Instant::now());
         }
         assert_eq!((st.limit, st.round.requests), (2, 0));
+    }
+
+    /// Runs `requests` requests of 1 MiB through the controller on a simulated store: each
+    /// request takes 100 ms while at most `parallel` are in flight, longer in proportion
+    /// beyond (a link whose total rate `parallel` connections fill). Returns the limit at the
+    /// end and the most requests in flight seen.
+    fn simulate(ceiling: usize, parallel: usize, requests: usize) -> (usize, usize) {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        use std::time::Duration;
+        let mut st = state(4, ceiling);
+        let start = Instant::now();
+        let mut now = start;
+        // (end, epoch) of the requests in flight, soonest first.
+        let mut in_flight: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
+        let (mut started, mut most) = (0, 0);
+        while started < requests || !in_flight.is_empty() {
+            while in_flight.len() < st.limit && started < requests {
+                let n = in_flight.len() + 1;
+                let ms = 100 * n.max(parallel) as u64 / parallel as u64;
+                in_flight.push(Reverse((now + Duration::from_millis(ms), st.epoch)));
+                started += 1;
+                most = most.max(in_flight.len());
+            }
+            let Some(Reverse((end, epoch))) = in_flight.pop() else {
+                break;
+            };
+            now = end;
+            st.learn(epoch, Some(1 << 20), false, now);
+        }
+        (st.limit, most)
+    }
+
+    #[test]
+    fn the_limit_climbs_to_the_ceiling_while_more_requests_are_faster() {
+        // Requests that start together and end together: timing a level while it fills
+        // would see no gain and stay at the floor.
+        let (limit, most) = simulate(16, 64, 400);
+        assert_eq!((limit, most), (16, 16));
+    }
+
+    #[test]
+    fn the_limit_settles_where_more_requests_are_no_faster() {
+        let (limit, most) = simulate(16, 4, 400);
+        assert_eq!(limit, 4, "a link that 4 requests fill");
+        assert!(most <= 8, "{most}: tried one level up at most");
     }
 }

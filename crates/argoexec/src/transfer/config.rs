@@ -20,8 +20,8 @@ pub struct TransferConfig {
     /// Default 4 (`ARGOEXEC_CONCURRENCY`); memory: one part buffer or download chunk each.
     pub concurrency: usize,
     /// How far the adaptive controller may raise `concurrency`; `None` when it was configured
-    /// (then it is a hard cap). Default 8 (`ARGOEXEC_CONCURRENCY_MAX`); memory: one download
-    /// chunk each.
+    /// (then it is a hard cap). Default 16 (`ARGOEXEC_CONCURRENCY_MAX`): enough connections to
+    /// fill a link whose connections are each slow; memory: one download chunk each.
     pub adaptive_ceiling: Option<usize>,
     /// Files moved at once for `archive: none` directories and key-as-directory loads.
     /// Default 16 (`ARGOEXEC_FILE_CONCURRENCY`); memory: within the shared budgets.
@@ -30,7 +30,8 @@ pub struct TransferConfig {
     /// see `gzip::pipeline_bytes`.
     pub gzip_threads: usize,
     /// Bytes per ranged read when downloading; `concurrency + 2` of them are held at most.
-    /// Default 4 MiB (`ARGOEXEC_DOWNLOAD_CHUNK_MIB`).
+    /// Default 2 MiB (`ARGOEXEC_DOWNLOAD_CHUNK_MIB`): small enough that the adaptive ceiling's
+    /// reads in flight fit 36 MiB.
     pub download_chunk: u64,
     /// Overrides the backend's maximum part count (tests of the >10,000-part sizing).
     /// Default none (`ARGOEXEC_MAX_PARTS`).
@@ -50,10 +51,10 @@ impl Default for TransferConfig {
         Self {
             part_size: 8 * MIB,
             concurrency: 4,
-            adaptive_ceiling: Some(8),
+            adaptive_ceiling: Some(16),
             file_concurrency: 16,
             gzip_threads: gzip::default_threads(),
-            download_chunk: 4 * MIB,
+            download_chunk: 2 * MIB,
             max_parts_override: None,
             max_unpacked_bytes: None,
             progress_interval: Some(Duration::from_secs(5)),
@@ -154,7 +155,8 @@ mod tests {
     #[test]
     fn a_configured_concurrency_is_fixed_and_an_unset_one_adapts_up_to_its_ceiling() {
         let c = TransferConfig::from_lookup(|_| None);
-        assert_eq!((c.concurrency, c.max_concurrency()), (4, 8));
+        assert_eq!((c.concurrency, c.max_concurrency()), (4, 16));
+        assert_eq!(c.download_budget(), 36 * MIB);
         let env: HashMap<&str, &str> = [("ARGOEXEC_CONCURRENCY_MAX", "20")].into();
         let c = TransferConfig::from_lookup(|k| env.get(k).map(|v| v.to_string()));
         assert_eq!((c.concurrency, c.max_concurrency()), (4, 20));
