@@ -1,12 +1,12 @@
 # Shared by the benchmarks (sourced, not run): the release build, an S3 endpoint on 127.0.0.1,
 # credentials for every client, a pod root for our binary, and the data sets.
 #
-#   . benches/common.sh; bench_build --example s3-server ...; bench_serve s3s|discard
+#   . benches/common.sh; bench_build --example link ...; bench_serve s3s|discard
 #
 # Sets work (a temp dir removed on exit), out and bin (the release outputs), endpoint, pod.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-# BENCH_OUT: prebuilt binaries (argoexec, examples/*) instead of this tree's release build.
+# BENCH_OUT: prebuilt binaries (argoexec, s3-server, examples/*) instead of this tree's release build.
 out=${BENCH_OUT:-$PWD/target/x86_64-unknown-linux-gnu/release}  # .cargo/config.toml: per triple
 bin=$out/argoexec
 work=$(mktemp -d "${BENCH_DIR:-/tmp}/argoexec-bench.XXXXXX")
@@ -18,8 +18,12 @@ bench_cleanup() {
 }
 trap bench_cleanup EXIT
 
-# bench_build [cargo build args]: our binary and the named examples, release (unless BENCH_OUT).
-bench_build() { [ -n "${BENCH_OUT:-}" ] || cargo build --release --bin argoexec "$@"; }
+# bench_build [cargo build args]: our binary, the loopback S3 server (crates/s3-server) and the
+# named examples, release (unless BENCH_OUT). The `link` example always comes along: an example
+# turns on the dev-dependencies' features, so every benchmark builds the same binary.
+bench_build() {
+  [ -n "${BENCH_OUT:-}" ] || cargo build --release -p argoexec-rs --bin argoexec -p argoexec-s3-server --bin s3-server --example link "$@"
+}
 
 # bench_listen LOG COMMAND [ARGS...]: starts a server in the background (stopped on exit) and
 # sets `listening` to the address it says it listens on.

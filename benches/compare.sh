@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Transfer benchmark: argoexec-rs side by side with peer tools, in one run, against an S3
-# server (s3s-fs, examples/s3-server) on 127.0.0.1. Prints wall time, peak RSS and the ratio
+# server (s3s-fs, crates/s3-server) on 127.0.0.1. Prints wall time, peak RSS and the ratio
 # ours/peer for each case (ratios, because this machine is shared and noisy).
 #
 #   benches/compare.sh                      # every case
@@ -22,10 +22,10 @@
 cases=${BENCH_CASES:-file tgz small big}
 gib=${BENCH_GIB:-2}
 
-bench_build --example s3-server --example floor --example link
+bench_build --example floor
 bench_peers
 mkdir -p "$work/s3/bench"
-bench_listen "$work/server.log" "$out/examples/s3-server" "$work/s3" 0
+bench_listen "$work/server.log" "$out/s3-server" "$work/s3" 0
 endpoint=$listening
 total_mibps=""
 if [ -n "${BENCH_LINK:-}" ]; then

@@ -20,10 +20,10 @@ cgroups=/sys/fs/cgroup
 for controller in cpu cpuacct memory; do
   [ -w "$cgroups/$controller" ] || { echo "cgroup v1 $controller is not writable here"; exit 1; }
 done
-bench_build --example s3-server
+bench_build
 bench_peers
 mkdir -p "$work/s3/bench"
-bench_listen "$work/server.log" "$out/examples/s3-server" "$work/s3" 0
+bench_listen "$work/server.log" "$out/s3-server" "$work/s3" 0
 bench_clients "$listening"
 
 made=()  # cgroups created, removed on exit

@@ -21,7 +21,7 @@ tgz_link=${SCALE_TGZ_LINK-50 4096 0}
 none_link=${SCALE_NONE_LINK-}
 export ARGOEXEC_S3_FULL_OBJECT_CHECKSUM=true
 
-bench_build --example discard-s3 --example link
+bench_build --example discard-s3
 bench_listen "$work/discard.log" "$out/examples/discard-s3" "$work/parts.tsv"
 discard=$listening
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Outputs in main's own filesystem: streamed from the emissary to wait (the socket) against
 # staged as a .tgz on the emptyDir (our fallback, Argo's way), against the S3 server (s3s-fs,
-# examples/s3-server) on 127.0.0.1. For each: peak bytes in /var/run/argo/outputs (sampled
+# crates/s3-server) on 127.0.0.1. For each: peak bytes in /var/run/argo/outputs (sampled
 # every 0.2 s), peak RSS of the emissary and of wait, and the seconds from the child's exit to
 # wait's end (task result printed: no API server, so wait prints it).
 #
@@ -17,9 +17,9 @@ mib=${BENCH_MIB:-4096}
 profile=${BENCH_PROFILE:-release}
 
 if [ "$profile" = release ]; then
-  cargo build --release --bin argoexec --example s3-server
+  cargo build --release -p argoexec-rs --bin argoexec -p argoexec-s3-server --bin s3-server --example link
 else
-  cargo build --bin argoexec --example s3-server
+  cargo build -p argoexec-rs --bin argoexec -p argoexec-s3-server --bin s3-server --example link
 fi
 out=$PWD/target/x86_64-unknown-linux-gnu/$profile  # .cargo/config.toml: per target triple
 bin=$out/argoexec
@@ -32,7 +32,7 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$work/s3/bench"
-"$out/examples/s3-server" "$work/s3" 0 >"$work/server.log" 2>&1 &
+"$out/s3-server" "$work/s3" 0 >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 100); do grep -q "listening on" "$work/server.log" 2>/dev/null && break; sleep 0.1; done
 endpoint=$(sed -n 's/^listening on //p' "$work/server.log")

@@ -21,17 +21,20 @@ mib=${DEMO_MIB:-512}
 # Said before cargo starts: the first build is the long part of a first run.
 echo "== building argoexec and the demo's S3 server (cargo profile $profile): the first build compiles"
 echo "   every dependency (minutes; cargo lists each crate below), later ones take seconds"
-# The demo talks to S3 only: its quick profile leaves the other drivers (GCS with gRPC, Azure,
-# gitoxide, OpenTelemetry) out of the first build; `release` and `debug` build the full binary.
-features=()
-[ "$profile" = demo ] && features=(--no-default-features)
-cargo build --profile "$profile" "${features[@]}" --bin argoexec --example s3-server
+# The demo talks to S3 only: its quick profile builds the binary without the other drivers
+# (GCS with gRPC, Azure, gitoxide, OpenTelemetry) and the S3 server from its own small package
+# (crates/s3-server), so no dependency of the tests is compiled. `release` and `debug` build
+# the full binary as the benchmarks and the tests do: building an example along turns on the
+# tests' dependency features, so Cargo reuses their build instead of compiling it again.
+extra=(--example controller)
+[ "$profile" = demo ] && extra=(--no-default-features)
+cargo build --profile "$profile" "${extra[@]}" -p argoexec-rs --bin argoexec -p argoexec-s3-server --bin s3-server
 # Outputs live under the target triple .cargo/config.toml names (every binary is static).
 target_dir=${CARGO_TARGET_DIR:-target}
 case $target_dir in /*) ;; *) target_dir=$PWD/$target_dir ;; esac
 dir=$target_dir/x86_64-unknown-linux-gnu/$([ "$profile" = dev ] && echo debug || echo "$profile")
 bin=${ARGOEXEC_BIN:-$dir/argoexec}
-server=$dir/examples/s3-server
+server=$dir/s3-server
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/argoexec-demo.XXXXXX")
 server_pid=""

@@ -123,6 +123,55 @@ fn the_final_stage_is_the_rootfs_directory_and_nothing_else() {
     );
 }
 
+/// The paths `.dockerignore` lets into the build context (it excludes everything, `*`, then
+/// lets named paths back in with `!path`).
+fn build_context() -> Vec<String> {
+    let ignore =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".dockerignore"))
+            .expect(".dockerignore");
+    let mut lines = ignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'));
+    assert_eq!(lines.next(), Some("*"), "the context starts from nothing");
+    lines
+        .map(|l| {
+            let path = l.strip_prefix('!').expect("only `!path` lines follow `*`");
+            path.trim_end_matches('/').to_string()
+        })
+        .collect()
+}
+
+/// The image's `cargo build` sees only the build context: it must hold the whole workspace
+/// (every member's manifest and sources), or the build fails before compiling anything, as it
+/// did when the library moved to crates/ and the context still named src/ alone. Cargo loads
+/// the copied workspace with the lock file, offline, as the build stage's first step does.
+#[test]
+fn the_build_context_holds_the_whole_workspace() {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let context = tempfile::tempdir().expect("tempdir");
+    for path in build_context() {
+        let status = std::process::Command::new("cp")
+            .args(["-r", "--parents", &path])
+            .arg(context.path())
+            .current_dir(manifest_dir)
+            .status()
+            .expect("cp ran");
+        assert!(status.success(), "{path} named in .dockerignore is missing");
+    }
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--locked", "--offline", "--format-version", "1"])
+        .args(["--filter-platform", "x86_64-unknown-linux-gnu"])
+        .current_dir(context.path())
+        .output()
+        .expect("cargo metadata ran");
+    assert!(
+        out.status.success(),
+        "the build context is not a loadable workspace: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The binary the suite built and tested: what the image ships.
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_argoexec"))

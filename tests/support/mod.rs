@@ -17,7 +17,7 @@ pub mod http_server;
 pub mod kube_server;
 pub mod otlp;
 pub mod process;
-pub mod s3_server;
+pub use argoexec_s3_server as s3_server;
 pub mod ssh_server;
 
 use std::path::{Path, PathBuf};

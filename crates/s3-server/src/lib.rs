@@ -1,6 +1,6 @@
 //! An S3 protocol server on loopback: s3s-fs (real SigV4 checks, real multipart, data on disk)
-//! behind hyper. Shared by the tests (in-process) and `examples/s3-server.rs` (the demo and
-//! the benchmarks, as a separate process).
+//! behind hyper. The tests start it in-process; the demo and the benchmarks run it as the
+//! `s3-server` binary of this package.
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -1,8 +1,7 @@
 //! A loopback S3 server for the demo and the benchmarks: `s3-server <data-dir> [port]`.
 //! Prints `listening on 127.0.0.1:<port>` once ready. Stop it with SIGTERM.
 
-#[path = "../tests/support/s3_server.rs"]
-mod s3_server;
+use argoexec_s3_server as s3_server;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
