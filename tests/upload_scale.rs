@@ -277,7 +277,8 @@ mod gcs {
             .expect_err("a chunk above the budget");
         assert!(
             e.to_string().contains(&format!(
-                "the gcs driver sends chunks of {too_big} bytes, more than the upload memory budget"
+                "uploading refused.bin: the gcs driver sends chunks of {too_big} bytes, more than \
+                 the upload memory budget"
             )),
             "{e}"
         );

@@ -302,8 +302,8 @@ impl Uploader {
             "the upload memory budget (ARGOEXEC_PART_SIZE_MIB x (ARGOEXEC_CONCURRENCY + 1))";
         let cause = match driver.put_stream_chunk() {
             Some(_) => format!(
-                "the {} driver sends chunks of {part} bytes, more than {budget}; lower its chunk \
-                 size or raise ARGOEXEC_PART_SIZE_MIB",
+                "uploading {key}: the {} driver sends chunks of {part} bytes, more than \
+                 {budget}; lower its chunk size or raise ARGOEXEC_PART_SIZE_MIB",
                 driver.name()
             ),
             None => format!(
