@@ -8,6 +8,8 @@
 #   BENCH_GIB=1 benches/compare.sh          # smaller data (file and tgz cases)
 #   BENCH_LINK="40 400 20" benches/compare.sh  # every client through the link emulator
 #                                           # (benches/link.sh runs the cloud-like cases)
+#   BENCH_SKIP="transfers 1$|aws" benches/compare.sh  # leave out the tools whose name matches
+#                                           # (an extended regex; the slow peers on a link)
 #
 # Cases: file (2 GiB, archive none, up and down: aws s3 cp, rclone copyto, the floor client),
 # tgz (2 GiB mixed directory, level 6: the Go executor's pipeline rebuilt from real tools:
@@ -47,6 +49,9 @@ floor() { [ -z "$total_mibps" ] || printf '%s\t%s\t%s\n' "$1" "$2" "$total_mibps
 measure() {
   local case=$1 tool=$2; shift 2
   local line t
+  if [ -n "${BENCH_SKIP:-}" ] && [[ "$tool" =~ $BENCH_SKIP ]]; then
+    printf '  %-28s %-34s skipped (BENCH_SKIP)\n' "$case" "$tool"; return 0
+  fi
   if [ $# -eq 1 ]; then line=$1; else line=$(printf '%q ' "$@"); fi
   /usr/bin/time -f "%e %M" -o "$work/time.out" bash -c "$line" >/dev/null 2>"$work/cmd.err" \
     || { echo "FAILED: $case $tool"; cat "$work/cmd.err" "$work/ours.log" 2>/dev/null | tail -20; exit 1; }

@@ -236,3 +236,85 @@ async fn without_throttling_ranges_in_flight_grow_past_the_floor() {
     );
     assert!(most <= 16, "{most} reads in flight: above the ceiling");
 }
+
+/// Loads a directory of 160 small files whose every answer the proxy holds 30 ms (a link
+/// where a small file costs a round trip), with `env`; returns the most files read at once.
+async fn small_files_over_a_slow_link(env: &[(&str, &str)]) -> usize {
+    let (pod, files, proxy) = directory_behind_proxy(files_of(160, 1024)).await;
+    proxy.add(
+        "GET",
+        "d/out/small-",
+        Fault::DelayResponse(Duration::from_millis(30)),
+        1000,
+    );
+    let out = init(&pod, &consume_directory(&pod, proxy.addr), env).await;
+    assert_ok(&out);
+    assert_loaded(&pod, &files);
+    proxy.max_concurrent()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unset_file_concurrency_grows_past_its_floor_up_to_the_ceiling() {
+    let most = small_files_over_a_slow_link(&[("ARGOEXEC_FILE_CONCURRENCY_MAX", "32")]).await;
+    assert!(
+        most > 16,
+        "{most} files in flight at most: never above the floor of 16"
+    );
+    assert!(
+        most <= 32,
+        "{most} files in flight: above the ceiling of 32"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_configured_file_concurrency_is_a_hard_cap() {
+    let most = small_files_over_a_slow_link(&[
+        ("ARGOEXEC_FILE_CONCURRENCY", "5"),
+        ("ARGOEXEC_FILE_CONCURRENCY_MAX", "32"),
+    ])
+    .await;
+    assert_eq!(most, 5, "the configured 5 files, all in flight");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_directory_upload_grows_its_files_in_flight_past_the_floor() {
+    let pod = TestPod::new().await;
+    let proxy = FaultProxy::start(pod.s3_addr).await;
+    proxy.add(
+        "PUT",
+        "d/up/",
+        Fault::DelayResponse(Duration::from_millis(30)),
+        1000,
+    );
+    let src = pod.path("/mainctrfs/work/out");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    let files = files_of(160, 1024);
+    for (name, data) in &files {
+        std::fs::write(src.join(name), data).expect("write");
+    }
+    let template = json!({
+        "name": "produce",
+        "container": {"volumeMounts": [{"name": "work", "mountPath": "/work"}]},
+        "outputs": {"artifacts": [{"name": "out", "path": "/work/out",
+            "archive": {"none": {}}, "s3": pod.s3_via(proxy.addr, "d/up")}]},
+    });
+    assert_ok(
+        &pod.wait(&template, &[("ARGOEXEC_FILE_CONCURRENCY_MAX", "32")])
+            .await,
+    );
+    for (name, data) in &files {
+        assert_eq!(
+            pod.get(&format!("d/up/{name}")).await.as_deref(),
+            Some(&data[..])
+        );
+    }
+    let most = proxy.max_concurrent();
+    assert!(
+        most > 16,
+        "{most} files in flight at most: never above the floor of 16"
+    );
+    assert!(
+        most <= 32,
+        "{most} files in flight: above the ceiling of 32"
+    );
+}

@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
+use tracing::Instrument;
 
 use crate::model::{ArtifactLocation, LocationKind};
 
@@ -377,22 +378,34 @@ pub trait Driver: Send + Sync + Debug {
     }
 }
 
-/// Every object below `prefix`, page by page, as one stream.
+/// Every object below `prefix`, page by page, as one stream. The next page is asked for
+/// while the consumer works through the current one (a page a few hundred KiB at most is
+/// held ahead), so a directory's downloads do not stop at every page boundary for a listing
+/// round trip. Dropping the stream stops the listing after the page in progress.
 pub fn list_all(driver: Arc<dyn Driver>, prefix: String) -> BoxStream<'static, Result<ObjectMeta>> {
-    futures::stream::try_unfold(
-        (Some(None::<String>), driver, prefix),
-        |(token, driver, prefix)| async move {
-            let Some(page_token) = token else {
-                return Ok(None);
-            };
-            let page = driver.list(&prefix, page_token).await?;
-            let next = page.next.map(Some);
-            Ok(Some((
-                futures::stream::iter(page.objects.into_iter().map(Ok)),
-                (next, driver, prefix),
-            )))
-        },
-    )
+    let (pages, received) = tokio::sync::mpsc::channel::<Result<Vec<ObjectMeta>>>(1);
+    tokio::spawn(
+        async move {
+            let mut token = None;
+            loop {
+                let (objects, next) = match driver.list(&prefix, token).await {
+                    Ok(page) => (Ok(page.objects), page.next),
+                    Err(e) => (Err(e), None),
+                };
+                let last = next.is_none();
+                if pages.send(objects).await.is_err() || last {
+                    break;
+                }
+                token = next;
+            }
+        }
+        .in_current_span(),
+    );
+    futures::stream::unfold(received, |mut received| async move {
+        let page = received.recv().await?;
+        Some((page, received))
+    })
+    .map_ok(|objects| futures::stream::iter(objects.into_iter().map(Ok)))
     .try_flatten()
     .boxed()
 }

@@ -23,7 +23,7 @@ use std::time::Instant;
 use tokio::sync::Notify;
 
 use super::TransferConfig;
-use crate::storage::{self, Driver};
+use crate::storage::Driver;
 
 /// A round faster than the previous one by less than this share is no gain (noise).
 const GAIN: f64 = 1.1;
@@ -101,6 +101,12 @@ impl Adaptive {
         Self::new(cfg.concurrency, cfg.max_concurrency())
     }
 
+    /// The files of one directory: `cfg.file_concurrency` fixed when it was set, else adaptive
+    /// from it up to `cfg.file_concurrency_ceiling`. A "request" is then a whole file.
+    pub fn for_files(cfg: &TransferConfig) -> Arc<Self> {
+        Self::new(cfg.file_concurrency, cfg.max_file_concurrency())
+    }
+
     /// The most requests it ever allows in flight.
     pub fn ceiling(&self) -> usize {
         self.ceiling
@@ -108,12 +114,22 @@ impl Adaptive {
 
     /// Runs one request of `bytes` bytes to `driver` once a slot is free, and learns from it
     /// (its throughput, and whether the store throttled while it ran).
-    pub async fn run<T>(
+    pub async fn run<T, E>(
         &self,
         driver: &dyn Driver,
         bytes: u64,
-        request: impl Future<Output = storage::Result<T>>,
-    ) -> storage::Result<T> {
+        request: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        self.run_measured(driver, request, |_| bytes).await
+    }
+
+    /// As [`Adaptive::run`], for a request whose size is known from its result (`moved`).
+    pub async fn run_measured<T, E>(
+        &self,
+        driver: &dyn Driver,
+        request: impl Future<Output = Result<T, E>>,
+        moved: impl FnOnce(&T) -> u64,
+    ) -> Result<T, E> {
         let epoch = self.acquire().await;
         let slot = Slot {
             owner: self,
@@ -123,7 +139,7 @@ impl Adaptive {
         let throttles = driver.throttle_count();
         let out = request.await;
         let throttled = driver.throttle_count() > throttles;
-        slot.finish(out.is_ok().then_some(bytes), throttled);
+        slot.finish(out.as_ref().ok().map(moved), throttled);
         out
     }
 

@@ -23,9 +23,16 @@ pub struct TransferConfig {
     /// (then it is a hard cap). Default 16 (`ARGOEXEC_CONCURRENCY_MAX`): enough connections to
     /// fill a link whose connections are each slow; memory: one download chunk each.
     pub adaptive_ceiling: Option<usize>,
-    /// Files moved at once for `archive: none` directories and key-as-directory loads.
-    /// Default 16 (`ARGOEXEC_FILE_CONCURRENCY`); memory: within the shared budgets.
+    /// Files moved at once for `archive: none` directories and key-as-directory loads: fixed
+    /// when configured, else where the adaptive controller starts (one controller per
+    /// directory). Default 16 (`ARGOEXEC_FILE_CONCURRENCY`); memory: within the shared
+    /// budgets, one open file each.
     pub file_concurrency: usize,
+    /// How far the adaptive controller may raise `file_concurrency`; `None` when it was
+    /// configured (then it is a hard cap). Default 64 (`ARGOEXEC_FILE_CONCURRENCY_MAX`): small
+    /// files are bound by request round trips, so a link with latency needs many in flight;
+    /// memory: within the shared budgets, one open file and connection each.
+    pub file_concurrency_ceiling: Option<usize>,
     /// Threads compressing gzip blocks. Default one per CPU (`ARGOEXEC_GZIP_THREADS`); memory:
     /// see `gzip::pipeline_bytes`.
     pub gzip_threads: usize,
@@ -53,6 +60,7 @@ impl Default for TransferConfig {
             concurrency: 4,
             adaptive_ceiling: Some(16),
             file_concurrency: 16,
+            file_concurrency_ceiling: Some(64),
             gzip_threads: gzip::default_threads(),
             download_chunk: 2 * MIB,
             max_parts_override: None,
@@ -88,6 +96,9 @@ impl TransferConfig {
         }
         if let Some(n) = num("ARGOEXEC_FILE_CONCURRENCY") {
             c.file_concurrency = n.clamp(1, 1024) as usize;
+            c.file_concurrency_ceiling = None;
+        } else if let Some(n) = num("ARGOEXEC_FILE_CONCURRENCY_MAX") {
+            c.file_concurrency_ceiling = Some((n as usize).clamp(c.file_concurrency, 1024));
         }
         if let Some(n) = num("ARGOEXEC_GZIP_THREADS") {
             c.gzip_threads = n.clamp(1, 64) as usize;
@@ -113,6 +124,12 @@ impl TransferConfig {
     /// The most requests of one object in flight: the adaptive ceiling, or the fixed value.
     pub fn max_concurrency(&self) -> usize {
         self.adaptive_ceiling.unwrap_or(self.concurrency)
+    }
+
+    /// The most files of one directory in flight: the adaptive ceiling, or the fixed value.
+    pub fn max_file_concurrency(&self) -> usize {
+        self.file_concurrency_ceiling
+            .unwrap_or(self.file_concurrency)
     }
 
     /// Bytes of downloaded chunks held at most, across every download of the process: the
@@ -167,5 +184,21 @@ mod tests {
         .into();
         let c = TransferConfig::from_lookup(|k| env.get(k).map(|v| v.to_string()));
         assert_eq!((c.concurrency, c.max_concurrency()), (6, 6));
+    }
+
+    #[test]
+    fn a_configured_file_concurrency_is_fixed_and_an_unset_one_adapts_up_to_its_ceiling() {
+        let c = TransferConfig::from_lookup(|_| None);
+        assert_eq!((c.file_concurrency, c.max_file_concurrency()), (16, 64));
+        let env: HashMap<&str, &str> = [("ARGOEXEC_FILE_CONCURRENCY_MAX", "128")].into();
+        let c = TransferConfig::from_lookup(|k| env.get(k).map(|v| v.to_string()));
+        assert_eq!((c.file_concurrency, c.max_file_concurrency()), (16, 128));
+        let env: HashMap<&str, &str> = [
+            ("ARGOEXEC_FILE_CONCURRENCY", "8"),
+            ("ARGOEXEC_FILE_CONCURRENCY_MAX", "128"),
+        ]
+        .into();
+        let c = TransferConfig::from_lookup(|k| env.get(k).map(|v| v.to_string()));
+        assert_eq!((c.file_concurrency, c.max_file_concurrency()), (8, 8));
     }
 }

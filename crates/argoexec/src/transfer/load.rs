@@ -14,6 +14,7 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use tracing::Instrument;
 
+use super::adaptive::Adaptive;
 use super::budget::Budget;
 use super::download::{self, BlockingReader, ChunkStream};
 use super::progress::Progress;
@@ -329,14 +330,24 @@ impl<'a> Loader<'a> {
         let tmp = with_suffix(dest, ".tmp");
         fs::create_dir_all(&tmp)
             .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+        // Files in flight: adaptive (they are bound by round trips, so a link with latency
+        // wants many), or fixed when configured.
+        let files = Adaptive::for_files(self.config);
         let total: u64 = storage::list_all(Arc::clone(driver), prefix.clone())
             .map_err(Error::from)
             .try_filter_map(|o| {
                 let placed = listed_target(&prefix, &o.key, &tmp).map(|target| (o, target));
                 futures::future::ready(Ok(placed))
             })
-            .map_ok(|(o, target)| self.fetch_file(Arc::clone(driver), o, target))
-            .try_buffer_unordered(self.config.file_concurrency)
+            .map_ok(|(o, target)| {
+                let files = Arc::clone(&files);
+                async move {
+                    let size = o.size;
+                    let fetch = self.fetch_file(Arc::clone(driver), o, target);
+                    files.run(driver.as_ref(), size, fetch).await
+                }
+            })
+            .try_buffer_unordered(files.ceiling())
             .try_fold(0u64, |acc, n| futures::future::ready(Ok(acc + n)))
             .await
             .map_err(|e| e.in_s3_step(driver.name(), "failed to get directory"))?;
@@ -353,11 +364,19 @@ impl<'a> Loader<'a> {
         listed: storage::ObjectMeta,
         target: PathBuf,
     ) -> Result<u64> {
+        // A file read in one ranged request (the usual small file) is written in one blocking
+        // call: one thread hop per file instead of one per filesystem step.
+        let one_read =
+            listed.size <= self.config.download_chunk && driver.serves_ranges(&listed.key);
         until_intact(&listed.key, || async {
             let body =
                 download::open_listed(Arc::clone(&driver), &listed, self.config, &self.budget)
                     .await?;
-            write_chunks(body, &target).await
+            if one_read {
+                write_whole(body.try_collect().await?, target.clone()).await
+            } else {
+                write_chunks(body, &target).await
+            }
         })
         .await?;
         Ok(listed.size)
@@ -488,6 +507,27 @@ async fn write_chunks(mut body: ChunkStream, path: &Path) -> Result<()> {
     f.flush()
         .await
         .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+}
+
+/// Writes the chunks of a small object to a new file (replacing an earlier attempt's),
+/// creating its parent directories, all in one blocking task; their budget is paid back once
+/// they are written.
+async fn write_whole(chunks: Vec<download::Chunk>, path: PathBuf) -> Result<()> {
+    tokio::task::spawn_blocking(move || {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)
+                .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+        }
+        let mut f = fs::File::create(&path)
+            .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+        for chunk in &chunks {
+            io::Write::write_all(&mut f, &chunk.bytes)
+                .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| Error::io("writing a downloaded file", io::Error::other(e)))?
 }
 
 /// Puts a stream at `dest` per the archive strategy: unpacked while it arrives when it is a

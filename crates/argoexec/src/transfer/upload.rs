@@ -425,13 +425,22 @@ impl Uploader {
             .await
             .map_err(|e| Error::io("listing files", io::Error::other(e.to_string())))?
             .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+        // Files in flight: adaptive (small files are bound by round trips), or fixed when
+        // configured.
+        let in_flight = Adaptive::for_files(&self.cfg);
         let stats: Vec<UploadStats> = futures::stream::iter(files)
             .map(|(rel, path)| {
                 let driver = Arc::clone(&driver);
+                let in_flight = Arc::clone(&in_flight);
                 let key = crate::keys::join(&[prefix, &rel]);
-                async move { self.upload_file(driver, &key, &path).await }
+                async move {
+                    let upload = self.upload_file(Arc::clone(&driver), &key, &path);
+                    in_flight
+                        .run_measured(driver.as_ref(), upload, |s| s.bytes)
+                        .await
+                }
             })
-            .buffer_unordered(self.cfg.file_concurrency)
+            .buffer_unordered(in_flight.ceiling())
             .try_collect()
             .await?;
         Ok(UploadStats {
