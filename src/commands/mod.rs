@@ -95,7 +95,10 @@ impl Pod {
         Self {
             secrets: Secrets::new(roots.clone()),
             roots,
-            transfer: TransferConfig::from_env(),
+            transfer: TransferConfig::from_lookup_within(
+                |k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()),
+                crate::pod::memory_limit::current(),
+            ),
         }
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! * [`watch`]: waiting for files other containers write there.
 //! * [`output_stream`]: main's outputs streamed from its emissary to `wait` over a socket there.
+//! * [`memory_limit`]: the container's memory limit, which the transfer defaults fit.
 
+pub mod memory_limit;
 pub mod output_stream;
 pub mod watch;
 

@@ -8,6 +8,10 @@ use crate::storage::StorageConfig;
 
 const MIB: u64 = 1 << 20;
 
+/// A container memory limit at or below this gets the small-pod defaults
+/// ([`TransferConfig::from_lookup_within`]).
+pub const SMALL_POD_MEMORY: u64 = 96 * MIB;
+
 /// How the engine moves bytes, and how the drivers it opens are tuned.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TransferConfig {
@@ -81,8 +85,26 @@ impl TransferConfig {
 
     /// As [`TransferConfig::from_env`], reading variables through `get`.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
+        Self::from_lookup_within(get, None)
+    }
+
+    /// As [`TransferConfig::from_lookup`], for a container limited to `memory_limit` bytes.
+    /// At or below [`SMALL_POD_MEMORY`] the defaults shrink so the budgets leave room for the
+    /// binary's code and the runtime (about 25 MiB resident): 5 MiB parts (S3's minimum;
+    /// upload budget 28 MiB instead of 43) and at most 8 ranged reads in flight (download
+    /// budget 20 MiB instead of 36). With the usual defaults, a 64 GiB tgz through a slow
+    /// link filled a 64 MiB pod and the kernel evicted the binary's own code: 126,000 major
+    /// page faults and 9 MiB/s instead of 220. Variables that are set still win.
+    pub fn from_lookup_within(
+        get: impl Fn(&str) -> Option<String>,
+        memory_limit: Option<u64>,
+    ) -> Self {
         let num = |k: &str| get(k).and_then(|v| v.trim().parse::<u64>().ok());
         let mut c = Self::default();
+        if memory_limit.is_some_and(|limit| limit <= SMALL_POD_MEMORY) {
+            c.part_size = 5 * MIB;
+            c.adaptive_ceiling = Some(8);
+        }
         if let Some(mib) = num("ARGOEXEC_PART_SIZE_MIB")
             .or_else(|| num("ARTIFACT_S3_UPLOAD_PART_SIZE_MIB").filter(|m| (5..=5120).contains(m)))
         {
@@ -184,6 +206,26 @@ mod tests {
         .into();
         let c = TransferConfig::from_lookup(|k| env.get(k).map(|v| v.to_string()));
         assert_eq!((c.concurrency, c.max_concurrency()), (6, 6));
+    }
+
+    #[test]
+    fn a_small_memory_limit_shrinks_the_defaults_but_not_what_is_set() {
+        let small = TransferConfig::from_lookup_within(|_| None, Some(64 * MIB));
+        assert_eq!((small.part_size, small.max_concurrency()), (5 * MIB, 8));
+        assert!(small.upload_budget() <= 28 * MIB + gzip::pipeline_bytes(small.gzip_threads));
+        assert_eq!(small.download_budget(), 20 * MIB);
+        let large = TransferConfig::from_lookup_within(|_| None, Some(128 * MIB));
+        assert_eq!(large, TransferConfig::default());
+        let env: HashMap<&str, &str> = [
+            ("ARGOEXEC_PART_SIZE_MIB", "16"),
+            ("ARGOEXEC_CONCURRENCY_MAX", "12"),
+        ]
+        .into();
+        let set = TransferConfig::from_lookup_within(
+            |k| env.get(k).map(|v| v.to_string()),
+            Some(64 * MIB),
+        );
+        assert_eq!((set.part_size, set.max_concurrency()), (16 * MIB, 12));
     }
 
     #[test]
