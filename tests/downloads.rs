@@ -43,19 +43,29 @@ fn files_of(count: u32, len: usize) -> Vec<(String, Vec<u8>)> {
 }
 
 async fn save_directory(pod: &TestPod, files: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
+    save_directory_to(pod, &files, pod.s3("d/out"), &[]).await;
+    files
+}
+
+/// `wait` saves `files` as an `archive: none` directory output to the S3 location `s3`.
+async fn save_directory_to(
+    pod: &TestPod,
+    files: &[(String, Vec<u8>)],
+    s3: Value,
+    env: &[(&str, &str)],
+) {
     let src = pod.path("/mainctrfs/work/out");
     std::fs::create_dir_all(&src).expect("mkdir");
-    for (name, data) in &files {
+    for (name, data) in files {
         std::fs::write(src.join(name), data).expect("write");
     }
     let template = json!({
         "name": "produce",
         "container": {"volumeMounts": [{"name": "work", "mountPath": "/work"}]},
         "outputs": {"artifacts": [{"name": "out", "path": "/work/out",
-            "archive": {"none": {}}, "s3": pod.s3("d/out")}]},
+            "archive": {"none": {}}, "s3": s3}]},
     });
-    assert_ok(&pod.wait(&template, &[]).await);
-    files
+    assert_ok(&pod.wait(&template, env).await);
 }
 
 /// `init` loading the directory `d/out` through `via`.
@@ -291,22 +301,14 @@ async fn a_directory_upload_grows_its_files_in_flight_past_the_floor() {
         Fault::DelayResponse(Duration::from_millis(30)),
         1000,
     );
-    let src = pod.path("/mainctrfs/work/out");
-    std::fs::create_dir_all(&src).expect("mkdir");
     let files = files_of(160, 1024);
-    for (name, data) in &files {
-        std::fs::write(src.join(name), data).expect("write");
-    }
-    let template = json!({
-        "name": "produce",
-        "container": {"volumeMounts": [{"name": "work", "mountPath": "/work"}]},
-        "outputs": {"artifacts": [{"name": "out", "path": "/work/out",
-            "archive": {"none": {}}, "s3": pod.s3_via(proxy.addr, "d/up")}]},
-    });
-    assert_ok(
-        &pod.wait(&template, &[("ARGOEXEC_FILE_CONCURRENCY_MAX", "32")])
-            .await,
-    );
+    save_directory_to(
+        &pod,
+        &files,
+        pod.s3_via(proxy.addr, "d/up"),
+        &[("ARGOEXEC_FILE_CONCURRENCY_MAX", "32")],
+    )
+    .await;
     for (name, data) in &files {
         assert_eq!(
             pod.get(&format!("d/up/{name}")).await.as_deref(),

@@ -290,10 +290,11 @@ impl S3 for S3Fs {
             (ct, sa) => ct.or(sa),
         };
         let max_keys = input.max_keys.unwrap_or(1000).max(0);
+        let page_len = usize::try_from(max_keys).unwrap_or(1000);
         let mut page: Vec<s3s::dto::Object> = walked
             .into_iter()
             .filter(|(key, ..)| resume.is_none_or(|r| key.as_str() > r))
-            .take(usize::try_from(max_keys).unwrap_or(1000) + 1)
+            .take(page_len + 1)
             .map(|(key, size, modified)| s3s::dto::Object {
                 key: Some(key),
                 size: Some(i64::try_from(size).unwrap_or(i64::MAX)),
@@ -301,8 +302,8 @@ impl S3 for S3Fs {
                 ..Default::default()
             })
             .collect();
-        let is_truncated = max_keys > 0 && page.len() > usize::try_from(max_keys).unwrap_or(1000);
-        page.truncate(usize::try_from(max_keys).unwrap_or(1000));
+        let is_truncated = page_len > 0 && page.len() > page_len;
+        page.truncate(page_len);
         let next_continuation_token = is_truncated
             .then(|| page.last().and_then(|o| o.key.clone()))
             .flatten();

@@ -116,7 +116,7 @@ pub async fn open_listed(
     budget: &Budget,
 ) -> Result<ChunkStream> {
     let key = &listed.key;
-    if listed.size > cfg.download_chunk || !driver.serves_ranges(key) {
+    if !is_one_read(driver.as_ref(), listed, cfg) {
         let meta = driver.head(key).await?;
         return open_object(driver, key, &meta, cfg, budget).await;
     }
@@ -147,6 +147,12 @@ pub async fn open_listed(
     let body = futures::stream::once(async move { Ok(chunk) }).boxed();
     let expected = listed.crc32c.or(read.meta.crc32c);
     Ok(verified(body, expected, listed.size, described))
+}
+
+/// Whether [`open_listed`] reads `listed` in one ranged request, so its stream is one chunk
+/// of at most `cfg.download_chunk` bytes, paid for from the budget.
+pub fn is_one_read(driver: &dyn Driver, listed: &ObjectMeta, cfg: &TransferConfig) -> bool {
+    listed.size <= cfg.download_chunk && driver.serves_ranges(&listed.key)
 }
 
 /// The bytes `range` of `key` (an object of `size` bytes, from a head), in order: ranged

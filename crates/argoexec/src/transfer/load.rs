@@ -366,8 +366,7 @@ impl<'a> Loader<'a> {
     ) -> Result<u64> {
         // A file read in one ranged request (the usual small file) is written in one blocking
         // call: one thread hop per file instead of one per filesystem step.
-        let one_read =
-            listed.size <= self.config.download_chunk && driver.serves_ranges(&listed.key);
+        let one_read = download::is_one_read(driver.as_ref(), &listed, self.config);
         until_intact(&listed.key, || async {
             let body =
                 download::open_listed(Arc::clone(&driver), &listed, self.config, &self.budget)
