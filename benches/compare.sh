@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Transfer benchmark: argoexec-rs side by side with peer tools, in one run, against an S3
 # server (s3s-fs, crates/s3-server) on 127.0.0.1. Prints wall time, peak RSS and the ratio
-# ours/peer for each case (ratios, because this machine is shared and noisy).
+# ours/peer for each case (ratios, because this machine is shared and noisy). The server runs
+# with `--part-checksums`: it checks and echoes each part's CRC32C as S3 does, so no client
+# spends CPU on a fallback it would not need against S3.
 #
 #   benches/compare.sh                      # every case
 #   BENCH_CASES="file tgz" benches/compare.sh
@@ -27,7 +29,7 @@ gib=${BENCH_GIB:-2}
 bench_build --example floor
 bench_peers
 mkdir -p "$work/s3/bench"
-bench_listen "$work/server.log" "$out/s3-server" "$work/s3" 0
+bench_listen "$work/server.log" "$out/s3-server" "$work/s3" 0 --part-checksums
 endpoint=$listening
 total_mibps=""
 if [ -n "${BENCH_LINK:-}" ]; then

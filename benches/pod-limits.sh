@@ -23,7 +23,7 @@ done
 bench_build
 bench_peers
 mkdir -p "$work/s3/bench"
-bench_listen "$work/server.log" "$out/s3-server" "$work/s3" 0
+bench_listen "$work/server.log" "$out/s3-server" "$work/s3" 0 --part-checksums
 bench_clients "$listening"
 
 made=()  # cgroups created, removed on exit

@@ -32,7 +32,7 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$work/s3/bench"
-"$out/s3-server" "$work/s3" 0 >"$work/server.log" 2>&1 &
+"$out/s3-server" "$work/s3" 0 --part-checksums >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 100); do grep -q "listening on" "$work/server.log" 2>/dev/null && break; sleep 0.1; done
 endpoint=$(sed -n 's/^listening on //p' "$work/server.log")

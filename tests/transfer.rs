@@ -72,6 +72,31 @@ async fn a_connection_reset_mid_part_retries_that_part_only() {
     assert_round_trip(&pod, "r/big.tgz", &data).await;
 }
 
+/// Against a store that checks each part's CRC32C as S3 does, the store refuses a part
+/// corrupted in flight (`BadDigest`), and that part alone is sent again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_part_the_store_finds_corrupt_is_sent_again() {
+    let pod = TestPod::with_checks(support::s3_server::Checks { part_crc32c: true }).await;
+    let data = write_big(&pod);
+    let proxy = FaultProxy::start(pod.s3_addr).await;
+    proxy.add(
+        "PUT",
+        "partNumber=2&",
+        Fault::CorruptBody { offset: 12345 },
+        1,
+    );
+    let out = pod
+        .wait(&big_output(&pod, proxy.addr, "k"), &SMALL_PARTS)
+        .await;
+    assert_ok(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("BadDigest"), "{log}");
+    let sent = proxy.sent_parts();
+    assert_eq!(count(&sent, 2), 2, "{sent:?}");
+    assert_eq!(count(&sent, 1), 1, "{sent:?}");
+    assert_round_trip(&pod, "k/big.tgz", &data).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_part_corrupted_in_flight_is_detected_and_sent_again() {
     let pod = TestPod::new().await;

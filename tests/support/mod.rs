@@ -99,9 +99,16 @@ exit $rc"#
     }
 
     pub async fn new() -> Self {
+        Self::with_checks(s3_server::Checks::default()).await
+    }
+
+    /// A pod whose S3 server makes `checks` beyond s3s-fs's own.
+    pub async fn with_checks(checks: s3_server::Checks) -> Self {
         let data = tempfile::tempdir().expect("data dir");
         std::fs::create_dir_all(data.path().join(BUCKET)).expect("bucket");
-        let (s3_addr, server) = s3_server::spawn(data.path(), 0).await.expect("s3 server");
+        let (s3_addr, server) = s3_server::spawn_checking(data.path(), 0, checks)
+            .await
+            .expect("s3 server");
         let root = tempfile::tempdir().expect("pod root");
         let pod = Self {
             root,

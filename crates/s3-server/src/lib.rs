@@ -30,6 +30,18 @@ struct S3Fs {
     full_object_crc: std::sync::Mutex<std::collections::HashMap<(String, String), String>>,
     /// Bucket lifecycle configurations (s3s-fs keeps none), by bucket.
     lifecycles: std::sync::Mutex<std::collections::HashMap<String, s3s::dto::LifecycleRules>>,
+    checks: Checks,
+}
+
+/// What the server checks beyond s3s-fs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Checks {
+    /// Check each UploadPart's `x-amz-checksum-crc32c` against the bytes stored and echo it, as
+    /// S3 does (`BadDigest` when they differ). Off for the tests, whose fault cases exercise
+    /// the client's own MD5 check of servers that echo nothing (s3s-fs, older MinIO); on for
+    /// the benchmarks (`s3-server --part-checksums`), so that a client spends the CPU it would
+    /// spend against S3, not an MD5 of every part.
+    pub part_crc32c: bool,
 }
 
 impl S3Fs {
@@ -164,8 +176,22 @@ fn range_start(content_range: &str) -> Option<u64> {
         .ok()
 }
 
-/// Bytes a GET reads from its file at a time.
+/// Bytes a GET, or a checksum of a stored part, reads from its file at a time.
 const GET_BLOCK: u64 = 1 << 20;
+
+/// CRC32C of the file at `path`.
+fn file_crc32c(path: &Path) -> std::io::Result<u32> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut block = vec![0; GET_BLOCK as usize];
+    let mut crc = 0;
+    loop {
+        match file.read(&mut block)? {
+            0 => return Ok(crc),
+            n => crc = crc32c::crc32c_append(crc, &block[..n]),
+        }
+    }
+}
 
 /// The bytes `start..start + len` of the file at `path`, read in blocks of [`GET_BLOCK`] by one
 /// blocking task, two blocks ahead of the connection. s3s-fs streams a GET in 4 KiB reads, each
@@ -411,7 +437,38 @@ impl S3 for S3Fs {
         req: S3Request<s3s::dto::UploadPartInput>,
     ) -> S3Result<S3Response<s3s::dto::UploadPartOutput>> {
         self.ensure_open(&req.input.bucket, &req.input.key, &req.input.upload_id)?;
-        self.fs.upload_part(req).await
+        let claimed = req
+            .input
+            .checksum_crc32c
+            .clone()
+            .filter(|_| self.checks.part_crc32c);
+        let part = self.root.join(format!(
+            ".upload_id-{}.part-{}",
+            req.input.upload_id, req.input.part_number
+        ));
+        let mut resp = self.fs.upload_part(req).await?;
+        if let Some(claimed) = claimed {
+            let stored = {
+                let part = part.clone();
+                tokio::task::spawn_blocking(move || file_crc32c(&part))
+                    .await
+                    .map_err(|e| s3s::s3_error!(InternalError, "{e}"))?
+                    .map_err(|e| s3s::s3_error!(InternalError, "{e}"))?
+            };
+            let stored = base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                stored.to_be_bytes(),
+            );
+            if stored != claimed {
+                let _ = std::fs::remove_file(&part);
+                return Err(s3s::s3_error!(
+                    BadDigest,
+                    "The CRC32C you specified did not match the calculated checksum."
+                ));
+            }
+            resp.output.checksum_crc32c = Some(stored);
+        }
+        Ok(resp)
     }
 
     async fn abort_multipart_upload(
@@ -502,9 +559,14 @@ impl S3 for S3Fs {
 
 /// Serves S3 for the data in `root` on `listener` until the task is dropped.
 pub async fn serve(root: &Path, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    serve_with_auth(root, listener, test_keys()).await
+}
+
+/// The test identities: [`ACCESS_KEY`] and [`MARKER_ACCESS_KEY`].
+fn test_keys() -> s3s::auth::SimpleAuth {
     let mut auth = s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY);
     auth.register(MARKER_ACCESS_KEY.into(), MARKER_SECRET_KEY.into());
-    serve_with_auth(root, listener, auth).await
+    auth
 }
 
 /// As [`serve`], accepting the keys `auth` knows instead of the test keys.
@@ -513,6 +575,16 @@ pub async fn serve_with_auth(
     listener: tokio::net::TcpListener,
     auth: impl s3s::auth::S3Auth,
 ) -> std::io::Result<()> {
+    serve_checking(root, listener, auth, Checks::default()).await
+}
+
+/// As [`serve_with_auth`], with `checks` beyond s3s-fs's own.
+pub async fn serve_checking(
+    root: &Path,
+    listener: tokio::net::TcpListener,
+    auth: impl s3s::auth::S3Auth,
+    checks: Checks,
+) -> std::io::Result<()> {
     let fs = s3s_fs::FileSystem::new(root)
         .map_err(|e| std::io::Error::other(format!("s3s-fs: {e:?}")))?;
     let fs = S3Fs {
@@ -520,6 +592,7 @@ pub async fn serve_with_auth(
         root: root.to_path_buf(),
         full_object_crc: Default::default(),
         lifecycles: Default::default(),
+        checks,
     };
     let mut builder = s3s::service::S3ServiceBuilder::new(fs);
     builder.set_auth(auth);
@@ -543,11 +616,20 @@ pub async fn spawn(
     root: &Path,
     port: u16,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    spawn_checking(root, port, Checks::default()).await
+}
+
+/// As [`spawn`], with `checks` beyond s3s-fs's own.
+pub async fn spawn_checking(
+    root: &Path,
+    port: u16,
+    checks: Checks,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
     let root = root.to_path_buf();
     let task = tokio::spawn(async move {
-        if let Err(e) = serve(&root, listener).await {
+        if let Err(e) = serve_checking(&root, listener, test_keys(), checks).await {
             eprintln!("s3 test server stopped: {e}");
         }
     });
