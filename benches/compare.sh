@@ -12,6 +12,10 @@
 #                                           # (benches/link.sh runs the cloud-like cases)
 #   BENCH_SKIP="transfers 1$|aws" benches/compare.sh  # leave out the tools whose name matches
 #                                           # (an extended regex; the slow peers on a link)
+#   BENCH_SINK=discard benches/compare.sh   # file case: uploads go to examples/discard-s3 (keeps
+#                                           # no bodies, checks CRC32Cs), downloads read one
+#                                           # seeded object, so the server's own cost of storing
+#                                           # (s3s-fs: ~7 CPU-seconds a GiB) is out of the figure
 #
 # Cases: file (2 GiB, archive none, up and down: aws s3 cp, rclone copyto, the floor client),
 # tgz (2 GiB mixed directory, level 6: the Go executor's pipeline rebuilt from real tools:
@@ -26,20 +30,26 @@
 cases=${BENCH_CASES:-file tgz small big}
 gib=${BENCH_GIB:-2}
 
-bench_build --example floor
+bench_build --example floor --example discard-s3
 bench_peers
 mkdir -p "$work/s3/bench"
 bench_listen "$work/server.log" "$out/s3-server" "$work/s3" 0 --part-checksums
-endpoint=$listening
+direct=$listening
+sink=""
+[ "${BENCH_SINK:-}" != discard ] || { bench_listen "$work/discard.log" "$out/examples/discard-s3" "$work/parts.tsv"; sink=$listening; }
 total_mibps=""
-if [ -n "${BENCH_LINK:-}" ]; then
+# linked ADDRESS: sets `listening` to ADDRESS behind a link of its own (BENCH_LINK), or ADDRESS.
+linked() {
+  listening=$1
+  [ -n "${BENCH_LINK:-}" ] || return 0
   read -r per_conn_mibps total_mibps latency_ms <<<"$BENCH_LINK"
-  bench_listen "$work/link.log" "$out/examples/link" "$endpoint" --per-conn-mibps "$per_conn_mibps" \
+  bench_listen "$work/link-$1.log" "$out/examples/link" "$1" --per-conn-mibps "$per_conn_mibps" \
     --total-mibps "$total_mibps" --latency-ms "$latency_ms"
-  endpoint=$listening
-  sed -n 's/^link: /== link: /p' "$work/link.log"
-fi
-bench_clients "$endpoint"
+  sed -n 's/^link: /== link: /p' "$work/link-$1.log"
+}
+linked "$direct"; server=$listening
+[ -z "$sink" ] || { linked "$sink"; sink=$listening; }
+bench_clients "$server"
 
 results=$work/results.tsv floors=$work/floors.tsv
 : >"$results"; : >"$floors"
@@ -67,7 +77,32 @@ clear_bucket() { rm -rf "$work/s3/bench" && mkdir -p "$work/s3/bench"; }
 # bucket go, so each tool round-trips alone and the disk holds at most three copies at a time.
 checked_down() { diff -r "$1" "$2" >/dev/null || { echo "FAILED: $1 is not $2"; exit 1; }; rm -rf "$1"; clear_bucket; }
 
-if [[ " $cases " == *" file "* ]]; then
+if [[ " $cases " == *" file "* && -n "$sink" ]]; then
+  echo "== file: ${gib} GiB, archive none; uploads to examples/discard-s3, downloads of one seeded object"
+  src=$pod/mainctrfs/work/file.bin
+  head -c $((gib << 30)) /dev/urandom >"$src"
+  bench_clients "$sink"
+  export RCLONE_CONFIG_T_NO_CHECK_BUCKET=true  # the sink has no CreateBucket
+  measure "file up" "argoexec-rs" ours_up f file.bin '{"none":{}}' ours
+  measure "file up" "aws s3 cp" aws_s3 cp "$src" s3://bench/aws/file.bin
+  measure "file up" "rclone copyto" rclone copyto "$src" t:bench/rclone/file.bin
+  measure "file up" "floor (lean SDK client)" "$out/examples/floor" up "$src" floor/file.bin
+  bench_clients "$direct"
+  ours_up f file.bin '{"none":{}}' seed
+  bench_clients "$server"
+  # the download must equal the source; the seed stays
+  intact() { cmp -s "$1" "$src" || { echo "FAILED: $1 is not $src"; exit 1; }; rm -f "$1"; }
+  measure "file down" "argoexec-rs" ours_down f seed/file.bin '{"none":{}}'
+  intact "$pod/argo/inputs/artifacts/f"
+  measure "file down" "aws s3 cp" aws_s3 cp s3://bench/seed/file.bin "$work/down.bin"
+  intact "$work/down.bin"
+  measure "file down" "rclone copyto" rclone copyto t:bench/seed/file.bin "$work/down.bin"
+  intact "$work/down.bin"
+  measure "file down" "floor (lean SDK client)" "$out/examples/floor" down seed/file.bin "$work/down.bin"
+  intact "$work/down.bin"
+  floor "file up" $((gib << 30)); floor "file down" $((gib << 30))
+  rm -f "$src"; rm -rf "$pod/argo/inputs"; clear_bucket
+elif [[ " $cases " == *" file "* ]]; then
   echo "== file: ${gib} GiB, archive none"
   src=$pod/mainctrfs/work/file.bin
   head -c $((gib << 30)) /dev/urandom >"$src"
