@@ -65,6 +65,12 @@ impl S3Fs {
         ))
     }
 
+    /// Where s3s-fs keeps part `number` of the upload `upload_id`.
+    fn part_file(&self, upload_id: &str, number: i32) -> std::path::PathBuf {
+        self.root
+            .join(format!(".upload_id-{upload_id}.part-{number}"))
+    }
+
     /// `NoSuchUpload` unless `upload_id` is an unfinished upload of `key`, as S3 answers.
     fn ensure_open(&self, bucket: &str, key: &str, upload_id: &str) -> S3Result<()> {
         if self.upload_marker(bucket, key, upload_id).is_file() {
@@ -179,6 +185,18 @@ fn range_start(content_range: &str) -> Option<u64> {
 /// Bytes a GET, or a checksum of a stored part, reads from its file at a time.
 const GET_BLOCK: u64 = 1 << 20;
 
+/// CRC32C of the file at `path`, base64 as S3 spells it, read on a blocking thread.
+async fn stored_crc32c(path: std::path::PathBuf) -> S3Result<String> {
+    let crc = tokio::task::spawn_blocking(move || file_crc32c(&path))
+        .await
+        .map_err(|e| s3s::s3_error!(InternalError, "{e}"))?
+        .map_err(|e| s3s::s3_error!(InternalError, "{e}"))?;
+    Ok(base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        crc.to_be_bytes(),
+    ))
+}
+
 /// CRC32C of the file at `path`.
 fn file_crc32c(path: &Path) -> std::io::Result<u32> {
     use std::io::Read;
@@ -285,12 +303,7 @@ impl S3 for S3Fs {
         self.forget_crc(&bucket, &key);
         let resp = self.fs.complete_multipart_upload(req).await?;
         if let Some(claimed) = claimed {
-            let data = std::fs::read(self.root.join(&bucket).join(&key))
-                .map_err(|e| s3s::s3_error!(InternalError, "{e}"))?;
-            let actual = base64::Engine::encode(
-                &base64::engine::general_purpose::STANDARD,
-                crc32c::crc32c(&data).to_be_bytes(),
-            );
+            let actual = stored_crc32c(self.root.join(&bucket).join(&key)).await?;
             if actual != claimed {
                 let _ = std::fs::remove_file(self.root.join(&bucket).join(&key));
                 return Err(s3s::s3_error!(
@@ -423,7 +436,7 @@ impl S3 for S3Fs {
         let mut resp = self.fs.list_parts(req).await?;
         for part in resp.output.parts.iter_mut().flatten() {
             let Some(n) = part.part_number else { continue };
-            let file = self.root.join(format!(".upload_id-{upload_id}.part-{n}"));
+            let file = self.part_file(&upload_id, n);
             if let Ok(bytes) = std::fs::read(file) {
                 let md5 = <md5::Md5 as md5::Digest>::digest(&bytes);
                 part.e_tag = Some(s3s::dto::ETag::Strong(hex::encode(md5)));
@@ -442,23 +455,10 @@ impl S3 for S3Fs {
             .checksum_crc32c
             .clone()
             .filter(|_| self.checks.part_crc32c);
-        let part = self.root.join(format!(
-            ".upload_id-{}.part-{}",
-            req.input.upload_id, req.input.part_number
-        ));
+        let part = self.part_file(&req.input.upload_id, req.input.part_number);
         let mut resp = self.fs.upload_part(req).await?;
         if let Some(claimed) = claimed {
-            let stored = {
-                let part = part.clone();
-                tokio::task::spawn_blocking(move || file_crc32c(&part))
-                    .await
-                    .map_err(|e| s3s::s3_error!(InternalError, "{e}"))?
-                    .map_err(|e| s3s::s3_error!(InternalError, "{e}"))?
-            };
-            let stored = base64::Engine::encode(
-                &base64::engine::general_purpose::STANDARD,
-                stored.to_be_bytes(),
-            );
+            let stored = stored_crc32c(part.clone()).await?;
             if stored != claimed {
                 let _ = std::fs::remove_file(&part);
                 return Err(s3s::s3_error!(

@@ -38,13 +38,15 @@ fn spares() -> std::sync::MutexGuard<'static, Vec<MmapMut>> {
 /// A mapping of `len` bytes: a spare of that size, else a new one (the spares, of other
 /// sizes, are unmapped first).
 fn map_of(len: usize) -> io::Result<MmapMut> {
-    {
+    let other_sizes = {
         let mut spares = spares();
         if let Some(i) = spares.iter().position(|m| m.len() == len) {
             return Ok(spares.swap_remove(i));
         }
-        spares.clear();
-    }
+        std::mem::take(&mut *spares)
+    };
+    // Unmapped once the lock is released.
+    drop(other_sizes);
     MmapMut::map_anon(len)
 }
 
@@ -63,12 +65,15 @@ impl Map {
 
 impl Drop for Map {
     fn drop(&mut self) {
-        if let Some(map) = self.0.take() {
-            let mut spares = spares();
-            if spares.len() < MAX_SPARES {
-                spares.push(map);
-            }
+        let Some(map) = self.0.take() else { return };
+        let mut spares = spares();
+        if spares.len() < MAX_SPARES {
+            spares.push(map);
+            return;
         }
+        // Unmapped once the lock is released.
+        drop(spares);
+        drop(map);
     }
 }
 
