@@ -44,6 +44,11 @@ pub struct TransferConfig {
     /// Default 2 MiB (`ARGOEXEC_DOWNLOAD_CHUNK_MIB`): small enough that the adaptive ceiling's
     /// reads in flight fit 36 MiB.
     pub download_chunk: u64,
+    /// Whether downloaded files are written past the page cache (`O_DIRECT`) where the
+    /// filesystem allows it, see [`super::local_file`]. Default on (`ARGOEXEC_DIRECT_WRITES`,
+    /// `false` or `0` = off); no memory cost, and it saves the page cache's copy: 1.5-4
+    /// CPU-seconds per GiB measured, and the dirty pages a small pod's memory limit counts.
+    pub direct_writes: bool,
     /// Overrides the backend's maximum part count (tests of the >10,000-part sizing).
     /// Default none (`ARGOEXEC_MAX_PARTS`).
     pub max_parts_override: Option<u32>,
@@ -67,6 +72,7 @@ impl Default for TransferConfig {
             file_concurrency_ceiling: Some(64),
             gzip_threads: gzip::default_threads(),
             download_chunk: 2 * MIB,
+            direct_writes: true,
             max_parts_override: None,
             max_unpacked_bytes: None,
             progress_interval: Some(Duration::from_secs(5)),
@@ -127,6 +133,12 @@ impl TransferConfig {
         }
         if let Some(mib) = num("ARGOEXEC_DOWNLOAD_CHUNK_MIB") {
             c.download_chunk = mib.max(1) * MIB;
+        }
+        if let Some(v) = get("ARGOEXEC_DIRECT_WRITES") {
+            c.direct_writes = !matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "0" | "false" | "no" | "off"
+            );
         }
         c.max_parts_override = num("ARGOEXEC_MAX_PARTS").map(|n| n.clamp(1, 10_000) as u32);
         c.max_unpacked_bytes = num("ARGOEXEC_MAX_UNPACKED_BYTES").filter(|&n| n > 0);
@@ -189,6 +201,22 @@ mod tests {
         .into();
         let c = TransferConfig::from_lookup(|k| env.get(k).map(|v| v.to_string()));
         assert_eq!((c.concurrency, c.max_parts_override), (2, Some(12)));
+    }
+
+    #[test]
+    fn direct_writes_are_on_unless_turned_off() {
+        assert!(TransferConfig::from_lookup(|_| None).direct_writes);
+        for (value, on) in [
+            ("false", false),
+            ("0", false),
+            ("Off", false),
+            ("true", true),
+        ] {
+            let c = TransferConfig::from_lookup(|k| {
+                (k == "ARGOEXEC_DIRECT_WRITES").then(|| value.to_string())
+            });
+            assert_eq!(c.direct_writes, on, "{value}");
+        }
     }
 
     #[test]

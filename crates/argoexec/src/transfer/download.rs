@@ -10,7 +10,7 @@
 //! single artifact ([`open`]) and every file of a directory ([`open_listed`]); the range plan
 //! is an iterator, so a TiB object costs no more to plan than a KiB one.
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -283,8 +283,10 @@ impl BlockingReader {
     }
 }
 
-impl Read for BlockingReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl BufRead for BlockingReader {
+    /// The rest of the current chunk, whole: a consumer that writes what it is given (a file,
+    /// [`super::local_file::copy_into`]) writes each downloaded chunk in one call.
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
         while self.current.bytes.is_empty() {
             if self.failed {
                 return Err(io::Error::other("the download failed"));
@@ -295,12 +297,23 @@ impl Read for BlockingReader {
                     self.failed = true;
                     return Err(io::Error::other(e));
                 }
-                None => return Ok(0),
+                None => return Ok(&[]),
             }
         }
-        let n = buf.len().min(self.current.bytes.len());
-        buf[..n].copy_from_slice(&self.current.bytes[..n]);
+        Ok(&self.current.bytes)
+    }
+
+    fn consume(&mut self, n: usize) {
         self.current.bytes.advance(n);
+    }
+}
+
+impl Read for BlockingReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = buf.len().min(available.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
         Ok(n)
     }
 }

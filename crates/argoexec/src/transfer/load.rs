@@ -17,6 +17,7 @@ use tracing::Instrument;
 use super::adaptive::Adaptive;
 use super::budget::Budget;
 use super::download::{self, BlockingReader, ChunkStream};
+use super::local_file::{LocalFile, copy_into};
 use super::progress::Progress;
 use super::{Error, Result, TransferConfig};
 use crate::archive::{self, Detection, SafePath};
@@ -156,14 +157,10 @@ impl<'a> Loader<'a> {
                 let body: ChunkStream = download::chunks(
                     futures::stream::once(async move { Ok(bytes::Bytes::from(data)) }).boxed(),
                 );
-                place_stream(
-                    body,
-                    &dest,
-                    art.archive.as_ref().and_then(|a| a.declared()),
-                    self.config.max_unpacked_bytes,
-                )
-                .await
-                .map(|()| size)
+                let strategy = art.archive.as_ref().and_then(|a| a.declared());
+                place_stream(body, &dest, self.placement(strategy, Some(size)))
+                    .await
+                    .map(|()| size)
             }
             Some(LocationKind::Git) => {
                 clone_git(&location, self.secrets, &self.config.storage, &dest).await
@@ -250,11 +247,20 @@ impl<'a> Loader<'a> {
         place_stream(
             download::chunks(body),
             dest,
-            strategy,
-            self.config.max_unpacked_bytes,
+            self.placement(strategy, Some(meta.len())),
         )
         .await?;
         Ok(meta.len())
+    }
+
+    /// How a stream of `size` bytes is placed under `strategy`, with this loader's settings.
+    fn placement(&self, strategy: Option<ArchiveStrategy>, size: Option<u64>) -> Placement {
+        Placement {
+            strategy,
+            max_unpacked: self.config.max_unpacked_bytes,
+            size,
+            direct: self.config.direct_writes,
+        }
     }
 
     /// Fetches `key` into `dest`: the object itself, or every object below `key/` when the key
@@ -283,7 +289,7 @@ impl<'a> Loader<'a> {
                         return Ok(n);
                     }
                 }
-                place_stream(body, dest, strategy, self.config.max_unpacked_bytes)
+                place_stream(body, dest, self.placement(strategy, Some(meta.size)))
                     .await
                     .map_err(|e| {
                         e.no_space(&object(&driver, key), Some(meta.size), parent(dest))
@@ -374,7 +380,7 @@ impl<'a> Loader<'a> {
             if one_read {
                 write_whole(body.try_collect().await?, target.clone()).await
             } else {
-                write_chunks(body, &target).await
+                write_chunks(body, target.clone(), listed.size, self.config.direct_writes).await
             }
         })
         .await?;
@@ -487,25 +493,19 @@ async fn clone_git(
 }
 
 /// Writes downloaded chunks to a new file (replacing an earlier attempt's), creating its
-/// parent directories; each chunk's budget is paid back once it is written.
-async fn write_chunks(mut body: ChunkStream, path: &Path) -> Result<()> {
-    use tokio::io::AsyncWriteExt;
-    if let Some(parent) = path.parent() {
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
-    }
-    let mut f = tokio::fs::File::create(path)
-        .await
-        .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-    while let Some(chunk) = body.try_next().await? {
-        f.write_all(&chunk.bytes)
-            .await
-            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-    }
-    f.flush()
-        .await
-        .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+/// parent directories, each chunk in one write ([`LocalFile`]); each chunk's budget is paid
+/// back once it is written.
+async fn write_chunks(body: ChunkStream, path: PathBuf, size: u64, direct: bool) -> Result<()> {
+    let reader = BlockingReader::new(body);
+    tokio::task::spawn_blocking(move || {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)
+                .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+        }
+        write_file(reader, &path, Some(size), direct)
+    })
+    .await
+    .map_err(|e| Error::io("writing a downloaded file", io::Error::other(e)))?
 }
 
 /// Writes the chunks of a small object to a new file (replacing an earlier attempt's),
@@ -529,32 +529,32 @@ async fn write_whole(chunks: Vec<download::Chunk>, path: PathBuf) -> Result<()> 
     .map_err(|e| Error::io("writing a downloaded file", io::Error::other(e)))?
 }
 
+/// What [`place_stream`] needs besides the bytes.
+#[derive(Debug, Clone)]
+struct Placement {
+    strategy: Option<ArchiveStrategy>,
+    /// [`TransferConfig::max_unpacked_bytes`].
+    max_unpacked: Option<u64>,
+    /// The stream's length when known: a file's space is reserved before it is written.
+    size: Option<u64>,
+    /// [`TransferConfig::direct_writes`].
+    direct: bool,
+}
+
 /// Puts a stream at `dest` per the archive strategy: unpacked while it arrives when it is a
 /// tar.gz (always for `tar`, by content when the artifact gives no `archive`), else written as
 /// a file.
-async fn place_stream(
-    body: ChunkStream,
-    dest: &Path,
-    strategy: Option<ArchiveStrategy>,
-    max_unpacked: Option<u64>,
-) -> Result<()> {
+async fn place_stream(body: ChunkStream, dest: &Path, placement: Placement) -> Result<()> {
     let reader = BlockingReader::new(body);
     let dest = dest.to_path_buf();
     let span = trace::unarchive_artifact();
-    tokio::task::spawn_blocking(move || {
-        span.in_scope(|| place_blocking(reader, &dest, strategy, max_unpacked))
-    })
-    .await
-    .map_err(|e| Error::io("unpacking", io::Error::other(e.to_string())))?
+    tokio::task::spawn_blocking(move || span.in_scope(|| place_blocking(reader, &dest, &placement)))
+        .await
+        .map_err(|e| Error::io("unpacking", io::Error::other(e.to_string())))?
 }
 
-fn place_blocking(
-    mut reader: BlockingReader,
-    dest: &Path,
-    strategy: Option<ArchiveStrategy>,
-    max_unpacked: Option<u64>,
-) -> Result<()> {
-    place_from(&mut reader, dest, strategy, max_unpacked).map_err(|e| corrupt_or(&mut reader, e))
+fn place_blocking(mut reader: BlockingReader, dest: &Path, placement: &Placement) -> Result<()> {
+    place_from(&mut reader, dest, placement).map_err(|e| corrupt_or(&mut reader, e))
 }
 
 /// What to say about a failed placement: when the rest of the download fails the whole-object
@@ -574,12 +574,13 @@ fn corrupt_or(reader: &mut BlockingReader, e: Error) -> Error {
     }
 }
 
-fn place_from(
-    reader: &mut BlockingReader,
-    dest: &Path,
-    strategy: Option<ArchiveStrategy>,
-    max_unpacked: Option<u64>,
-) -> Result<()> {
+fn place_from(reader: &mut BlockingReader, dest: &Path, placement: &Placement) -> Result<()> {
+    let Placement {
+        strategy,
+        max_unpacked,
+        size,
+        direct,
+    } = placement.clone();
     let tmp = with_suffix(dest, ".tmp");
     let tmpdir = with_suffix(dest, ".tmpdir");
     let io_err = |what: &str, p: &Path| {
@@ -603,12 +604,13 @@ fn place_from(
         }
         Some(ArchiveStrategy::None) => {
             trace::record_archive("none");
-            copy_to(reader, &tmp, dest)
+            copy_to(reader, &tmp, dest, size, direct)
         }
         Some(ArchiveStrategy::Zip) => {
             trace::record_archive("zip");
-            // A zip's directory is at its end: it needs a seekable local copy.
-            write_file(reader, &tmp)?;
+            // A zip's directory is at its end: it needs a seekable local copy, read back at
+            // once (so kept in the page cache).
+            write_file(reader, &tmp, size, false)?;
             fs::create_dir_all(&tmpdir).map_err(io_err("creating", &tmpdir))?;
             let result =
                 archive::zip::unzip(&tmp, &tmpdir, max_unpacked).map_err(Error::from_archive);
@@ -623,22 +625,30 @@ fn place_from(
                 untar(&mut replay)
             } else {
                 trace::record_archive("none");
-                copy_to(replay, &tmp, dest)
+                copy_to(replay, &tmp, dest, size, direct)
             }
         }
     }
 }
 
 /// Copies `src` to `tmp`, then renames it to `dest`.
-fn copy_to(src: impl io::Read, tmp: &Path, dest: &Path) -> Result<()> {
-    write_file(src, tmp)?;
+fn copy_to(
+    src: impl io::BufRead,
+    tmp: &Path,
+    dest: &Path,
+    size: Option<u64>,
+    direct: bool,
+) -> Result<()> {
+    write_file(src, tmp, size, direct)?;
     fs::rename(tmp, dest).map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))
 }
 
-fn write_file(mut src: impl io::Read, path: &Path) -> Result<()> {
-    let mut f =
-        fs::File::create(path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-    io::copy(&mut src, &mut f)
+/// Writes `src` to a new file at `path` ([`LocalFile`]: `size` reserved first when known,
+/// aligned blocks past the page cache when `direct`).
+fn write_file(src: impl io::BufRead, path: &Path, size: Option<u64>, direct: bool) -> Result<()> {
+    let mut f = LocalFile::create(path, size, direct)
+        .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+    copy_into(src, &mut f)
         .map_err(|e| Error::from_pipeline(format!("writing {}", path.display()), e))?;
     Ok(())
 }

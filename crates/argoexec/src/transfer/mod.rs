@@ -10,6 +10,7 @@ pub mod budget;
 pub mod config;
 pub mod download;
 pub mod load;
+pub mod local_file;
 pub mod parts;
 pub mod progress;
 pub mod resume;
