@@ -8,15 +8,18 @@
 //! memory is bounded whatever the object size or the number of concurrent downloads. How many
 //! ranges are in flight is [`Adaptive`]'s decision, within that budget. The same engine reads a
 //! single artifact ([`open`]) and every file of a directory ([`open_listed`]); the range plan
-//! is an iterator, so a TiB object costs no more to plan than a KiB one.
+//! is an iterator, so a TiB object costs no more to plan than a KiB one. A plain file is
+//! written by [`to_file`] instead: the same ranges, each written where it belongs as it
+//! arrives.
 
+use std::collections::BTreeMap;
 use std::io::{self, BufRead, Read};
 use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
-use futures::StreamExt;
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -24,6 +27,7 @@ use super::Result;
 use super::adaptive::Adaptive;
 use super::budget::{Budget, Permit};
 use super::config::TransferConfig;
+use super::local_file::LocalFile;
 use crate::storage::{self, ByteStream, Driver, ObjectMeta};
 
 /// Downloaded bytes, holding their share of the budget until they are dropped. A consumer
@@ -205,6 +209,94 @@ pub async fn read_range(
     Ok(body)
 }
 
+/// Reads the whole object `key` (whose head is `meta`) into `file` with positioned writes:
+/// each range is written where it belongs as soon as it arrives, in any order, and its budget
+/// share is paid back once it is on disk. A slow range then holds only its own share, where
+/// ordered delivery makes every range behind it wait and fills the budget with finished
+/// ranges instead of requests (on the benchmark link: 340 MiB/s of 400 with 16 ranges in
+/// flight, ordered). Checked against the object's CRC32C, combined from the ranges' own;
+/// `written` is told each range's size once it is written.
+pub async fn to_file(
+    driver: Arc<dyn Driver>,
+    key: &str,
+    meta: &ObjectMeta,
+    cfg: &TransferConfig,
+    budget: &Budget,
+    file: Arc<LocalFile>,
+    written: impl Fn(u64),
+) -> Result<()> {
+    let adaptive = Adaptive::for_config(cfg);
+    let plan = ranges(0..meta.size, cfg.download_chunk).enumerate();
+    let mut arrivals = futures::stream::iter(plan)
+        .map(|(index, range)| {
+            let (driver, adaptive, file) = (&driver, &adaptive, Arc::clone(&file));
+            async move {
+                let len = range.end - range.start;
+                let permit = budget
+                    .acquire(len)
+                    .await
+                    .map_err(|e| storage::Error::io("waiting for download memory", e))?;
+                let bytes = adaptive
+                    .run(&**driver, len, driver.get_bytes(key, range.clone()))
+                    .await?;
+                let crc = tokio::task::spawn_blocking(move || {
+                    let crc = crc32c::crc32c(&bytes);
+                    let done = file.write_at(&bytes, range.start).map(|()| crc);
+                    done.map_err(|e| {
+                        super::Error::io(format!("writing {}", file.path().display()), e)
+                    })
+                })
+                .await
+                .map_err(|e| super::Error::io("writing a download", io::Error::other(e)))??;
+                drop(permit);
+                Ok::<_, super::Error>((index, crc, len))
+            }
+        })
+        .buffer_unordered(adaptive.ceiling());
+    let mut whole = InOrderCrc::default();
+    while let Some((index, crc, len)) = arrivals.try_next().await? {
+        written(len);
+        whole.add(index, crc, len);
+    }
+    match meta.crc32c {
+        Some(expected) if whole.crc != expected => {
+            let object = format!("{}/{key}", driver.describe());
+            Err(corrupt(&object, whole.crc, expected).into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The CRC32C of a whole object from its ranges' CRCs, which arrive in any order: a range
+/// ahead of the next one in order waits here (at most the ranges in flight).
+#[derive(Debug, Default)]
+struct InOrderCrc {
+    crc: u32,
+    next: usize,
+    waiting: BTreeMap<usize, (u32, u64)>,
+}
+
+impl InOrderCrc {
+    fn add(&mut self, index: usize, crc: u32, len: u64) {
+        self.waiting.insert(index, (crc, len));
+        while let Some((crc, len)) = self.waiting.remove(&self.next) {
+            self.crc = crc32c::crc32c_combine(self.crc, crc, len as usize);
+            self.next += 1;
+        }
+    }
+}
+
+/// The typed, transient error of an object whose bytes do not match its recorded CRC32C.
+fn corrupt(object: &str, crc: u32, expected: u32) -> storage::Error {
+    storage::Error::backend(
+        "verify",
+        storage::ErrorKind::Integrity,
+        format!(
+            "{object} is corrupt: its bytes have CRC32C {crc:08x}, the object records {expected:08x}"
+        ),
+    )
+}
+
 /// Checks the bytes against the object's recorded whole-object CRC32C, when it has one. The
 /// check is made when the last of the object's `size` bytes arrives, and a mismatch is sent
 /// instead of that last chunk: a consumer never sees the whole of a corrupt object, so a gzip
@@ -214,17 +306,9 @@ fn verified(stream: ChunkStream, expected: Option<u32>, size: u64, object: Strin
     let Some(expected) = expected else {
         return stream;
     };
-    let corrupt = move |crc: u32| {
-        storage::Error::backend(
-            "verify",
-            storage::ErrorKind::Integrity,
-            format!(
-                "{object} is corrupt: its bytes have CRC32C {crc:08x}, the object records {expected:08x}"
-            ),
-        )
-    };
+    let mismatch = move |crc: u32| corrupt(&object, crc, expected);
     futures::stream::unfold(Some((stream, 0u32, 0u64)), move |state| {
-        let corrupt = corrupt.clone();
+        let mismatch = mismatch.clone();
         async move {
             let (mut stream, crc, got) = state?;
             match stream.next().await {
@@ -232,13 +316,13 @@ fn verified(stream: ChunkStream, expected: Option<u32>, size: u64, object: Strin
                     let crc = crc32c::crc32c_append(crc, &chunk.bytes);
                     let got = got + chunk.bytes.len() as u64;
                     if got >= size && crc != expected {
-                        return Some((Err(corrupt(crc)), None));
+                        return Some((Err(mismatch(crc)), None));
                     }
                     Some((Ok(chunk), Some((stream, crc, got))))
                 }
                 Some(Err(e)) => Some((Err(e), None)),
                 None if crc == expected => None,
-                None => Some((Err(corrupt(crc)), None)),
+                None => Some((Err(mismatch(crc)), None)),
             }
         }
     })
@@ -341,6 +425,23 @@ mod tests {
             ranges(0..tib, 4 << 20).nth(1_000_000),
             Some(1_000_000 * (4 << 20)..1_000_001 * (4 << 20))
         );
+    }
+
+    #[test]
+    fn range_crcs_in_any_order_combine_to_the_whole_objects() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        let plan: Vec<_> = ranges(0..data.len() as u64, 3_000).collect();
+        let mut whole = InOrderCrc::default();
+        for i in [2, 0, 3, 1] {
+            let r = plan[i].clone();
+            whole.add(
+                i,
+                crc32c::crc32c(&data[r.start as usize..r.end as usize]),
+                r.end - r.start,
+            );
+        }
+        assert_eq!(whole.crc, crc32c::crc32c(&data));
+        assert!(whole.waiting.is_empty());
     }
 
     async fn through_the_check(expected: u32) -> Vec<storage::Result<Bytes>> {

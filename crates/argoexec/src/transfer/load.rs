@@ -273,41 +273,76 @@ impl<'a> Loader<'a> {
         strategy: Option<ArchiveStrategy>,
     ) -> Result<u64> {
         const GET_FILE: &str = "failed to get file";
-        match download::open(Arc::clone(&driver), key, self.config, &self.budget).await {
-            Ok((meta, body)) => {
-                let (progress, _reporting) = Progress::start(
-                    format!("download of {}/{key}", driver.describe()),
-                    Some(meta.size),
-                    self.config.progress_interval,
-                );
-                let body = body
-                    .inspect_ok(move |c| progress.add(c.bytes.len() as u64))
-                    .boxed();
-                if meta.size == 0 && driver.name() == "azure" {
-                    // Azure stores "directories" as empty marker blobs.
-                    if let Some(n) = self.fetch_dir(&driver, key, dest).await? {
-                        return Ok(n);
-                    }
-                }
-                place_stream(body, dest, self.placement(strategy, Some(meta.size)))
-                    .await
-                    .map_err(|e| {
-                        e.no_space(&object(&driver, key), Some(meta.size), parent(dest))
-                            .in_s3_step(driver.name(), GET_FILE)
-                    })?;
-                Ok(meta.size)
-            }
+        let meta = match driver.head(key).await.map_err(Error::from) {
+            Ok(meta) => meta,
             // A store that cannot list (HTTP) has no directories: the key is simply absent.
-            Err(e) if e.is_not_found() => match self.fetch_dir(&driver, key, dest).await {
-                Ok(Some(n)) => Ok(n),
-                Err(full @ Error::Io { .. }) => {
-                    Err(full.no_space(&object(&driver, key), None, parent(dest)))
-                }
-                Ok(None) | Err(Error::Storage(storage::Error::NotSupported { .. })) => Err(e),
-                Err(other) => Err(other),
-            },
-            Err(e) => Err(e.in_s3_step(driver.name(), GET_FILE)),
+            Err(e) if e.is_not_found() => {
+                return match self.fetch_dir(&driver, key, dest).await {
+                    Ok(Some(n)) => Ok(n),
+                    Err(full @ Error::Io { .. }) => {
+                        Err(full.no_space(&object(&driver, key), None, parent(dest)))
+                    }
+                    Ok(None) | Err(Error::Storage(storage::Error::NotSupported { .. })) => Err(e),
+                    Err(other) => Err(other),
+                };
+            }
+            Err(e) => return Err(e.in_s3_step(driver.name(), GET_FILE)),
+        };
+        if meta.size == 0 && driver.name() == "azure" {
+            // Azure stores "directories" as empty marker blobs.
+            if let Some(n) = self.fetch_dir(&driver, key, dest).await? {
+                return Ok(n);
+            }
         }
+        let (progress, _reporting) = Progress::start(
+            format!("download of {}/{key}", driver.describe()),
+            Some(meta.size),
+            self.config.progress_interval,
+        );
+        let placed = if matches!(strategy, Some(ArchiveStrategy::None)) && driver.serves_ranges(key)
+        {
+            let span = trace::unarchive_artifact();
+            span.in_scope(|| trace::record_archive("none"));
+            self.write_in_place(Arc::clone(&driver), key, &meta, dest, &progress)
+                .instrument(span)
+                .await
+        } else {
+            let progress = progress.clone();
+            match download::open_object(Arc::clone(&driver), key, &meta, self.config, &self.budget)
+                .await
+            {
+                Ok(body) => {
+                    let body = body
+                        .inspect_ok(move |c| progress.add(c.bytes.len() as u64))
+                        .boxed();
+                    place_stream(body, dest, self.placement(strategy, Some(meta.size))).await
+                }
+                Err(e) => Err(e),
+            }
+        };
+        placed.map_err(|e| {
+            e.no_space(&object(&driver, key), Some(meta.size), parent(dest))
+                .in_s3_step(driver.name(), GET_FILE)
+        })?;
+        Ok(meta.size)
+    }
+
+    /// A plain file (`archive: none`): the download engine writes its ranges into
+    /// `<dest>.tmp` where they belong as they arrive ([`download::to_file`]), then it is
+    /// renamed into place.
+    async fn write_in_place(
+        &self,
+        driver: Arc<dyn Driver>,
+        key: &str,
+        meta: &storage::ObjectMeta,
+        dest: &Path,
+        progress: &Progress,
+    ) -> Result<()> {
+        let tmp = with_suffix(dest, ".tmp");
+        let file = create_local(tmp.clone(), meta.size, self.config.direct_writes).await?;
+        let written = |n| progress.add(n);
+        download::to_file(driver, key, meta, self.config, &self.budget, file, written).await?;
+        fs::rename(&tmp, dest).map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))
     }
 
     /// Downloads every object below `key/` to `dest/<rel>`; `None` when there is none.
@@ -373,14 +408,33 @@ impl<'a> Loader<'a> {
         // A file read in one ranged request (the usual small file) is written in one blocking
         // call: one thread hop per file instead of one per filesystem step.
         let one_read = download::is_one_read(driver.as_ref(), &listed, self.config);
+        let ranged = driver.serves_ranges(&listed.key);
+        let direct = self.config.direct_writes;
         until_intact(&listed.key, || async {
-            let body =
-                download::open_listed(Arc::clone(&driver), &listed, self.config, &self.budget)
-                    .await?;
             if one_read {
+                let body =
+                    download::open_listed(Arc::clone(&driver), &listed, self.config, &self.budget)
+                        .await?;
                 write_whole(body.try_collect().await?, target.clone()).await
+            } else if ranged {
+                let meta = driver.head(&listed.key).await?;
+                let file = create_local(target.clone(), meta.size, direct).await?;
+                let (cfg, budget) = (self.config, &self.budget);
+                download::to_file(
+                    Arc::clone(&driver),
+                    &listed.key,
+                    &meta,
+                    cfg,
+                    budget,
+                    file,
+                    |_| {},
+                )
+                .await
             } else {
-                write_chunks(body, target.clone(), listed.size, self.config.direct_writes).await
+                let body =
+                    download::open_listed(Arc::clone(&driver), &listed, self.config, &self.budget)
+                        .await?;
+                write_chunks(body, target.clone(), listed.size, direct).await
             }
         })
         .await?;
@@ -529,6 +583,22 @@ async fn write_whole(chunks: Vec<download::Chunk>, path: PathBuf) -> Result<()> 
     .map_err(|e| Error::io("writing a downloaded file", io::Error::other(e)))?
 }
 
+/// Creates the file a download is written into ([`LocalFile`], `size` reserved), and its
+/// parent directories, on a blocking thread.
+async fn create_local(path: PathBuf, size: u64, direct: bool) -> Result<Arc<LocalFile>> {
+    tokio::task::spawn_blocking(move || {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)
+                .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+        }
+        LocalFile::create(&path, Some(size), direct)
+            .map(Arc::new)
+            .map_err(|e| Error::io(format!("creating {}", path.display()), e))
+    })
+    .await
+    .map_err(|e| Error::io("creating a downloaded file", io::Error::other(e)))?
+}
+
 /// What [`place_stream`] needs besides the bytes.
 #[derive(Debug, Clone)]
 struct Placement {
@@ -646,9 +716,9 @@ fn copy_to(
 /// Writes `src` to a new file at `path` ([`LocalFile`]: `size` reserved first when known,
 /// aligned blocks past the page cache when `direct`).
 fn write_file(src: impl io::BufRead, path: &Path, size: Option<u64>, direct: bool) -> Result<()> {
-    let mut f = LocalFile::create(path, size, direct)
+    let f = LocalFile::create(path, size, direct)
         .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-    copy_into(src, &mut f)
+    copy_into(src, &f)
         .map_err(|e| Error::from_pipeline(format!("writing {}", path.display()), e))?;
     Ok(())
 }

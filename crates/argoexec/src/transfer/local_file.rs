@@ -14,7 +14,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use nix::errno::Errno;
 use nix::fcntl::{FallocateFlags, fallocate};
@@ -23,13 +24,15 @@ use nix::fcntl::{FallocateFlags, fallocate};
 /// logical block size of every common device (512 B or 4 KiB).
 const ALIGN: u64 = 4096;
 
-/// A new file written in order. Each [`LocalFile::write`] goes at the end of what was written.
+/// A new file, written at any offsets (positioned writes, safe from several threads at once).
 #[derive(Debug)]
 pub struct LocalFile {
+    path: PathBuf,
     cached: File,
     direct: Option<File>,
-    offset: u64,
-    direct_bytes: u64,
+    /// Set when the filesystem refused a direct write: plain writes from then on.
+    direct_refused: AtomicBool,
+    direct_bytes: AtomicU64,
 }
 
 impl LocalFile {
@@ -51,60 +54,67 @@ impl LocalFile {
             reserve(&cached, size)?;
         }
         Ok(Self {
+            path: path.to_path_buf(),
             cached,
             direct,
-            offset: 0,
-            direct_bytes: 0,
+            direct_refused: AtomicBool::new(false),
+            direct_bytes: AtomicU64::new(0),
         })
     }
 
-    /// Appends `buf`: its page-aligned middle with `O_DIRECT` when the memory and the file
-    /// offset are aligned alike, the rest through the page cache.
-    pub fn write(&mut self, buf: &[u8]) -> io::Result<()> {
+    /// Writes `buf` at `offset`: its page-aligned middle with `O_DIRECT` when the memory and
+    /// the offset are aligned alike, the rest through the page cache. Writes of different
+    /// calls must not overlap (a download's ranges never do).
+    pub fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let misalign = |x: u64| x % ALIGN;
-        let (head, middle) = match self.direct {
-            Some(_) if misalign(buf.as_ptr() as u64) == misalign(self.offset) => {
-                let head = ((ALIGN - misalign(self.offset)) % ALIGN).min(buf.len() as u64) as usize;
+        let direct = self
+            .direct
+            .as_ref()
+            .filter(|_| !self.direct_refused.load(Ordering::Relaxed));
+        let (head, middle) = match direct {
+            Some(_) if misalign(buf.as_ptr() as u64) == misalign(offset) => {
+                let head = ((ALIGN - misalign(offset)) % ALIGN).min(buf.len() as u64) as usize;
                 let middle = (buf.len() - head) as u64 / ALIGN * ALIGN;
                 (head, middle as usize)
             }
             _ => (buf.len(), 0),
         };
-        self.write_cached(&buf[..head])?;
-        if middle > 0 {
-            self.write_direct(&buf[head..head + middle])?;
+        let (head_bytes, rest) = buf.split_at(head);
+        let (middle_bytes, tail) = rest.split_at(middle);
+        self.cached.write_all_at(head_bytes, offset)?;
+        let middle_at = offset + head as u64;
+        match direct {
+            Some(file) if middle > 0 => self.write_direct(file, middle_bytes, middle_at)?,
+            _ => {}
         }
-        self.write_cached(&buf[head + middle..])
+        self.cached.write_all_at(tail, middle_at + middle as u64)
+    }
+
+    /// Where the file is (for messages).
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Bytes that went past the page cache (for tests and logs).
     pub fn direct_bytes(&self) -> u64 {
-        self.direct_bytes
+        self.direct_bytes.load(Ordering::Relaxed)
     }
 
-    fn write_cached(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.cached.write_all_at(buf, self.offset)?;
-        self.offset += buf.len() as u64;
-        Ok(())
-    }
-
-    fn write_direct(&mut self, buf: &[u8]) -> io::Result<()> {
-        let Some(direct) = &self.direct else {
-            return self.write_cached(buf);
-        };
-        match direct.write_all_at(buf, self.offset) {
+    fn write_direct(&self, file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+        match file.write_all_at(buf, offset) {
             Ok(()) => {
-                self.offset += buf.len() as u64;
-                self.direct_bytes += buf.len() as u64;
+                self.direct_bytes
+                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
                 Ok(())
             }
             // The device wants a larger alignment, or the filesystem takes the flag at open
             // but not at write: plain writes from here on. Nothing of this block was written
             // (an unaligned direct write is refused whole).
             Err(e) if e.raw_os_error() == Some(Errno::EINVAL as i32) => {
-                tracing::debug!(error = %e, "O_DIRECT refused, writing through the page cache");
-                self.direct = None;
-                self.write_cached(buf)
+                if !self.direct_refused.swap(true, Ordering::Relaxed) {
+                    tracing::debug!(error = %e, "O_DIRECT refused, writing through the page cache");
+                }
+                self.cached.write_all_at(buf, offset)
             }
             Err(e) => Err(e),
         }
@@ -121,9 +131,9 @@ fn reserve(file: &File, size: u64) -> io::Result<()> {
     }
 }
 
-/// Copies all of `src` into `file`, one buffered block per write (no intermediate buffer, so a
-/// download's whole chunk is one write). Returns the bytes copied.
-pub fn copy_into(mut src: impl BufRead, file: &mut LocalFile) -> io::Result<u64> {
+/// Copies all of `src` into `file` from its start, one buffered block per write (no
+/// intermediate buffer, so a download's whole chunk is one write). Returns the bytes copied.
+pub fn copy_into(mut src: impl BufRead, file: &LocalFile) -> io::Result<u64> {
     let mut copied = 0;
     loop {
         let block = src.fill_buf()?;
@@ -131,7 +141,7 @@ pub fn copy_into(mut src: impl BufRead, file: &mut LocalFile) -> io::Result<u64>
             return Ok(copied);
         }
         let len = block.len();
-        file.write(block)?;
+        file.write_at(block, copied)?;
         src.consume(len);
         copied += len as u64;
     }
@@ -159,7 +169,7 @@ mod tests {
         // A sniffed prefix from ordinary memory, then the rest of an aligned chunk from where
         // the prefix ended (the shape of an auto-detected download), then whole chunks, then
         // a chunk that starts misaligned relative to the file.
-        let mut file = LocalFile::create(&path, Some(20_000), true).expect("create");
+        let file = LocalFile::create(&path, Some(20_000), true).expect("create");
         let mut expected = Vec::new();
         for piece in [
             &prefix[..],
@@ -168,7 +178,7 @@ mod tests {
             &block[5..],
             &block[..ALIGN as usize],
         ] {
-            file.write(piece).expect("write");
+            file.write_at(piece, expected.len() as u64).expect("write");
             expected.extend_from_slice(piece);
         }
         drop(file);
@@ -180,10 +190,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("f");
         let chunk = aligned(4 * ALIGN as usize, 1);
-        let mut file = LocalFile::create(&path, None, true).expect("create");
+        let file = LocalFile::create(&path, None, true).expect("create");
         let direct = file.direct.is_some();
-        file.write(&chunk).expect("write");
-        file.write(&chunk[..10]).expect("write the tail");
+        // Out of order, as a download's ranges arrive: the tail first.
+        file.write_at(&chunk[..10], chunk.len() as u64)
+            .expect("write the tail");
+        file.write_at(&chunk, 0).expect("write");
         // Where O_DIRECT opens (ext4, xfs, tmpfs since Linux 6.6), the whole chunk goes
         // direct; where it does not, everything is still written.
         assert_eq!(
@@ -195,8 +207,8 @@ mod tests {
         assert_eq!(written.len(), chunk.len() + 10);
         assert_eq!(&written[..chunk.len()], &chunk[..]);
 
-        let mut plain = LocalFile::create(&path, None, false).expect("create");
-        plain.write(&chunk).expect("write");
+        let plain = LocalFile::create(&path, None, false).expect("create");
+        plain.write_at(&chunk, 0).expect("write");
         assert_eq!(plain.direct_bytes(), 0);
     }
 
@@ -205,8 +217,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("f");
         let data = aligned(2 * ALIGN as usize, 3);
-        let mut file = LocalFile::create(&path, Some(data.len() as u64), true).expect("create");
-        let copied = copy_into(&data[..], &mut file).expect("copy");
+        let file = LocalFile::create(&path, Some(data.len() as u64), true).expect("create");
+        let copied = copy_into(&data[..], &file).expect("copy");
         assert_eq!(copied, data.len() as u64);
         drop(file);
         assert_eq!(std::fs::read(&path).expect("read back"), &data[..]);
