@@ -257,14 +257,18 @@ impl OutputServer {
         let token = hex::encode(secret);
         let (socket, token_file) = (roots.output_socket(), roots.output_token());
         // What an earlier wait of this pod left behind.
-        match fs::remove_file(&socket) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
+        remove_if_present(&socket)?;
         // Readable by main whatever its uid; the token exists before the socket does.
         write_atomic(&token_file, token.as_bytes(), 0o444)?;
-        let listener = UnixListener::bind(&socket)?;
-        fs::set_permissions(&socket, fs::Permissions::from_mode(0o666))?;
+        // Bound under a temporary name and renamed once it is 0666: main (any uid) never
+        // finds the socket with the umask's mode.
+        let mut binding = socket.clone().into_os_string();
+        binding.push(".tmp");
+        let binding = std::path::PathBuf::from(binding);
+        remove_if_present(&binding)?;
+        let listener = UnixListener::bind(&binding)?;
+        fs::set_permissions(&binding, fs::Permissions::from_mode(0o666))?;
+        fs::rename(&binding, &socket)?;
         tracing::info!(socket = %socket.display(), "offering the output socket");
         Ok(Self {
             listener,
@@ -429,4 +433,12 @@ fn read_header(mut stream: &UnixStream) -> Result<(Vec<u8>, String), String> {
     stream.read_exact(&mut name).map_err(fail)?;
     let name = String::from_utf8(name).map_err(|_| "artifact name is not UTF-8".to_string())?;
     Ok((token, name))
+}
+
+/// Removes `path`; one that is already gone is fine.
+fn remove_if_present(path: &std::path::Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
