@@ -172,7 +172,7 @@ pub struct Streamer {
 
 impl Streamer {
     /// A streamer whose streams hold at most `config.download_budget()` bytes together
-    /// (`download_chunk` x (the concurrency ceiling + 2); 36 MiB by default).
+    /// (`download_chunk` x (the concurrency ceiling + 2); 34 MiB by default).
     pub fn new(config: TransferConfig) -> Self {
         let budget = Budget::new(config.download_budget());
         Self { config, budget }
