@@ -318,3 +318,54 @@ async fn a_directory_upload_grows_its_files_in_flight_past_the_floor() {
     let most = proxy.max_concurrent();
     assert_grew_past_16_within_32(most);
 }
+
+/// An input with no declared archive is told by its first range, read alone and never again: a
+/// raw file and a gzip that is not a tarball, of three ranges each, are placed as they are
+/// (their ranges written where they belong as they arrive), a tgz of three ranges is unpacked.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_input_with_no_declared_archive_is_told_by_its_first_range_read_once() {
+    use std::io::Write;
+    let pod = TestPod::new().await;
+    let raw = support::pseudo_random(12 << 20, 21);
+    pod.put("a/raw.bin", raw.clone()).await;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+    gz.write_all(&raw[..10 << 20]).expect("gzip");
+    let gz = gz.finish().expect("gzip");
+    pod.put("a/data.gz", gz.clone()).await;
+    let tree = pod.root.path().join("tree");
+    support::make_tree(&tree);
+    let big = support::pseudo_random(9 << 20, 22);
+    std::fs::write(tree.join("big.bin"), &big).expect("big");
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::none(),
+    ));
+    tar.append_dir_all("tree", &tree).expect("tar");
+    let tgz = tar.into_inner().expect("tar").finish().expect("gzip");
+    let tgz_ranges = tgz.len().div_ceil(4 << 20);
+    assert_eq!(tgz_ranges, 3, "the tgz spans three ranges");
+    pod.put("a/tree.tgz", tgz).await;
+
+    let proxy = FaultProxy::start(pod.s3_addr).await;
+    let input = |name: &str, key: &str| json!({"name": name, "path": format!("/in/{name}"), "s3": pod.s3_via(proxy.addr, key)});
+    let template = json!({"name": "consume", "inputs": {"artifacts": [
+        input("raw", "a/raw.bin"), input("gz", "a/data.gz"), input("tree", "a/tree.tgz")]}});
+    let out = init(&pod, &template, &[("ARGOEXEC_DOWNLOAD_CHUNK_MIB", "4")]).await;
+    assert_ok(&out);
+
+    let loaded = |path: &str| std::fs::read(pod.roots().input_artifact(path)).expect("placed");
+    assert!(loaded("raw") == raw, "the raw file is placed as it is");
+    assert!(
+        loaded("gz") == gz,
+        "a gzip that is not a tarball is placed as it is"
+    );
+    assert!(loaded("tree/big.bin") == big, "the tgz is unpacked");
+    assert_eq!(loaded("tree/a.txt"), b"alpha\n");
+    assert_eq!(gets_of(&proxy, "a/raw.bin"), 3, "no range read twice");
+    assert_eq!(gets_of(&proxy, "a/data.gz"), 3, "no range read twice");
+    assert_eq!(
+        gets_of(&proxy, "a/tree.tgz"),
+        tgz_ranges,
+        "no range read twice"
+    );
+}

@@ -299,26 +299,44 @@ impl<'a> Loader<'a> {
             Some(meta.size),
             self.config.progress_interval,
         );
-        let placed = if matches!(strategy, Some(ArchiveStrategy::None)) && driver.serves_ranges(key)
-        {
-            let span = trace::unarchive_artifact();
-            span.in_scope(|| trace::record_archive("none"));
-            self.write_in_place(Arc::clone(&driver), key, &meta, dest, &progress)
-                .instrument(span)
-                .await
-        } else {
-            let progress = progress.clone();
-            match download::open_object(Arc::clone(&driver), key, &meta, self.config, &self.budget)
-                .await
-            {
-                Ok(body) => {
-                    let body = body
-                        .inspect_ok(move |c| progress.add(c.bytes.len() as u64))
-                        .boxed();
-                    place_stream(body, dest, self.placement(strategy, Some(meta.size))).await
-                }
-                Err(e) => Err(e),
+        let placed = match self.route(&driver, key, &meta, strategy).await {
+            Ok(Route::InPlace(first)) => {
+                let span = trace::unarchive_artifact();
+                span.in_scope(|| trace::record_archive("none"));
+                self.write_in_place(Arc::clone(&driver), key, &meta, dest, &progress, first)
+                    .instrument(span)
+                    .await
             }
+            Ok(Route::InOrder(first)) => {
+                let (cfg, budget) = (self.config, &self.budget);
+                let opened = match first {
+                    Some(first) => {
+                        download::open_object_after(
+                            first,
+                            Arc::clone(&driver),
+                            key,
+                            &meta,
+                            cfg,
+                            budget,
+                        )
+                        .await
+                    }
+                    None => {
+                        download::open_object(Arc::clone(&driver), key, &meta, cfg, budget).await
+                    }
+                };
+                match opened {
+                    Ok(body) => {
+                        let progress = progress.clone();
+                        let body = body
+                            .inspect_ok(move |c| progress.add(c.bytes.len() as u64))
+                            .boxed();
+                        place_stream(body, dest, self.placement(strategy, Some(meta.size))).await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
         };
         placed.map_err(|e| {
             e.no_space(&object(&driver, key), Some(meta.size), parent(dest))
@@ -327,9 +345,38 @@ impl<'a> Loader<'a> {
         Ok(meta.size)
     }
 
-    /// A plain file (`archive: none`): the download engine writes its ranges into
-    /// `<dest>.tmp` where they belong as they arrive ([`download::to_file`]), then it is
-    /// renamed into place.
+    /// How `key` is placed: in place when it is a plain file the store serves in ranges
+    /// (declared `archive: none`, or with no archive declared, a first range that is not a
+    /// tarball's), else as a stream in order (unpacked, or detected as it arrives). The first
+    /// range read to decide is handed on, never read twice. An object of one range is read in
+    /// order: one request either way.
+    async fn route(
+        &self,
+        driver: &Arc<dyn Driver>,
+        key: &str,
+        meta: &storage::ObjectMeta,
+        strategy: Option<ArchiveStrategy>,
+    ) -> Result<Route> {
+        if !driver.serves_ranges(key) {
+            return Ok(Route::InOrder(None));
+        }
+        match strategy {
+            Some(ArchiveStrategy::None) => Ok(Route::InPlace(None)),
+            None if meta.size > self.config.download_chunk => {
+                let first =
+                    download::first_range(driver.as_ref(), key, meta, self.config, &self.budget)
+                        .await?;
+                Ok(match archive::unpack::detect_tgz(&first.bytes, false) {
+                    Detection::Other => Route::InPlace(Some(first)),
+                    Detection::TarGz | Detection::NeedMore => Route::InOrder(Some(first)),
+                })
+            }
+            _ => Ok(Route::InOrder(None)),
+        }
+    }
+
+    /// A plain file: the download engine writes its ranges into `<dest>.tmp` where they
+    /// belong as they arrive ([`download::to_file`]), then it is renamed into place.
     async fn write_in_place(
         &self,
         driver: Arc<dyn Driver>,
@@ -337,11 +384,22 @@ impl<'a> Loader<'a> {
         meta: &storage::ObjectMeta,
         dest: &Path,
         progress: &Progress,
+        first: Option<download::Chunk>,
     ) -> Result<()> {
         let tmp = with_suffix(dest, ".tmp");
         let file = create_local(tmp.clone(), meta.size, self.config.direct_writes).await?;
         let written = |n| progress.add(n);
-        download::to_file(driver, key, meta, self.config, &self.budget, file, written).await?;
+        let target = download::InPlace { file, first };
+        download::to_file(
+            driver,
+            key,
+            meta,
+            self.config,
+            &self.budget,
+            target,
+            written,
+        )
+        .await?;
         fs::rename(&tmp, dest).map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))
     }
 
@@ -420,13 +478,14 @@ impl<'a> Loader<'a> {
                 let meta = driver.head(&listed.key).await?;
                 let file = create_local(target.clone(), meta.size, direct).await?;
                 let (cfg, budget) = (self.config, &self.budget);
+                let into = download::InPlace { file, first: None };
                 download::to_file(
                     Arc::clone(&driver),
                     &listed.key,
                     &meta,
                     cfg,
                     budget,
-                    file,
+                    into,
                     |_| {},
                 )
                 .await
@@ -597,6 +656,14 @@ async fn create_local(path: PathBuf, size: u64, direct: bool) -> Result<Arc<Loca
     })
     .await
     .map_err(|e| Error::io("creating a downloaded file", io::Error::other(e)))?
+}
+
+/// How [`Loader::route`] places an object, with the first range when it was read to decide.
+enum Route {
+    /// Ranges written where they belong as they arrive: a plain file.
+    InPlace(Option<download::Chunk>),
+    /// One stream in order, unpacked or detected as it arrives.
+    InOrder(Option<download::Chunk>),
 }
 
 /// What [`place_stream`] needs besides the bytes.
