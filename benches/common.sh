@@ -49,8 +49,9 @@ bench_clients() {
     RCLONE_CONFIG_T_FORCE_PATH_STYLE=true
 }
 bench_peers() {
-  command -v rclone >/dev/null || { apt-get update -qq && apt-get install -y -qq rclone >/dev/null; }
-  command -v aws >/dev/null || { echo "aws cli is needed (pip install awscli)"; exit 1; }
+  # `type -P`: the program on PATH, not the rclone() wrapper below (which `command -v` finds).
+  type -P rclone >/dev/null || { apt-get update -qq && apt-get install -y -qq rclone >/dev/null; }
+  type -P aws >/dev/null || { echo "aws cli is needed (pip install awscli)"; exit 1; }
 }
 rclone() { env -u AWS_CA_BUNDLE rclone "$@"; }
 aws_s3() { aws --endpoint-url "http://$endpoint" s3 "$@" --only-show-errors; }
