@@ -103,9 +103,7 @@ pub async fn open_object(
     cfg: &TransferConfig,
     budget: &Budget,
 ) -> Result<ChunkStream> {
-    let described = format!("{}/{key}", driver.describe());
-    let body = read_range(driver, key, meta.size, 0..meta.size, cfg, budget).await?;
-    Ok(verified(body, meta.crc32c, meta.size, described))
+    open_object_after(None, driver, key, meta, cfg, budget).await
 }
 
 /// The first range of `key` (whose head is `meta`) alone, paid for from `budget`: for an
@@ -131,10 +129,10 @@ pub async fn first_range(
     })
 }
 
-/// [`open_object`] for an object whose [`first_range`] was already read: that chunk, then
-/// the rest, the whole checked against the recorded CRC32C.
+/// [`open_object`] for an object whose [`first_range`] may already have been read: that
+/// chunk, then the rest, the whole checked against the recorded CRC32C.
 pub async fn open_object_after(
-    first: Chunk,
+    first: Option<Chunk>,
     driver: Arc<dyn Driver>,
     key: &str,
     meta: &ObjectMeta,
@@ -142,11 +140,9 @@ pub async fn open_object_after(
     budget: &Budget,
 ) -> Result<ChunkStream> {
     let described = format!("{}/{key}", driver.describe());
-    let start = first.bytes.len() as u64;
+    let start = first.as_ref().map_or(0, |c| c.bytes.len() as u64);
     let rest = read_range(driver, key, meta.size, start..meta.size, cfg, budget).await?;
-    let body = futures::stream::once(async { Ok(first) })
-        .chain(rest)
-        .boxed();
+    let body = futures::stream::iter(first.map(Ok)).chain(rest).boxed();
     Ok(verified(body, meta.crc32c, meta.size, described))
 }
 

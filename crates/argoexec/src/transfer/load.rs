@@ -309,22 +309,15 @@ impl<'a> Loader<'a> {
             }
             Ok(Route::InOrder(first)) => {
                 let (cfg, budget) = (self.config, &self.budget);
-                let opened = match first {
-                    Some(first) => {
-                        download::open_object_after(
-                            first,
-                            Arc::clone(&driver),
-                            key,
-                            &meta,
-                            cfg,
-                            budget,
-                        )
-                        .await
-                    }
-                    None => {
-                        download::open_object(Arc::clone(&driver), key, &meta, cfg, budget).await
-                    }
-                };
+                let opened = download::open_object_after(
+                    first,
+                    Arc::clone(&driver),
+                    key,
+                    &meta,
+                    cfg,
+                    budget,
+                )
+                .await;
                 match opened {
                     Ok(body) => {
                         let progress = progress.clone();
