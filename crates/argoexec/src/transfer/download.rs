@@ -225,26 +225,35 @@ pub async fn read_range(
             let key = key.clone();
             let budget = budget.clone();
             let adaptive = Arc::clone(&adaptive);
-            async move {
-                let len = r.end - r.start;
-                // Budget first, in range order, then a slot: a range waiting for a slot holds
-                // no slot, so the ranges ahead of it always finish.
-                let permit = budget
-                    .acquire(len)
-                    .await
-                    .map_err(|e| storage::Error::io("waiting for download memory", e))?;
-                let bytes = adaptive
-                    .run(&*driver, len, driver.get_bytes(&key, r))
-                    .await?;
-                Ok(Chunk {
-                    bytes,
-                    _permit: Some(permit),
-                })
-            }
+            async move { fetch_range(&*driver, &key, r, &budget, &adaptive).await }
         })
         .buffered(adaptive_ceiling)
         .boxed();
     Ok(body)
+}
+
+/// One ranged read of `key`, paid for from `budget` before `adaptive` gives it a slot: a range
+/// waiting for a slot then holds no slot, so the ranges ahead of it (in plan order) always
+/// finish.
+async fn fetch_range(
+    driver: &dyn Driver,
+    key: &str,
+    range: Range<u64>,
+    budget: &Budget,
+    adaptive: &Adaptive,
+) -> storage::Result<Chunk> {
+    let len = range.end - range.start;
+    let permit = budget
+        .acquire(len)
+        .await
+        .map_err(|e| storage::Error::io("waiting for download memory", e))?;
+    let bytes = adaptive
+        .run(driver, len, driver.get_bytes(key, range))
+        .await?;
+    Ok(Chunk {
+        bytes,
+        _permit: Some(permit),
+    })
 }
 
 /// Where [`to_file`] writes: the file, and the object's [`first_range`] when it was already
@@ -277,11 +286,7 @@ pub async fn to_file(
     if let Some(first) = first {
         let (index, range) = plan.next().unwrap_or((0, 0..0));
         let len = range.end - range.start;
-        whole.add(
-            index,
-            write_range(&file, first.bytes, range.start).await?,
-            len,
-        );
+        whole.add(index, write_range(&file, first, range.start).await?, len);
         written(len);
     }
     let adaptive = Adaptive::for_config(cfg);
@@ -289,16 +294,9 @@ pub async fn to_file(
         .map(|(index, range)| {
             let (driver, adaptive, file) = (&driver, &adaptive, &file);
             async move {
-                let len = range.end - range.start;
-                let permit = budget
-                    .acquire(len)
-                    .await
-                    .map_err(|e| storage::Error::io("waiting for download memory", e))?;
-                let bytes = adaptive
-                    .run(&**driver, len, driver.get_bytes(key, range.clone()))
-                    .await?;
-                let crc = write_range(file, bytes, range.start).await?;
-                drop(permit);
+                let (offset, len) = (range.start, range.end - range.start);
+                let chunk = fetch_range(&**driver, key, range, budget, adaptive).await?;
+                let crc = write_range(file, chunk, offset).await?;
                 Ok::<_, super::Error>((index, crc, len))
             }
         })
@@ -316,12 +314,13 @@ pub async fn to_file(
     }
 }
 
-/// Writes one range's `bytes` at `offset` of `file` on a blocking thread; their CRC32C.
-async fn write_range(file: &Arc<LocalFile>, bytes: Bytes, offset: u64) -> Result<u32> {
+/// Writes one range's `chunk` at `offset` of `file` on a blocking thread; its CRC32C.
+async fn write_range(file: &Arc<LocalFile>, chunk: Chunk, offset: u64) -> Result<u32> {
     let file = Arc::clone(file);
     tokio::task::spawn_blocking(move || {
-        let crc = crc32c::crc32c(&bytes);
-        let done = file.write_at(&bytes, offset).map(|()| crc);
+        let crc = crc32c::crc32c(&chunk.bytes);
+        // The chunk, and its budget share, go once it is written.
+        let done = file.write_at(&chunk.bytes, offset).map(|()| crc);
         done.map_err(|e| super::Error::io(format!("writing {}", file.path().display()), e))
     })
     .await
