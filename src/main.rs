@@ -88,8 +88,8 @@ fn fail(e: &CommandError) -> ! {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn keep_large_allocations_mapped() {
-    // SAFETY: `mallopt` only sets an allocator parameter; it runs before any other thread
-    // exists and before anything is allocated by this program's own code.
+    // SAFETY: `mallopt` only sets an allocator parameter (under glibc's own lock); it takes
+    // no pointer and runs before any thread of ours exists.
     unsafe {
         nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 128 << 10);
     }

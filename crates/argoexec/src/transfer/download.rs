@@ -119,10 +119,7 @@ pub async fn first_range(
     let range = ranges(0..meta.size, cfg.download_chunk)
         .next()
         .unwrap_or(0..0);
-    let permit = budget
-        .acquire(range.end)
-        .await
-        .map_err(|e| storage::Error::io("waiting for download memory", e))?;
+    let permit = reserve(budget, range.end).await?;
     Ok(Chunk {
         bytes: driver.get_bytes(key, range).await?,
         _permit: Some(permit),
@@ -166,10 +163,7 @@ pub async fn open_listed(
     if listed.size == 0 {
         return Ok(futures::stream::empty().boxed());
     }
-    let permit = budget
-        .acquire(listed.size)
-        .await
-        .map_err(|e| storage::Error::io("waiting for download memory", e))?;
+    let permit = reserve(budget, listed.size).await?;
     let read = driver.get_range(key, 0..listed.size).await?;
     if read.meta.size != listed.size {
         return Err(storage::Error::backend(
@@ -243,10 +237,7 @@ async fn fetch_range(
     adaptive: &Adaptive,
 ) -> storage::Result<Chunk> {
     let len = range.end - range.start;
-    let permit = budget
-        .acquire(len)
-        .await
-        .map_err(|e| storage::Error::io("waiting for download memory", e))?;
+    let permit = reserve(budget, len).await?;
     let bytes = adaptive
         .run(driver, len, driver.get_bytes(key, range))
         .await?;
@@ -254,6 +245,14 @@ async fn fetch_range(
         bytes,
         _permit: Some(permit),
     })
+}
+
+/// `bytes` of download memory from `budget`, waited for until they are free.
+async fn reserve(budget: &Budget, bytes: u64) -> storage::Result<Permit> {
+    budget
+        .acquire(bytes)
+        .await
+        .map_err(|e| storage::Error::io("waiting for download memory", e))
 }
 
 /// Where [`to_file`] writes: the file, and the object's [`first_range`] when it was already

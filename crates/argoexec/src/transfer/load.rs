@@ -299,38 +299,35 @@ impl<'a> Loader<'a> {
             Some(meta.size),
             self.config.progress_interval,
         );
-        let placed = match self.route(&driver, key, &meta, strategy).await {
-            Ok(Route::InPlace(first)) => {
-                let span = trace::unarchive_artifact();
-                span.in_scope(|| trace::record_archive("none"));
-                self.write_in_place(Arc::clone(&driver), key, &meta, dest, &progress, first)
-                    .instrument(span)
-                    .await
-            }
-            Ok(Route::InOrder(first)) => {
-                let (cfg, budget) = (self.config, &self.budget);
-                let opened = download::open_object_after(
-                    first,
-                    Arc::clone(&driver),
-                    key,
-                    &meta,
-                    cfg,
-                    budget,
-                )
-                .await;
-                match opened {
-                    Ok(body) => {
-                        let progress = progress.clone();
-                        let body = body
-                            .inspect_ok(move |c| progress.add(c.bytes.len() as u64))
-                            .boxed();
-                        place_stream(body, dest, self.placement(strategy, Some(meta.size))).await
-                    }
-                    Err(e) => Err(e),
+        let placed = async {
+            match self.route(&driver, key, &meta, strategy).await? {
+                Route::InPlace(first) => {
+                    let span = trace::unarchive_artifact();
+                    span.in_scope(|| trace::record_archive("none"));
+                    self.write_in_place(Arc::clone(&driver), key, &meta, dest, &progress, first)
+                        .instrument(span)
+                        .await
+                }
+                Route::InOrder(first) => {
+                    let (cfg, budget) = (self.config, &self.budget);
+                    let body = download::open_object_after(
+                        first,
+                        Arc::clone(&driver),
+                        key,
+                        &meta,
+                        cfg,
+                        budget,
+                    )
+                    .await?;
+                    let progress = progress.clone();
+                    let body = body
+                        .inspect_ok(move |c| progress.add(c.bytes.len() as u64))
+                        .boxed();
+                    place_stream(body, dest, self.placement(strategy, Some(meta.size))).await
                 }
             }
-            Err(e) => Err(e),
-        };
+        }
+        .await;
         placed.map_err(|e| {
             e.no_space(&object(&driver, key), Some(meta.size), parent(dest))
                 .in_s3_step(driver.name(), GET_FILE)
