@@ -96,6 +96,14 @@ fn gets_of(proxy: &FaultProxy, key: &str) -> usize {
         .count()
 }
 
+/// ListObjectsV2 requests the proxy saw.
+fn lists_of(proxy: &FaultProxy) -> usize {
+    let seen = proxy.seen();
+    seen.iter()
+        .filter(|s| s.method == "GET" && s.target.contains("list-type=2"))
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_directory_file_cut_short_is_retried_for_that_range_only() {
     let (pod, files, proxy) = directory_behind_proxy(mixed_files()).await;
@@ -182,6 +190,12 @@ async fn a_directory_download_stays_within_its_budget() {
     assert_loaded(&pod, &files);
     let most = proxy.max_concurrent();
     assert!(most <= 3, "{most} reads in flight, the budget holds 3");
+    // The page listed to learn that `d/out` is a directory is the listing's first.
+    assert_eq!(
+        lists_of(&proxy),
+        1,
+        "a directory of one page is listed once"
+    );
 }
 
 /// Loads a 48 MiB object in 1 MiB ranges through a proxy that holds every answer `delay` (a

@@ -701,6 +701,16 @@ async fn check_listing(d: &Arc<dyn Driver>, c: &Capabilities) {
         .await
         .unwrap_or_else(|e| panic!("{n}: list_all: {e}"));
     assert_eq!(all, want, "{n}: listing below {prefix}");
+    // Continued from a first page already held: the same objects, none twice.
+    let continued: Vec<(String, u64)> = storage::list_after(Arc::clone(d), prefix.clone(), first)
+        .map_ok(|o| (o.key, o.size))
+        .try_collect()
+        .await
+        .unwrap_or_else(|e| panic!("{n}: list_after: {e}"));
+    assert_eq!(
+        continued, want,
+        "{n}: listing below {prefix} after its first page"
+    );
     let none = d
         .list(&key(c, "nothing-below/"), None)
         .await

@@ -383,12 +383,36 @@ pub trait Driver: Send + Sync + Debug {
 /// held ahead), so a directory's downloads do not stop at every page boundary for a listing
 /// round trip. Dropping the stream stops the listing after the page in progress.
 pub fn list_all(driver: Arc<dyn Driver>, prefix: String) -> BoxStream<'static, Result<ObjectMeta>> {
+    listing(driver, prefix, None)
+}
+
+/// [`list_all`] for a caller that already holds the listing's first page (one that listed
+/// to learn whether the prefix holds anything): its objects come first, then the pages after
+/// it, so that page is not asked for twice.
+pub fn list_after(
+    driver: Arc<dyn Driver>,
+    prefix: String,
+    first: ListPage,
+) -> BoxStream<'static, Result<ObjectMeta>> {
+    listing(driver, prefix, Some(first))
+}
+
+fn listing(
+    driver: Arc<dyn Driver>,
+    prefix: String,
+    first: Option<ListPage>,
+) -> BoxStream<'static, Result<ObjectMeta>> {
     let (pages, received) = tokio::sync::mpsc::channel::<Result<Vec<ObjectMeta>>>(1);
     tokio::spawn(
         async move {
+            let mut listed = first;
             let mut token = None;
             loop {
-                let (objects, next) = match driver.list(&prefix, token).await {
+                let page = match listed.take() {
+                    Some(page) => Ok(page),
+                    None => driver.list(&prefix, token.take()).await,
+                };
+                let (objects, next) = match page {
                     Ok(page) => (Ok(page.objects), page.next),
                     Err(e) => (Err(e), None),
                 };

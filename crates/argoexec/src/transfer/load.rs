@@ -422,7 +422,8 @@ impl<'a> Loader<'a> {
         // Files in flight: adaptive (they are bound by round trips, so a link with latency
         // wants many), or fixed when configured.
         let files = Adaptive::for_files(self.config);
-        let total: u64 = storage::list_all(Arc::clone(driver), prefix.clone())
+        // The probe's page is the listing's first: a directory costs one LIST less.
+        let total: u64 = storage::list_after(Arc::clone(driver), prefix.clone(), first)
             .map_err(Error::from)
             .try_filter_map(|o| {
                 let placed = listed_target(&prefix, &o.key, &tmp).map(|target| (o, target));
