@@ -65,11 +65,12 @@ measure() {
     printf '  %-28s %-34s skipped (BENCH_SKIP)\n' "$case" "$tool"; return 0
   fi
   if [ $# -eq 1 ]; then line=$1; else line=$(printf '%q ' "$@"); fi
-  /usr/bin/time -f "%e %M" -o "$work/time.out" bash -c "$line" >/dev/null 2>"$work/cmd.err" \
+  /usr/bin/time -f "%e %M %U %S" -o "$work/time.out" bash -c "$line" >/dev/null 2>"$work/cmd.err" \
     || { echo "FAILED: $case $tool"; cat "$work/cmd.err" "$work/ours.log" 2>/dev/null | tail -20; exit 1; }
-  t=$(tail -1 "$work/time.out")
-  printf '%s\t%s\t%s\t%s\n' "$case" "$tool" ${t} >>"$results"
-  printf '  %-28s %-34s %8ss %8s KiB\n' "$case" "$tool" ${t}
+  # wall seconds, peak RSS KiB, CPU seconds (user + system) of the client and its children
+  t=$(tail -1 "$work/time.out" | awk '{printf "%s %s %.2f", $1, $2, $3 + $4}')
+  printf '%s\t%s\t%s\t%s\t%s\n' "$case" "$tool" ${t} >>"$results"
+  printf '  %-28s %-34s %8ss %8s KiB %8s CPU-s\n' "$case" "$tool" ${t}
 }
 clear_bucket() { rm -rf "$work/s3/bench" && mkdir -p "$work/s3/bench"; }
 
@@ -175,7 +176,8 @@ if [[ " $cases " == *" big "* ]]; then
 fi
 
 echo
-echo "== summary: ratio = our time / the peer's time (lower is better); RSS in MiB"
+echo "== summary: ratio = our time / the peer's time (lower is better); RSS in MiB; CPU = the"
+echo "   client's user + system seconds (the server's are not counted: on loopback it shares the cores)"
 [ -z "$total_mibps" ] || echo "   link: $per_conn_mibps MiB/s per connection, $total_mibps MiB/s total, $latency_ms ms per turn; floor = bytes moved / total cap"
 python3 - "$results" "$floors" <<'PY'
 import sys, collections
@@ -185,16 +187,18 @@ for l in open(sys.argv[2]):
     case, size, cap = l.rstrip("\n").split("\t")
     floors[case] = (int(size), int(size) / (float(cap) * 2**20))
 by_case = collections.OrderedDict()
-for case, tool, secs, kib in rows:
-    by_case.setdefault(case, []).append((tool, float(secs), int(kib)))
+for case, tool, secs, kib, cpu in rows:
+    by_case.setdefault(case, []).append((tool, float(secs), int(kib), float(cpu)))
 extra = " floor s | tool / floor |" if floors else ""
-print(f"| case | tool | seconds | peak RSS MiB | ours / tool |{extra}")
-print(f"|---|---|---:|---:|---:|{'---:|---:|' if floors else ''}")
+print(f"| case | tool | seconds | peak RSS MiB | CPU s | ours / tool | CPU ours / tool |{extra}")
+print(f"|---|---|---:|---:|---:|---:|---:|{'---:|---:|' if floors else ''}")
 for case, tools in by_case.items():
-    ours = next((s for t, s, _ in tools if t == "argoexec-rs"), None)
-    for tool, secs, kib in tools:
-        ratio = "" if tool == "argoexec-rs" or ours is None else f"{ours / secs:.2f}"
-        line = f"| {case} | {tool} | {secs:.1f} | {kib / 1024:.0f} | {ratio} |"
+    ours = next(((s, c) for t, s, _, c in tools if t == "argoexec-rs"), None)
+    for tool, secs, kib, cpu in tools:
+        mine = tool == "argoexec-rs" or ours is None
+        ratio = "" if mine else f"{ours[0] / secs:.2f}"
+        cpu_ratio = "" if mine or cpu == 0 else f"{ours[1] / cpu:.2f}"
+        line = f"| {case} | {tool} | {secs:.1f} | {kib / 1024:.0f} | {cpu:.1f} | {ratio} | {cpu_ratio} |"
         if case in floors:
             line += f" {floors[case][1]:.1f} | {secs / floors[case][1]:.2f} |"
         elif floors:
