@@ -85,19 +85,23 @@ impl Map {
 impl Drop for Map {
     fn drop(&mut self) {
         let Some(map) = self.0.take() else { return };
-        let map_len = map.len();
         let unmapped = {
             let mut pool = pool();
             pool.in_use -= 1;
             pool.spares.push(map);
-            let keep = if pool.in_use == 0 {
-                1
-            } else {
-                (MAX_SPARE_BYTES / map_len).max(1)
-            };
-            let excess = pool.spares.len().saturating_sub(keep);
-            let at = pool.spares.len() - excess;
-            pool.spares.split_off(at)
+            // The first spare always stays; the others while they fit the byte limit (sizes
+            // may differ when uploads and downloads share the process).
+            let limit = if pool.in_use == 0 { 0 } else { MAX_SPARE_BYTES };
+            let mut bytes = 0;
+            let kept = pool
+                .spares
+                .iter()
+                .take_while(|m| {
+                    bytes += m.len();
+                    bytes == m.len() || bytes <= limit
+                })
+                .count();
+            pool.spares.split_off(kept)
         };
         // Unmapped once the lock is released.
         drop(unmapped);
@@ -280,6 +284,15 @@ mod tests {
                 .collect::<Vec<_>>(),
         );
         assert_eq!(spares() * cap, MAX_SPARE_BYTES);
+        // Also when sizes differ (uploads and downloads in one process): the limit is in bytes.
+        let large: Vec<Buffer> = (0..MAX_SPARE_BYTES / (cap * 2))
+            .map(|_| Buffer::with_capacity(cap * 2).expect("buffer"))
+            .collect();
+        let small = Buffer::with_capacity(cap).expect("buffer");
+        drop(large);
+        drop(small);
+        let spare_bytes: usize = pool().spares.iter().map(|m| m.len()).sum();
+        assert_eq!(spare_bytes, MAX_SPARE_BYTES, "spares of mixed sizes");
         drop(held);
     }
 }
