@@ -89,18 +89,12 @@ fn assert_loaded(pod: &TestPod, files: &[(String, Vec<u8>)]) {
     }
 }
 
-fn gets_of(proxy: &FaultProxy, key: &str) -> usize {
+/// GETs the proxy saw whose target contains `needle`: a key's reads, or `list-type=2` for
+/// listings.
+fn gets_of(proxy: &FaultProxy, needle: &str) -> usize {
     let seen = proxy.seen();
     seen.iter()
-        .filter(|s| s.method == "GET" && s.target.contains(key))
-        .count()
-}
-
-/// ListObjectsV2 requests the proxy saw.
-fn lists_of(proxy: &FaultProxy) -> usize {
-    let seen = proxy.seen();
-    seen.iter()
-        .filter(|s| s.method == "GET" && s.target.contains("list-type=2"))
+        .filter(|s| s.method == "GET" && s.target.contains(needle))
         .count()
 }
 
@@ -192,7 +186,7 @@ async fn a_directory_download_stays_within_its_budget() {
     assert!(most <= 3, "{most} reads in flight, the budget holds 3");
     // The page listed to learn that `d/out` is a directory is the listing's first.
     assert_eq!(
-        lists_of(&proxy),
+        gets_of(&proxy, "list-type=2"),
         1,
         "a directory of one page is listed once"
     );

@@ -96,9 +96,10 @@ impl Drop for Map {
             let kept = pool
                 .spares
                 .iter()
-                .take_while(|m| {
+                .enumerate()
+                .take_while(|(i, m)| {
                     bytes += m.len();
-                    bytes == m.len() || bytes <= limit
+                    *i == 0 || bytes <= limit
                 })
                 .count();
             pool.spares.split_off(kept)
