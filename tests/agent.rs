@@ -68,9 +68,7 @@ async fn runs_http_and_plugin_tasks_once_and_patches_their_results() {
         "secrets",
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "api-token"}, "data": {"token": b64("s3cr3t")}}),
     );
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let refused = format!("http://{}/nothing", closed.local_addr().expect("addr"));
-    drop(closed);
+    let refused = format!("http://{}/nothing", support::process::refused_addr());
     insert_task_set(
         &env,
         json!({

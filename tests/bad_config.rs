@@ -91,10 +91,7 @@ async fn a_malformed_endpoint_is_a_configuration_error() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_endpoint_is_retried_a_bounded_number_of_times() {
     let pod = TestPod::new().await;
-    // A port nobody listens on: bound, then closed.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port");
+    let closed = support::process::refused_addr();
     let message = init_fails(
         &pod,
         &consume(pod.s3_via(closed, "k")),

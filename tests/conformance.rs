@@ -22,7 +22,7 @@ fn location<T: serde::de::DeserializeOwned>(json: serde_json::Value) -> T {
 
 /// A loopback URL nothing listens on.
 fn closed_port_url() -> String {
-    format!("http://127.0.0.1:{}", support::process::free_port())
+    format!("http://{}", support::process::refused_addr())
 }
 
 #[tokio::test(flavor = "multi_thread")]

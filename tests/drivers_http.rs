@@ -240,11 +240,8 @@ async fn a_failed_streamed_upload_reports_the_server_answer() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_connection_is_a_transient_network_error() {
     let pod = TestPod::new().await;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
-    let loc = location(json!({"http": {"url": format!("http://127.0.0.1:{port}/x")}}));
+    let refused = support::process::refused_addr();
+    let loc = location(json!({"http": {"url": format!("http://{refused}/x")}}));
     // Through the whole stack: transient, so retried with the executor backoff, then reported.
     let driver = storage::open(&loc, &Secrets::new(pod.roots()), &StorageConfig::default())
         .await

@@ -2,8 +2,10 @@
 //! `scripts/setup-test-tools.sh` installed them, started on a free port, waited for (bounded),
 //! and killed by PID when dropped.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The path of a tool installed by `scripts/setup-test-tools.sh`: from the environment (as
@@ -33,6 +35,22 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free loopback port")
+}
+
+/// A loopback address that refuses connections. A socket stays bound to it, not listening,
+/// for the life of the test process, so no server the tests start meanwhile can take the port;
+/// a port bound and closed again can be taken, which once made an "unreachable" endpoint answer.
+pub fn refused_addr() -> SocketAddr {
+    static HELD: OnceLock<(socket2::Socket, SocketAddr)> = OnceLock::new();
+    HELD.get_or_init(|| {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("a socket");
+        let any_port: SocketAddr = "127.0.0.1:0".parse().expect("an address");
+        socket.bind(&any_port.into()).expect("a loopback port");
+        let addr = socket.local_addr().ok().and_then(|a| a.as_socket());
+        (socket, addr.expect("the bound address"))
+    })
+    .1
 }
 
 /// A server process; killed by its PID when dropped.
