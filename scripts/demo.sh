@@ -7,8 +7,9 @@
 #   scripts/demo.sh                 # quick-building `demo` profile (S3 driver only), 512 MiB
 #   DEMO_MIB=2048 scripts/demo.sh   # a bigger dataset
 #   ARGOEXEC_PROFILE=release scripts/demo.sh # the image's build (LTO: a cold build is much longer)
-#   ARGOEXEC_PROFILE=debug scripts/demo.sh   # reuse the test build (what the test suite runs)
+#   ARGOEXEC_PROFILE=debug scripts/demo.sh   # the full debug binary (every driver)
 #   ARGOEXEC_BIN=path/to/argoexec ARGOEXEC_PROFILE=debug scripts/demo.sh   # any built binary
+#   ARGOEXEC_BIN=... S3_SERVER_BIN=path/to/s3-server scripts/demo.sh  # both given: no build at all
 # (`debug` and cargo's own name for it, `dev`, are the same profile.)
 #
 # Each container's peak RSS is printed after its lines (with /usr/bin/time, when installed).
@@ -18,23 +19,27 @@ cd "$(dirname "$0")/.."
 profile=${ARGOEXEC_PROFILE:-demo}
 [ "$profile" = debug ] && profile=dev
 mib=${DEMO_MIB:-512}
-# Said before cargo starts: the first build is the long part of a first run.
-echo "== building argoexec and the demo's S3 server (cargo profile $profile): the first build compiles"
-echo "   every dependency (minutes; cargo lists each crate below), later ones take seconds"
-# The demo talks to S3 only: its quick profile builds the binary without the other drivers
-# (GCS with gRPC, Azure, gitoxide, OpenTelemetry) and the S3 server from its own small package
-# (crates/s3-server), so no dependency of the tests is compiled. `release` and `debug` build
-# the full binary as the benchmarks and the tests do: building an example along turns on the
-# tests' dependency features, so Cargo reuses their build instead of compiling it again.
-extra=(--example controller)
-[ "$profile" = demo ] && extra=(--no-default-features)
-cargo build --profile "$profile" "${extra[@]}" -p argoexec-rs --bin argoexec -p argoexec-s3-server --bin s3-server
-# Outputs live under the target triple .cargo/config.toml names (every binary is static).
 target_dir=${CARGO_TARGET_DIR:-target}
 case $target_dir in /*) ;; *) target_dir=$PWD/$target_dir ;; esac
+# Outputs live under the target triple .cargo/config.toml names (every binary is static).
 dir=$target_dir/x86_64-unknown-linux-gnu/$([ "$profile" = dev ] && echo debug || echo "$profile")
 bin=${ARGOEXEC_BIN:-$dir/argoexec}
-server=$dir/s3-server
+server=${S3_SERVER_BIN:-$dir/s3-server}
+# The test suite gives both binaries it built: a build here would compile the library again
+# with other features (and replace the binary the other tests run) in the middle of the run.
+if [ -z "${ARGOEXEC_BIN:-}" ] || [ -z "${S3_SERVER_BIN:-}" ]; then
+  # Said before cargo starts: the first build is the long part of a first run.
+  echo "== building argoexec and the demo's S3 server (cargo profile $profile): the first build compiles"
+  echo "   every dependency (minutes; cargo lists each crate below), later ones take seconds"
+  # The demo talks to S3 only: its quick profile builds the binary without the other drivers
+  # (GCS with gRPC, Azure, gitoxide, OpenTelemetry) and the S3 server from its own small package
+  # (crates/s3-server), so no dependency of the tests is compiled. `release` and `debug` build
+  # the full binary as the benchmarks and the tests do: building an example along turns on the
+  # tests' dependency features, so Cargo reuses most of their build.
+  extra=(--example controller)
+  [ "$profile" = demo ] && extra=(--no-default-features)
+  cargo build --profile "$profile" "${extra[@]}" -p argoexec-rs --bin argoexec -p argoexec-s3-server --bin s3-server
+fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/argoexec-demo.XXXXXX")
 server_pid=""

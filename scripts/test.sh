@@ -15,6 +15,9 @@ cargo fmt --all -- --check
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
+# Every target, the S3 server's binary included (the demo test runs it; a test build alone
+# links no binary of a package without integration tests), then the tests on that same build.
+cargo build --locked --workspace --all-targets
 cargo nextest run --locked --workspace --profile "${NEXTEST_PROFILE:-default}"
 cargo test --locked --workspace --doc
 cargo clippy --locked --workspace --all-targets -- -D warnings
