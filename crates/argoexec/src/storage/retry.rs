@@ -72,11 +72,13 @@ impl Backoff {
         b
     }
 
-    /// This backoff, starting no retry after `deadline` (none when it is already past).
+    /// This backoff, starting no retry after `deadline`: when it is already past, the first
+    /// attempt still runs and no retry does (the zero time, Argo's "none", is `None` already).
     pub fn until(mut self, deadline: Option<SystemTime>) -> Self {
-        self.deadline = deadline
-            .and_then(|d| d.duration_since(SystemTime::now()).ok())
-            .map(|left| Instant::now() + left);
+        self.deadline = deadline.map(|d| {
+            let left = d.duration_since(SystemTime::now()).unwrap_or_default();
+            Instant::now() + left
+        });
         self
     }
 
@@ -371,6 +373,27 @@ mod tests {
             .expect_err("runs out");
         assert_eq!(calls.load(Ordering::SeqCst), 4);
         assert!(e.to_string().contains("gave up after 4 attempts"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_deadline_already_past_allows_the_first_attempt_and_no_retry() {
+        let calls = AtomicU64::new(0);
+        let retries = AtomicU64::new(0);
+        let past = SystemTime::now() - Duration::from_secs(60);
+        let e = fast()
+            .until(Some(past))
+            .run("op", &retries, || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(Error::backend("s3", ErrorKind::Network, "reset"))
+            })
+            .await
+            .expect_err("no time left to retry");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(retries.load(Ordering::SeqCst), 0);
+        assert!(
+            e.to_string().contains("stopped by the step deadline"),
+            "{e}"
+        );
     }
 
     #[test]
