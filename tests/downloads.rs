@@ -223,7 +223,7 @@ async fn under_throttling_ranges_in_flight_settle_at_what_the_store_accepts() {
     let env = [
         ("ARGOEXEC_CONCURRENCY_MAX", "8"),
         // A throttled read is tried again once the reads around it were answered.
-        ("EXECUTOR_RETRY_BACKOFF_DURATION", "50ms"),
+        ("EXECUTOR_RETRY_BACKOFF_DURATION", "200ms"),
     ];
     let proxy = load_over_a_slow_link(Duration::from_millis(20), Some(3), &env).await;
     let gets: Vec<_> = proxy

@@ -761,7 +761,7 @@ async fn a_connection_where_nothing_moves_is_closed_after_the_idle_timeout() {
     let served = Served::launch(
         &pod,
         &write_repository(&pod),
-        &["--idle-timeout", "1s"],
+        &["--idle-timeout", "3s"],
         &SMALL_CHUNKS,
     )
     .await;

@@ -407,7 +407,7 @@ async fn handle(
     new_head.push_str("Connection: close\r\n\r\n");
 
     let is_part = method == "PUT" && target.contains("partNumber=");
-    let _in_flight = is_part.then(|| PartInFlight::start(&faults.parts));
+    let in_flight = is_part.then(|| PartInFlight::start(&faults.parts));
     let concurrent = faults.limits.serving.fetch_add(1, Ordering::SeqCst) + 1;
     let mut serving = Some(Serving(Arc::clone(&faults.limits.serving)));
     let limit = faults.limits.throttle_above.load(Ordering::SeqCst);
@@ -523,8 +523,10 @@ async fn handle(
         }
         _ => {}
     }
-    // Served: the client may send its next request before this connection is closed.
+    // Served: the client may send its next request as soon as the answer is written, so the
+    // counts end before it is.
     drop(serving);
+    drop(in_flight);
     client.write_all(&response).await?;
     client.shutdown().await
 }
