@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 use support::git_server::{GitFixture, git};
-use support::ssh_server::{SshServer, free_address, keygen};
+use support::ssh_server::{SshServer, keygen};
 use support::{TestPod, assert_ok, failure};
 
 /// A pod whose secret `git/key` holds a private key the server accepts, a server with the
@@ -33,7 +33,7 @@ impl Setup {
         let keys = tempfile::tempdir().expect("keys");
         let (private, public) = keygen(keys.path(), "client", kind);
         pod.write_secret("git", "key", &private);
-        let server = SshServer::start(free_address(port), &[&public]);
+        let server = SshServer::start(port, &[&public]);
         Self {
             pod,
             fx,

@@ -630,7 +630,7 @@ async fn a_pod_runs_init_emissary_and_wait_in_the_image_as_its_user() {
 #[tokio::test(flavor = "multi_thread")]
 async fn init_clones_a_git_input_over_ssh_in_the_image() {
     use support::git_server::GitFixture;
-    use support::ssh_server::{SshServer, free_address, keygen};
+    use support::ssh_server::{SshServer, keygen};
     assert!(
         nix::unistd::geteuid().is_root(),
         "this test chroots and switches users, so it needs root (the CI container runs as root)"
@@ -665,7 +665,7 @@ async fn init_clones_a_git_input_over_ssh_in_the_image() {
     let fx = GitFixture::new();
     let keys = tempfile::tempdir().expect("keys");
     let (private, public) = keygen(keys.path(), "client", "ed25519");
-    let server = SshServer::start(free_address(0), &[&public]);
+    let server = SshServer::start(0, &[&public]);
     pod.write_secret("git", "key", &private);
     let secret = root.join("argo/secret");
     for dir in [secret.clone(), secret.join("git")] {

@@ -122,8 +122,8 @@ impl ServerProcess {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Ready::Exited(format!("exit {status}\n{}", self.log_tail()));
             }
-            // Answering, and still ours: not another process that holds the port.
-            if client.get(&url).send().await.is_ok() && matches!(self.child.try_wait(), Ok(None)) {
+            // Answering, and ours: not another process that took the port first.
+            if client.get(&url).send().await.is_ok() && listens_on(self.child.id(), self.port) {
                 return Ready::Answering;
             }
             if Instant::now() > deadline {
@@ -136,6 +136,31 @@ impl ServerProcess {
             self.log_tail()
         );
     }
+}
+
+/// Whether process `pid` holds the socket listening on 127.0.0.1:`port` (or on every
+/// address): the LISTEN entries of `/proc/net/tcp` for the port, matched by inode against the
+/// process's open files.
+fn listens_on(pid: u32, port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = [
+        format!("0100007F:{port:04X}"),
+        format!("00000000:{port:04X}"),
+    ];
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        // local_address, rem_address, st (0A: LISTEN), ..., inode (the tenth column).
+        .filter(|f| f.len() > 9 && local.iter().any(|l| l == f[1]) && f[3] == "0A")
+        .map(|f| format!("socket:[{}]", f[9]))
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .any(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
 }
 
 /// How a started server turned out.

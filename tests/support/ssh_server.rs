@@ -5,7 +5,7 @@
 //! made with `ssh-keygen`. The `sshd` is `ARGOEXEC_TEST_SSHD` (set by
 //! scripts/setup-test-tools.sh), else `/usr/sbin/sshd` (Debian's openssh-server).
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -43,8 +43,9 @@ pub fn keygen(dir: &Path, name: &str, kind: &str) -> (String, String) {
 }
 
 /// A free loopback address on `port` (0: any port), on 127.0.0.1 or, for port 22 that the
-/// scp-like URLs (`user@host:path`) imply, on another address of 127.0.0.0/8.
-pub fn free_address(port: u16) -> SocketAddr {
+/// scp-like URLs (`user@host:path`) imply, on another address of 127.0.0.0/8. It is free when
+/// chosen: another process may take it before sshd binds it (see [`SshServer::start`]).
+fn free_address(port: u16) -> SocketAddr {
     let pid = std::process::id();
     for n in 0..64u32 {
         let ip = if port == 0 {
@@ -85,8 +86,22 @@ impl Drop for SshServer {
 }
 
 impl SshServer {
-    /// Starts `sshd` on `addr` accepting the given public keys.
-    pub fn start(addr: SocketAddr, authorized_keys: &[&str]) -> Self {
+    /// Starts `sshd` on a free loopback address with `port` (see [`free_address`]), accepting
+    /// the given public keys. The address is free when chosen, not reserved: when another
+    /// process binds it first, sshd exits and starts again on another one, three times at most.
+    pub fn start(port: u16, authorized_keys: &[&str]) -> Self {
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            match Self::start_on(free_address(port), authorized_keys) {
+                Ok(server) => return server,
+                Err(log) => last_log = log,
+            }
+        }
+        panic!("sshd exited before listening, three times; the last log: {last_log}");
+    }
+
+    /// Starts `sshd` on `addr`; its log when it exits before it listens.
+    fn start_on(addr: SocketAddr, authorized_keys: &[&str]) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("sshd dir");
         let d = dir.path();
         let (_, host_key) = keygen(d, "host_key", "ed25519");
@@ -131,17 +146,24 @@ impl SshServer {
             child,
             dir,
         };
-        server.await_listening();
-        server
+        server.await_listening()?;
+        Ok(server)
     }
 
-    fn await_listening(&mut self) {
+    /// Waits (10 s at most) for sshd to say it listens: its own line, not a connection, which
+    /// a server of another process on the same address would accept as well.
+    fn await_listening(&mut self) -> Result<(), String> {
+        let listening = format!(
+            "Server listening on {} port {}.",
+            self.addr.ip(),
+            self.addr.port()
+        );
         for _ in 0..200 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("sshd exited with {status}: {}", self.log());
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Err(self.log());
             }
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(100)).is_ok() {
-                return;
+            if self.log().contains(&listening) {
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
