@@ -80,12 +80,16 @@ struct Job {
     input: Vec<u8>,
     dictionary: Vec<u8>,
     last: bool,
+    /// An empty buffer to deflate into: a spent one when there is one.
+    output: Vec<u8>,
     reply: SyncSender<io::Result<Segment>>,
 }
 
 struct Segment {
     deflated: Vec<u8>,
     crc: crc32fast::Hasher,
+    /// The block's input, handed back to be filled again.
+    input: Vec<u8>,
 }
 
 /// A gzip writer that compresses blocks on worker threads and writes them in order.
@@ -99,6 +103,11 @@ pub struct ParallelGzWriter<W: Write> {
     workers: Vec<JoinHandle<()>>,
     pending: VecDeque<Receiver<io::Result<Segment>>>,
     max_pending: usize,
+    /// Spent input and output buffers, filled again rather than allocated: above glibc's
+    /// mmap threshold each fresh one costs page faults and an munmap. Never more than the
+    /// pipeline held at once, so [`pipeline_bytes`] still bounds them.
+    spare_inputs: Vec<Vec<u8>>,
+    spare_outputs: Vec<Vec<u8>>,
     crc: crc32fast::Hasher,
     total_in: u64,
 }
@@ -161,6 +170,8 @@ impl<W: Write> ParallelGzWriter<W> {
             workers,
             pending: VecDeque::new(),
             max_pending: max_pending(threads),
+            spare_inputs: Vec::new(),
+            spare_outputs: Vec::new(),
             crc: crc32fast::Hasher::new(),
             total_in: 0,
         })
@@ -172,8 +183,13 @@ impl<W: Write> ParallelGzWriter<W> {
     }
 
     fn submit(&mut self, last: bool) -> io::Result<()> {
-        let input = std::mem::replace(&mut self.block, Vec::with_capacity(self.block_size));
+        let next = self
+            .spare_inputs
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(self.block_size));
+        let input = std::mem::replace(&mut self.block, next);
         let dictionary = std::mem::take(&mut self.dictionary);
+        let output = self.spare_outputs.pop().unwrap_or_default();
         if !last {
             self.dictionary = input[input.len().saturating_sub(DICT_SIZE)..].to_vec();
         }
@@ -183,6 +199,7 @@ impl<W: Write> ParallelGzWriter<W> {
             input,
             dictionary,
             last,
+            output,
             reply,
         })
         .map_err(|_| closed())?;
@@ -197,12 +214,21 @@ impl<W: Write> ParallelGzWriter<W> {
         let Some(rx) = self.pending.pop_front() else {
             return Ok(());
         };
-        let seg = rx.recv().map_err(|_| closed())??;
-        self.crc.combine(&seg.crc);
+        let Segment {
+            mut deflated,
+            crc,
+            mut input,
+        } = rx.recv().map_err(|_| closed())??;
+        self.crc.combine(&crc);
         self.inner
             .as_mut()
             .ok_or_else(closed)?
-            .write_all(&seg.deflated)
+            .write_all(&deflated)?;
+        deflated.clear();
+        input.clear();
+        self.spare_outputs.push(deflated);
+        self.spare_inputs.push(input);
+        Ok(())
     }
 
     /// Compresses what is left, writes the gzip trailer and returns the inner writer.
@@ -252,6 +278,10 @@ fn closed() -> io::Error {
     io::Error::other("gzip worker pool stopped")
 }
 
+/// Takes jobs until the writer is gone. Each block gets a fresh compressor: zlib-rs's
+/// `reset` does not give a fresh one's output at every level (1, 2, 7 and 8 differ, zlib-rs
+/// 0.6.8), and a segment that depended on the blocks its worker compressed before would make the
+/// stream depend on which worker took which block, which resuming an upload cannot allow.
 fn worker(jobs: Arc<Mutex<Receiver<Job>>>, level: u32) {
     loop {
         let job = {
@@ -261,12 +291,26 @@ fn worker(jobs: Arc<Mutex<Receiver<Job>>>, level: u32) {
                 Err(_) => return,
             }
         };
-        let result = deflate_segment(&job.input, &job.dictionary, job.last, level);
+        let result = deflate_segment(level, &job.input, &job.dictionary, job.last, job.output).map(
+            |(deflated, crc)| Segment {
+                deflated,
+                crc,
+                input: job.input,
+            },
+        );
         let _ = job.reply.send(result);
     }
 }
 
-fn deflate_segment(input: &[u8], dictionary: &[u8], last: bool, level: u32) -> io::Result<Segment> {
+/// Deflates `input` at `level` into `out` (empty, maybe with capacity): the segment and the
+/// input's CRC-32.
+fn deflate_segment(
+    level: u32,
+    input: &[u8],
+    dictionary: &[u8],
+    last: bool,
+    mut out: Vec<u8>,
+) -> io::Result<(Vec<u8>, crc32fast::Hasher)> {
     let mut c = Compress::new(Compression::new(level), false);
     if !dictionary.is_empty() {
         c.set_dictionary(dictionary).map_err(io::Error::other)?;
@@ -276,7 +320,7 @@ fn deflate_segment(input: &[u8], dictionary: &[u8], last: bool, level: u32) -> i
     } else {
         FlushCompress::Sync
     };
-    let mut out = Vec::with_capacity(segment_bound(input.len(), level));
+    out.reserve(segment_bound(input.len(), level));
     loop {
         let consumed = c.total_in() as usize;
         if out.capacity() - out.len() < 1024 {
@@ -297,7 +341,7 @@ fn deflate_segment(input: &[u8], dictionary: &[u8], last: bool, level: u32) -> i
     }
     let mut crc = crc32fast::Hasher::new();
     crc.update(input);
-    Ok(Segment { deflated: out, crc })
+    Ok((out, crc))
 }
 
 #[cfg(test)]
@@ -362,6 +406,36 @@ mod tests {
             w.finish().expect("finish")
         };
         assert_eq!(run(1), run(4));
+    }
+
+    /// Resume regenerates a stream and must get the same bytes: each segment is what a fresh
+    /// compressor makes of its block and the previous block's tail, whatever buffers it was
+    /// written into before.
+    #[test]
+    fn every_segment_is_what_a_fresh_compressor_makes_of_its_block() {
+        let block = 64 * 1024;
+        // Compressible, then incompressible, then compressible again, ending mid-block.
+        let data = [sample(300_000), noise(200_000), sample(150_000)].concat();
+        for level in 0..=9 {
+            let mut w =
+                ParallelGzWriter::with_block_size(Vec::new(), level, 1, block).expect("writer");
+            w.write_all(&data).expect("write");
+            let gz = w.finish().expect("finish");
+            let mut fresh = Vec::new();
+            let mut dictionary: &[u8] = &[];
+            let blocks: Vec<&[u8]> = data.chunks(block).collect();
+            for (i, input) in blocks.iter().enumerate() {
+                let last = i + 1 == blocks.len();
+                let (segment, _) =
+                    deflate_segment(level, input, dictionary, last, Vec::new()).expect("segment");
+                fresh.extend_from_slice(&segment);
+                dictionary = &input[input.len().saturating_sub(DICT_SIZE)..];
+            }
+            assert!(
+                gz[10..gz.len() - 8] == fresh[..],
+                "level {level}: the deflate stream differs"
+            );
+        }
     }
 
     #[test]
