@@ -349,47 +349,42 @@ mod tests {
         assert_eq!(retries.load(Ordering::SeqCst), 2);
     }
 
-    #[tokio::test]
-    async fn permanent_errors_stop_at_once_and_attempts_are_bounded() {
+    /// Runs `backoff` on an operation that always fails with `kind`: its calls, the retries
+    /// counted and the error returned.
+    async fn always_failing(backoff: Backoff, kind: ErrorKind) -> (u64, u64, Error) {
         let calls = AtomicU64::new(0);
         let retries = AtomicU64::new(0);
-        let e = fast()
+        let e = backoff
             .run("op", &retries, || async {
                 calls.fetch_add(1, Ordering::SeqCst);
-                Err::<(), _>(Error::backend("s3", ErrorKind::Auth, "denied"))
+                Err::<(), _>(Error::backend("s3", kind, "failed"))
             })
             .await
-            .expect_err("auth is permanent");
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert_eq!(e.to_string(), "denied");
+            .expect_err("it always fails");
+        (
+            calls.load(Ordering::SeqCst),
+            retries.load(Ordering::SeqCst),
+            e,
+        )
+    }
 
-        calls.store(0, Ordering::SeqCst);
-        let e = fast()
-            .run("op", &retries, || async {
-                calls.fetch_add(1, Ordering::SeqCst);
-                Err::<(), _>(Error::backend("s3", ErrorKind::Network, "reset"))
-            })
-            .await
-            .expect_err("runs out");
-        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    #[tokio::test]
+    async fn permanent_errors_stop_at_once_and_attempts_are_bounded() {
+        let (calls, retries, e) = always_failing(fast(), ErrorKind::Auth).await;
+        assert_eq!((calls, retries), (1, 0), "auth is permanent");
+        assert_eq!(e.to_string(), "failed");
+
+        let (calls, retries, e) = always_failing(fast(), ErrorKind::Network).await;
+        assert_eq!((calls, retries), (4, 3), "runs out");
         assert!(e.to_string().contains("gave up after 4 attempts"), "{e}");
     }
 
     #[tokio::test]
     async fn a_deadline_already_past_allows_the_first_attempt_and_no_retry() {
-        let calls = AtomicU64::new(0);
-        let retries = AtomicU64::new(0);
         let past = SystemTime::now() - Duration::from_secs(60);
-        let e = fast()
-            .until(Some(past))
-            .run("op", &retries, || async {
-                calls.fetch_add(1, Ordering::SeqCst);
-                Err::<(), _>(Error::backend("s3", ErrorKind::Network, "reset"))
-            })
-            .await
-            .expect_err("no time left to retry");
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert_eq!(retries.load(Ordering::SeqCst), 0);
+        let (calls, retries, e) =
+            always_failing(fast().until(Some(past)), ErrorKind::Network).await;
+        assert_eq!((calls, retries), (1, 0), "no time left to retry");
         assert!(
             e.to_string().contains("stopped by the step deadline"),
             "{e}"
